@@ -1,0 +1,1 @@
+"""Trajectory evaluation (ATE/RPE, evo-compatible) and plots."""

@@ -1,0 +1,1 @@
+"""Visual front end: features, tracking, stereo matching, outlier rejection."""

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes over the ROS-free pipelines. The only part of the package that imports rclpy."""

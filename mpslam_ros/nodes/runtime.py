@@ -1,0 +1,55 @@
+"""Process plumbing shared by every node: init, single-threaded spin, clean SIGINT/SIGTERM exit.
+
+A single-threaded executor is used on purpose: MultiThreadedExecutor starves the Python worker
+threads that run the (nogil, numba) solvers. Signals are handled here rather than by rclpy so the
+node can still log, stop its workers and flush results before the context goes away.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Callable, Optional, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+
+def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None) -> int:
+    """Create the node, spin it until SIGINT/SIGTERM, then shut down cleanly. Returns an exit code."""
+    rclpy.init(args=list(args) if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    executor = SingleThreadedExecutor()
+    try:
+        node = make_node()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            why = signal.Signals(received[0]).name if received else "context shut down"
+            node.get_logger().info(f"shutting down ({why})")
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()  # stop worker threads, flush what was computed
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

@@ -1,0 +1,37 @@
+"""Shared fixtures: paths to the shared data, and an isolated ROS 2 environment per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    return DATA
+
+
+_domain_counter = [0]
+
+
+@pytest.fixture
+def ros_env() -> dict:
+    """Environment for child ROS processes: its own ROS_DOMAIN_ID, discovery on localhost only."""
+    _domain_counter[0] += 1
+    # Spread over 1..100 by worker pid so parallel pytest workers never share a domain.
+    domain = 1 + (os.getpid() * 7 + _domain_counter[0]) % 100
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(domain),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        PYTHONUNBUFFERED="1",
+        RCUTILS_LOGGING_BUFFERED_STREAM="0",
+    )
+    return env
