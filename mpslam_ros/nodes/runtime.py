@@ -19,7 +19,11 @@ from rclpy.signals import SignalHandlerOptions
 
 
 def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None) -> int:
-    """Create the node, spin it until SIGINT/SIGTERM, then shut down cleanly. Returns an exit code."""
+    """Create the node, spin it until SIGINT/SIGTERM, then shut down cleanly. Returns an exit code.
+
+    A node with a ``finished`` attribute (a ``threading.Event``) ends the spin by setting it (the bag
+    player does when the bag is over); a node with ``exit_code`` reports that code.
+    """
     rclpy.init(args=list(args) if args is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -31,25 +35,29 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None
+    code = 0
     executor = SingleThreadedExecutor()
     try:
         node = make_node()
         executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
+        finished = getattr(node, "finished", None) or threading.Event()
+        while not stop.is_set() and not finished.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
-            why = signal.Signals(received[0]).name if received else "context shut down"
+            why = (signal.Signals(received[0]).name if received
+                   else "finished" if getattr(node, "finished", threading.Event()).is_set() else "context shut down")
             node.get_logger().info(f"shutting down ({why})")
             close = getattr(node, "close", None)
             if close is not None:
                 close()  # stop worker threads, flush what was computed
+            code = int(getattr(node, "exit_code", 0) or 0)
             executor.remove_node(node)
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return 0
+    return code

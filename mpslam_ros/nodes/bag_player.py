@@ -1,0 +1,197 @@
+"""bag_player: plays a rosbag2 (MCAP or sqlite3, read with rosbags) onto ROS 2 topics.
+
+Messages go out as the serialized CDR bytes stored in the bag (no decode/encode round trip), paced
+in real time or at a rate factor, with ``/clock`` published from bag time so nodes running with
+``use_sim_time`` see the recording's clock. A synthetic or recorded bag thus drives the nodes
+exactly as a robot's drivers would.
+
+Usage: ``bag_player BAG [--rate 2] [--wait-for /camera/left/image_raw ...] [--ros-args ...]``
+(the same options as ``mpslam play``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+
+from mpslam_ros.cli.play import add_player_arguments
+from mpslam_ros.nodes.msgs import ns_to_time
+from mpslam_ros.nodes.runtime import run_node
+
+
+class BagError(RuntimeError):
+    """The bag cannot be opened or read; the message names the bag and the reason."""
+
+
+def _message_class(msgtype: str):
+    """``sensor_msgs/msg/Image`` -> the rclpy class, or None where the package is not installed."""
+    pkg, _, name = msgtype.rpartition("/")
+    try:
+        return getattr(importlib.import_module(pkg.replace("/", ".")), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def open_bag(path: str | Path):
+    """Open a bag with rosbags' AnyReader (mcap or sqlite3); raises BagError naming the bag."""
+    from rosbags.highlevel import AnyReader
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path}: no such file or folder")
+    try:
+        reader = AnyReader([path])
+        reader.open()
+    except Exception as exc:  # rosbags raises several unrelated types for corrupt/unknown bags
+        raise BagError(f"bag {path}: cannot open ({type(exc).__name__}: {exc})") from exc
+    return reader
+
+
+class BagPlayerNode(Node):
+    def __init__(self, options: argparse.Namespace) -> None:
+        super().__init__("bag_player")
+        self.options = options
+        self.finished = threading.Event()
+        self.exit_code = 0
+        self.messages_published = 0
+        self._stop = threading.Event()
+        self._reader = open_bag(options.bag)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=options.qos_depth,
+                         reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._connections = []
+        self._topic_publishers = {}
+        for conn in self._reader.connections:
+            if options.topics and conn.topic not in options.topics:
+                continue
+            cls = _message_class(conn.msgtype)
+            if cls is None:
+                self.get_logger().warning(f"skipping {conn.topic}: message type {conn.msgtype} is not installed")
+                continue
+            if conn.topic not in self._topic_publishers:
+                self._topic_publishers[conn.topic] = self.create_publisher(
+                    cls, conn.topic, latched if conn.topic == "/tf_static" else qos)
+            self._connections.append(conn)
+        if not self._connections:
+            raise BagError(f"bag {options.bag}: no playable topics")
+        self._clock_pub = self.create_publisher(Clock, "/clock", 10) if options.clock_hz > 0 else None
+        self.get_logger().info(
+            f"playing {options.bag} at rate {options.rate:g}: "
+            + ", ".join(sorted(self._topic_publishers)))
+        self._thread = threading.Thread(target=self._play_guarded, name="bag_player", daemon=True)
+        self._thread.start()
+
+    # The playback runs in its own thread: executor callbacks stay free and pacing is not tied to spin.
+    def _play_guarded(self) -> None:
+        try:
+            self._wait_for_subscribers()
+            if self.options.delay > 0:
+                self._stop.wait(self.options.delay)
+            while not self._stop.is_set():
+                self._play_once()
+                if not self.options.loop:
+                    break
+            self._stop.wait(0.5)  # let reliable transports deliver the last messages
+        except Exception as exc:  # a corrupt bag mid-way: report it and end the process with an error
+            self.get_logger().error(f"playback of {self.options.bag} stopped: {type(exc).__name__}: {exc}")
+            self.exit_code = 1
+        finally:
+            self.get_logger().info(f"playback done: {self.messages_published} messages")
+            self.finished.set()
+
+    def _wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + self.options.wait_timeout
+        pending = list(self.options.wait_for)
+        while pending and not self._stop.is_set():
+            pending = [t for t in pending if self.count_subscribers(t) == 0]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                self.get_logger().warning(f"no subscriber on {pending} after {self.options.wait_timeout:g} s; "
+                                          "playing anyway")
+                break
+            time.sleep(0.1)
+
+    def _play_once(self) -> None:
+        opts = self.options
+        reader = self._reader
+        t_begin = reader.start_time + int(opts.start * 1e9)
+        t_end = reader.end_time if opts.duration is None else t_begin + int(opts.duration * 1e9)
+        total = max(1, sum(c.msgcount for c in self._connections))
+        progress = None
+        if opts.progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=total, unit="msg", desc="play", file=sys.stderr)
+        rate = max(opts.rate, 1e-6)
+        clock_period_ns = int(1e9 / opts.clock_hz) if self._clock_pub is not None else None
+        wall0 = time.monotonic()
+        next_clock = t_begin
+        try:
+            for conn, stamp, raw in reader.messages(connections=self._connections, start=t_begin, stop=t_end + 1):
+                if self._stop.is_set():
+                    return
+                # sleep until this message's moment, ticking /clock on the way
+                while True:
+                    now_bag = t_begin + int((time.monotonic() - wall0) * rate * 1e9)
+                    if clock_period_ns is not None and now_bag >= next_clock:
+                        self._clock_pub.publish(Clock(clock=ns_to_time(min(now_bag, stamp))))
+                        next_clock = now_bag + clock_period_ns
+                    if now_bag >= stamp:
+                        break
+                    wait_ns = stamp - now_bag
+                    if clock_period_ns is not None:
+                        wait_ns = min(wait_ns, max(next_clock - now_bag, 0))
+                    if self._stop.wait(max(wait_ns / rate * 1e-9, 0.0)):
+                        return
+                self._topic_publishers[conn.topic].publish(bytes(raw))
+                self.messages_published += 1
+                if progress is not None:
+                    progress.update(1)
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self._reader.close()
+
+
+def parse_player_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bag_player", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_player_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def play(options: argparse.Namespace, ros_args: Optional[Sequence[str]] = None) -> int:
+    """Run the player as a node until the bag ends (or SIGINT/SIGTERM); returns the exit code."""
+    try:
+        open_bag(options.bag).close()  # fail early with a clear message instead of a traceback
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_node(lambda: BagPlayerNode(options), ros_args)
+
+
+def main(args: Optional[Sequence[str]] = None) -> int:
+    from rclpy.utilities import remove_ros_args
+
+    argv = list(args) if args is not None else sys.argv
+    options = parse_player_args(remove_ros_args(argv)[1:])
+    return play(options, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
