@@ -1,0 +1,480 @@
+"""numba kernels over block-sparse Jacobians with fp64 / fp32 / fp16(uint16)-stored values.
+
+Layout (see :mod:`mpslam_ros.solvers.problem`): residual block k has ``m`` rows and touches at most
+two parameter blocks; ``Ja[k]`` (m x da) multiplies the columns starting at ``col_a[k]`` and
+``Jb[k]`` (m x db) those starting at ``col_b[k]`` (``-1``: fixed or absent block, skipped).
+
+Every kernel is generic in the stored dtype: values are widened with :func:`widen` (uint16 holds fp16
+bits, converted with an LLVM ``fpext half`` -> vcvtph2ps) and the arithmetic runs in the dtype of
+the vectors (fp32 or fp64). With ``half=True`` the arithmetic emulates an fp16 datapath: every
+product, sum and stored vector entry is rounded to fp16 (used only by the naive fp16 preset).
+
+The whole preconditioned CGNR loop (:func:`cgnr`) is one nogil function, so a solve costs one
+Python call and can run in a background thread in parallel with the GIL-holding ROS executor.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# --------------------------------------------------------------------------- LLVM intrinsics
+
+
+@intrinsic
+def widen(typingctx, v):
+    """Stored value -> arithmetic value: uint16 (fp16 bits) -> float32; floats pass through."""
+    if isinstance(v, types.Integer) and v.bitwidth == 16:
+
+        def codegen(context, builder, sig, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+        return types.float32(v), codegen
+    if isinstance(v, types.Float):
+
+        def codegen(context, builder, sig, args):
+            return args[0]
+
+        return v(v), codegen
+    return None
+
+
+@intrinsic
+def round_half(typingctx, v):
+    """Round a float to the nearest fp16 value (ties to even), returned in the same float type."""
+    if isinstance(v, types.Float):
+        llty = ir.FloatType() if v.bitwidth == 32 else ir.DoubleType()
+
+        def codegen(context, builder, sig, args):
+            x = args[0]
+            if v.bitwidth == 64:  # no double->half libcall on CPU: go through float (only fp32 values use this)
+                x = builder.fptrunc(x, ir.FloatType())
+            return builder.fpext(builder.fptrunc(x, ir.HalfType()), llty)
+
+        return v(v), codegen
+    return None
+
+
+@intrinsic
+def half_bits(typingctx, v):
+    """float32 -> fp16 bit pattern (uint16), rounding to nearest even."""
+    if isinstance(v, types.Float):
+
+        def codegen(context, builder, sig, args):
+            x = args[0]
+            if v.bitwidth == 64:
+                x = builder.fptrunc(x, ir.FloatType())
+            return builder.bitcast(builder.fptrunc(x, ir.HalfType()), ir.IntType(16))
+
+        return types.uint16(v), codegen
+    return None
+
+
+@intrinsic
+def zero_of(typingctx, arr):
+    """A zero of ``arr``'s element type (keeps accumulators in the vector precision)."""
+    if isinstance(arr, types.Array):
+
+        def codegen(context, builder, sig, args):
+            return context.get_constant(arr.dtype, 0)
+
+        return arr.dtype(arr), codegen
+    return None
+
+
+@intrinsic
+def cycle_counter(typingctx):
+    """The CPU time-stamp counter (``llvm.readcyclecounter``); see :func:`ticks_per_second`."""
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return types.int64(), codegen
+
+
+@njit(nogil=True, cache=True)
+def read_ticks() -> int:
+    return cycle_counter()
+
+
+_TICKS_PER_SECOND = [0.0]
+
+
+def ticks_per_second() -> float:
+    """Rate of :func:`cycle_counter` (calibrated once against perf_counter; constant_tsc CPUs)."""
+    if _TICKS_PER_SECOND[0] == 0.0:
+        read_ticks()
+        t0, c0 = time.perf_counter(), read_ticks()
+        time.sleep(0.02)
+        t1, c1 = time.perf_counter(), read_ticks()
+        _TICKS_PER_SECOND[0] = max((c1 - c0) / (t1 - t0), 1.0)
+    return _TICKS_PER_SECOND[0]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _mac(acc, a, b, half):
+    """acc + a*b, rounded like an fp16 datapath when ``half``."""
+    if half:
+        return round_half(acc + round_half(a * b))
+    return acc + a * b
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _rnd(x, half):
+    if half:
+        return round_half(x)
+    return x
+
+
+# --------------------------------------------------------------------------- Jacobian products
+
+
+@njit(nogil=True, cache=True)
+def jac_matvec(Ja, Jb, col_a, col_b, p, out, half):
+    """out = J p  (out: length K*m, in the dtype of p)."""
+    K, m, da = Ja.shape
+    db = Jb.shape[2]
+    for k in range(K):
+        ca = col_a[k]
+        cb = col_b[k]
+        for r in range(m):
+            acc = zero_of(out)
+            if ca >= 0:
+                for c in range(da):
+                    acc = _mac(acc, widen(Ja[k, r, c]), p[ca + c], half)
+            if cb >= 0:
+                for c in range(db):
+                    acc = _mac(acc, widen(Jb[k, r, c]), p[cb + c], half)
+            out[k * m + r] = acc
+
+
+@njit(nogil=True, cache=True)
+def jac_t_matvec(Ja, Jb, col_a, col_b, q, out, half):
+    """out = J^T q  (out zeroed first; length = number of free columns)."""
+    K, m, da = Ja.shape
+    db = Jb.shape[2]
+    out[:] = 0
+    for k in range(K):
+        ca = col_a[k]
+        cb = col_b[k]
+        base = k * m
+        if ca >= 0:
+            for c in range(da):
+                acc = zero_of(out)
+                for r in range(m):
+                    acc = _mac(acc, widen(Ja[k, r, c]), q[base + r], half)
+                out[ca + c] = _rnd(out[ca + c] + acc, half)
+        if cb >= 0:
+            for c in range(db):
+                acc = zero_of(out)
+                for r in range(m):
+                    acc = _mac(acc, widen(Jb[k, r, c]), q[base + r], half)
+                out[cb + c] = _rnd(out[cb + c] + acc, half)
+
+
+@njit(nogil=True, cache=True)
+def jtj_column_norms2(Ja, Jb, col_a, col_b, out):
+    """out[c] = squared norm of column c of J (= diagonal of J^T J), accumulated in fp64."""
+    K, m, da = Ja.shape
+    db = Jb.shape[2]
+    out[:] = 0.0
+    for k in range(K):
+        ca = col_a[k]
+        cb = col_b[k]
+        for r in range(m):
+            if ca >= 0:
+                for c in range(da):
+                    v = Ja[k, r, c]
+                    out[ca + c] += v * v
+            if cb >= 0:
+                for c in range(db):
+                    v = Jb[k, r, c]
+                    out[cb + c] += v * v
+
+
+@njit(nogil=True, cache=True)
+def jtj_block_diagonal(Ja, Jb, col_a, col_b, off_a, off_b, out):
+    """Diagonal blocks of J^T J: block of term k's a-block at out[off_a[k]:] (da x da row-major), same for b."""
+    K, m, da = Ja.shape
+    db = Jb.shape[2]
+    out[:] = 0.0
+    for k in range(K):
+        if col_a[k] >= 0:
+            o = off_a[k]
+            for i in range(da):
+                for j in range(da):
+                    s = 0.0
+                    for r in range(m):
+                        s += Ja[k, r, i] * Ja[k, r, j]
+                    out[o + i * da + j] += s
+        if col_b[k] >= 0:
+            o = off_b[k]
+            for i in range(db):
+                for j in range(db):
+                    s = 0.0
+                    for r in range(m):
+                        s += Jb[k, r, i] * Jb[k, r, j]
+                    out[o + i * db + j] += s
+
+
+@njit(nogil=True, cache=True)
+def scale_jacobian(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
+    """Sa = global_scale * Ja * diag(col_scale) (in Sa's float dtype); likewise Sb. Fixed columns -> 0."""
+    K, m, da = Ja.shape
+    db = Jb.shape[2]
+    for k in range(K):
+        ca = col_a[k]
+        cb = col_b[k]
+        for r in range(m):
+            for c in range(da):
+                Sa[k, r, c] = Ja[k, r, c] * (col_scale[ca + c] * global_scale) if ca >= 0 else 0.0
+            for c in range(db):
+                Sb[k, r, c] = Jb[k, r, c] * (col_scale[cb + c] * global_scale) if cb >= 0 else 0.0
+
+
+# --------------------------------------------------------------------------- preconditioners
+
+
+@njit(nogil=True, cache=True)
+def block_diag_apply(vals, blk_col, blk_size, blk_off, x, out, half):
+    """out = blockdiag(vals) x, blocks dense row-major at vals[blk_off[i]:], covering columns blk_col[i]..+size."""
+    for b in range(blk_col.shape[0]):
+        c0 = blk_col[b]
+        s = blk_size[b]
+        o = blk_off[b]
+        for i in range(s):
+            acc = zero_of(out)
+            for j in range(s):
+                acc = _mac(acc, widen(vals[o + i * s + j]), x[c0 + j], half)
+            out[c0 + i] = acc
+
+
+@njit(nogil=True, cache=True)
+def ic0_factor(indptr, indices, data, out):
+    """Incomplete Cholesky IC(0) of a symmetric matrix given by its lower triangle in CSR.
+
+    Rows must have sorted column indices with the diagonal last. Writes L (same pattern) to
+    ``out`` (fp64) and returns the row of the first non-positive pivot, or -1 on success.
+    """
+    n = indptr.shape[0] - 1
+    for i in range(n):
+        row_start = indptr[i]
+        for p in range(row_start, indptr[i + 1]):
+            j = indices[p]
+            s = data[p]
+            pi = row_start
+            pj = indptr[j]
+            ej = indptr[j + 1] - 1  # diagonal of row j
+            while pi < p and pj < ej:
+                ci = indices[pi]
+                cj = indices[pj]
+                if ci == cj:
+                    s -= out[pi] * out[pj]
+                    pi += 1
+                    pj += 1
+                elif ci < cj:
+                    pi += 1
+                else:
+                    pj += 1
+            if j < i:
+                out[p] = s / out[ej]
+            else:
+                if not s > 0.0:
+                    return i
+                out[p] = np.sqrt(s)
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def lower_solve(indptr, indices, L, b, out, half):
+    """Solve L out = b (L lower CSR, diagonal last in each row; values widened from storage)."""
+    n = indptr.shape[0] - 1
+    for i in range(n):
+        s = b[i]
+        end = indptr[i + 1] - 1
+        for p in range(indptr[i], end):
+            s = _rnd(s - _rnd(widen(L[p]) * out[indices[p]], half), half)
+        out[i] = _rnd(s / widen(L[end]), half)
+
+
+@njit(nogil=True, cache=True)
+def upper_t_solve(indptr, indices, L, b, out, half):
+    """Solve L^T out = b with the same lower CSR storage as :func:`lower_solve` (column-oriented sweep)."""
+    n = indptr.shape[0] - 1
+    for i in range(n):
+        out[i] = b[i]
+    for i in range(n - 1, -1, -1):
+        end = indptr[i + 1] - 1
+        xi = _rnd(out[i] / widen(L[end]), half)
+        out[i] = xi
+        for p in range(indptr[i], end):
+            j = indices[p]
+            out[j] = _rnd(out[j] - _rnd(widen(L[p]) * xi, half), half)
+
+
+@njit(nogil=True, cache=True)
+def csr_matvec(indptr, indices, vals, x, out, half):
+    """out = A x for a CSR matrix with stored values (used by tests and benchmarks)."""
+    n = indptr.shape[0] - 1
+    for i in range(n):
+        acc = zero_of(out)
+        for p in range(indptr[i], indptr[i + 1]):
+            acc = _mac(acc, widen(vals[p]), x[indices[p]], half)
+        out[i] = acc
+
+
+@njit(nogil=True, cache=True)
+def _dot(a, b, half):
+    acc = zero_of(a)
+    for i in range(a.shape[0]):
+        acc = _mac(acc, a[i], b[i], half)
+    return acc
+
+
+#: Preconditioner kinds understood by :func:`cgnr`.
+PC_NONE, PC_BLOCK_JACOBI, PC_IC = 0, 1, 2
+
+
+@njit(nogil=True, cache=True)
+def _apply_preconditioner(kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half):
+    if kind == 1:
+        block_diag_apply(bd_vals, bd_col, bd_size, bd_off, r, z, half)
+    elif kind == 2:
+        lower_solve(L_indptr, L_indices, L_vals, r, tmp, half)
+        upper_t_solve(L_indptr, L_indices, L_vals, tmp, z, half)
+    else:
+        for i in range(r.shape[0]):
+            z[i] = r[i]
+
+
+@njit(nogil=True, cache=True)
+def cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_off,
+         L_indptr, L_indices, L_vals, max_iter, rtol, half, x, stats):
+    """Preconditioned CG on the normal equations (J^T J + lam I) x = rhs, matrix-free (CGNR).
+
+    J^T J is never formed: each iteration does q = J p and J^T q. Stops when
+    ``|r| <= rtol |rhs|`` (inexact Newton), after ``max_iter`` iterations, or on a non-finite value.
+    ``x`` (output, zeroed here) and ``rhs`` share the CG vector dtype. ``stats`` (float64[6]) gets:
+    iterations, final relative residual, ticks in the preconditioner / triangular solves, ticks in
+    J products, 1.0 if a non-finite value appeared, p^T A p of the last direction.
+    Returns the number of iterations.
+    """
+    n = rhs.shape[0]
+    K, m, _ = Ja.shape
+    r = rhs.copy()
+    z = np.empty_like(rhs)
+    tmp = np.empty_like(rhs)
+    Ap = np.empty_like(rhs)
+    q = np.empty(K * m, dtype=rhs.dtype)
+    x[:] = 0
+    t_pc = 0
+    t_mv = 0
+    bad = 0.0
+    b_norm = np.sqrt(_dot(rhs, rhs, False))
+    it = 0
+    rel = 0.0
+    if b_norm == 0.0 or not np.isfinite(b_norm):
+        stats[0] = 0.0
+        stats[1] = 0.0
+        stats[4] = 0.0 if b_norm == 0.0 else 1.0
+        return 0
+    t0 = cycle_counter()
+    _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half)
+    t_pc += cycle_counter() - t0
+    p = z.copy()
+    rz = _dot(r, z, half)
+    rel = 1.0
+    for it in range(1, max_iter + 1):
+        t0 = cycle_counter()
+        jac_matvec(Ja, Jb, col_a, col_b, p, q, half)
+        jac_t_matvec(Ja, Jb, col_a, col_b, q, Ap, half)
+        t_mv += cycle_counter() - t0
+        for i in range(n):
+            Ap[i] = _rnd(Ap[i] + _rnd(lam * p[i], half), half)
+        pAp = _dot(p, Ap, half)
+        if not (np.isfinite(pAp) and pAp > 0.0):
+            if not np.isfinite(pAp):
+                bad = 1.0
+            it -= 1
+            break
+        alpha = _rnd(rz / pAp, half)
+        for i in range(n):
+            x[i] = _rnd(x[i] + _rnd(alpha * p[i], half), half)
+            r[i] = _rnd(r[i] - _rnd(alpha * Ap[i], half), half)
+        r_norm = np.sqrt(_dot(r, r, False))
+        rel = r_norm / b_norm
+        stats[5] = pAp
+        if not np.isfinite(rel):
+            bad = 1.0
+            break
+        if rel <= rtol:
+            break
+        t0 = cycle_counter()
+        _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half)
+        t_pc += cycle_counter() - t0
+        rz_new = _dot(r, z, half)
+        beta = _rnd(rz_new / rz, half)
+        rz = rz_new
+        for i in range(n):
+            p[i] = _rnd(z[i] + _rnd(beta * p[i], half), half)
+    for i in range(n):
+        if not np.isfinite(x[i]):
+            bad = 1.0
+            break
+    stats[0] = it
+    stats[1] = rel
+    stats[2] = t_pc
+    stats[3] = t_mv
+    stats[4] = bad
+    return it
+
+
+def bytes_of(*arrays: np.ndarray) -> int:
+    """Memory of stored operands in bytes (values and index arrays passed)."""
+    return int(sum(a.nbytes for a in arrays))
+
+
+def warmup() -> None:
+    """Compile (or load from cache) the kernels for the dtype combinations the presets use."""
+    ticks_per_second()
+    rng = np.random.default_rng(0)
+    K, m, d, n = 3, 6, 6, 18
+    col_a = np.array([0, 6, -1], dtype=np.int64)
+    col_b = np.array([6, 12, 0], dtype=np.int64)
+    indptr = np.arange(n + 1, dtype=np.int64)
+    indices = np.arange(n, dtype=np.int64)
+    ic0_factor(indptr, indices, np.ones(n), np.empty(n))
+    bd_col = np.array([0, 6, 12], dtype=np.int64)
+    bd_size = np.full(3, 6, dtype=np.int64)
+    bd_off = np.array([0, 36, 72], dtype=np.int64)
+    J64 = rng.standard_normal((K, m, d))
+    jtj_column_norms2(J64, J64, col_a, col_b, np.empty(n))
+    jtj_block_diagonal(J64, J64, col_a, col_b, bd_off[[0, 1, 0]], bd_off[[1, 2, 0]], np.empty(108))
+
+    def stored(a, dt):
+        return a.astype(np.float16).view(np.uint16) if dt == np.uint16 else a.astype(dt)
+
+    # (jacobian storage, vector dtype, preconditioner storage, half) of fp64 / fp32 / mixed / fp16 presets
+    combos = [(np.float64, np.float64, np.float64, False), (np.float32, np.float32, np.float32, False),
+              (np.uint16, np.float32, np.uint16, False), (np.uint16, np.float32, np.uint16, True),
+              (np.float32, np.float32, np.uint16, False)]
+    for jt, vt, pt, half in combos:
+        J = stored(J64, jt)
+        scale_jacobian(J64, J64, col_a, col_b, np.ones(n), 1.0, np.empty((K, m, d), vt), np.empty((K, m, d), vt))
+        bdv = stored(np.tile(np.eye(6).ravel(), 3), pt)
+        Lv = stored(np.ones(n), pt)
+        rhs = np.ones(n, dtype=vt)
+        x = np.empty(n, dtype=vt)
+        for kind in (PC_NONE, PC_BLOCK_JACOBI, PC_IC):
+            cgnr(J, J, col_a, col_b, rhs, 1e-3, kind, bdv, bd_col, bd_size, bd_off, indptr, indices, Lv, 5, 1e-6,
+                 half, x, np.zeros(6))
+        q = np.empty(K * m, dtype=vt)
+        jac_matvec(J, J, col_a, col_b, rhs, q, half)
+        jac_t_matvec(J, J, col_a, col_b, q, x, half)
