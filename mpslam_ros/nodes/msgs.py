@@ -173,8 +173,14 @@ def camera_infos_to_rig(left: CameraInfo, right: Optional[CameraInfo], T_body_le
     p = np.asarray(right.p, dtype=np.float64).reshape(3, 4)
     if p[0, 0] <= 0 or p[0, 3] >= 0:
         raise MessageError(f"right CameraInfo P has no stereo baseline (P[0,3]={p[0, 3]}, expected < 0)")
+    # R_i rotates camera i into the common rectified frame, where the right camera sits at +x baseline
+    R_l = np.asarray(left.r, dtype=np.float64).reshape(3, 3)
+    R_r = np.asarray(right.r, dtype=np.float64).reshape(3, 3)
+    if not np.any(R_l) or not np.any(R_r):  # unset R: already rectified
+        R_l = R_r = np.eye(3)
     T_left_right = np.eye(4)
-    T_left_right[0, 3] = -p[0, 3] / p[0, 0]
+    T_left_right[:3, :3] = R_l.T @ R_r
+    T_left_right[:3, 3] = R_l.T @ np.array([-p[0, 3] / p[0, 0], 0.0, 0.0])
     rectified = not (left_cam.is_distorted or right_cam.is_distorted)
     return StereoRig(left=left_cam, right=right_cam, T_body_left=np.asarray(T_body_left, float),
                      T_left_right=T_left_right, rectified=rectified)

@@ -1,16 +1,349 @@
-"""Visual odometry node (shell: filled in by the ROS-nodes work)."""
+"""vo_node: stereo (or RGB-D) visual odometry as a ROS 2 node.
+
+Subscribes to ``camera/left/image_raw`` + ``camera/right/image_raw`` (or ``camera/depth/image_raw``
+in RGB-D mode) and their ``camera_info``, pairs the images by stamp, runs
+``mpslam_ros.slam.vo.VisualOdometry`` in a worker thread and publishes ``vo/odometry``
+(odom -> base_link), ``vo/pose``, ``vo/path``, ``vo/landmarks``, keyframes for loop closure
+(``vo/keyframes/features`` + ``vo/keyframes/pose``, see ``mpslam_ros.nodes.msgs``) and
+``/diagnostics``. If frames arrive faster than VO runs, the oldest waiting frame is dropped and
+counted (never queued without bound: odometry must stay current).
+"""
 
 from __future__ import annotations
 
-from rclpy.node import Node
+import collections
+import threading
+import time
+from typing import Optional
 
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from mpslam_ros.datatypes import FrameResult, StereoFrame, StereoRig
+from mpslam_ros.nodes import msgs
+from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
 from mpslam_ros.nodes.runtime import run_node
+
+KEYFRAME_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class BadInputLog:
+    """Counts rejected messages and logs each distinct (topic, reason) once."""
+
+    def __init__(self, logger) -> None:
+        self._logger = logger
+        self._seen: set = set()
+        self.count = 0
+
+    def reject(self, topic: str, reason: str) -> None:
+        self.count += 1
+        if (topic, reason) not in self._seen:
+            self._seen.add((topic, reason))
+            self._logger.warning(f"dropping message on {topic}: {reason} (logged once; counted in diagnostics)")
+
+
+def try_tf_broadcaster(node: Node):
+    """A tf2_ros TransformBroadcaster where tf2_ros is installed (a ROS 2 install), else None."""
+    try:
+        from tf2_ros import TransformBroadcaster
+    except ImportError:
+        return None
+    return TransformBroadcaster(node)
 
 
 class VisualOdometryNode(Node):
     def __init__(self) -> None:
         super().__init__("vo_node")
         self.get_logger().info("vo_node started")
+        self.mode = declare(self, "mode", "stereo", "'stereo' (left + right images) or 'rgbd' (image + depth)")
+        if self.mode not in ("stereo", "rgbd"):
+            raise ValueError(f"parameter mode must be 'stereo' or 'rgbd', got {self.mode!r}")
+        self.sync_tolerance_ns = int(1e9 * declare(
+            self, "sync_tolerance_s", 0.002, "max stamp difference (s) between the two images of a pair"))
+        self.odom_frame = declare(self, "odom_frame", "odom", "frame of the odometry (parent of base_frame)")
+        self.base_frame = declare(self, "base_frame", "base_link", "body frame of the robot")
+        self.depth_scale = declare(self, "depth_scale", 0.001, "metres per unit of 16-bit depth images (RGB-D)")
+        image_qos = declare(self, "image_qos", "sensor_data",
+                            "QoS of the image subscriptions: 'sensor_data' (best effort, as camera drivers "
+                            "publish) or 'reliable'")
+        self.max_pending = declare(self, "max_pending_frames", 1,
+                                   "frames waiting for VO; when full the oldest is dropped (and counted)")
+        self.path_period = declare(self, "path_publish_period_s", 1.0, "seconds between vo/path messages")
+        self.landmarks_every = declare(self, "landmarks_every_n_frames", 5,
+                                       "publish vo/landmarks every N processed frames")
+        self.publish_tf = declare(self, "publish_tf", True,
+                                  "broadcast odom -> base_link on /tf (when tf2_ros is installed)")
+        self.do_warmup = declare(self, "warmup", True,
+                                 "compile the numba kernels (in the worker) before subscribing to images")
+        self.T_body_left = declare_camera_extrinsic(self)
+
+        from mpslam_ros.slam.vo import VOConfig
+
+        vo_defaults = VOConfig()
+        self.precision = declare(self, "precision", vo_defaults.precision,
+                                 "solver precision preset of the local bundle adjustment: fp64, fp32, fp16 or mixed")
+        self.window_size = declare(self, "window_size", vo_defaults.window_size,
+                                   "keyframes in the sliding bundle-adjustment window")
+        overrides = declare_dataclass(self, "vo", VOConfig, skip=("precision", "window_size"))
+        self.vo_config = VOConfig(precision=self.precision, window_size=self.window_size, **overrides)
+        self.bad = BadInputLog(self.get_logger())
+        self._lock = threading.Lock()
+        self._infos: dict = {}
+        self._rig: Optional[StereoRig] = None
+        # per-topic buffers of decoded images waiting for their partner: stamp -> array
+        self._left: collections.OrderedDict = collections.OrderedDict()
+        self._other: collections.OrderedDict = collections.OrderedDict()
+        self._last_stamp = {"left": -1, "other": -1}
+        self._last_paired = -1
+        self._pending: collections.deque = collections.deque()
+        self._wake = threading.Condition(self._lock)
+        self._stop = False
+        self.frames_received = 0
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        self.tracking_state = "waiting"
+        self.num_tracked = 0
+        self._timings: collections.deque = collections.deque(maxlen=100)
+        self._latency: collections.deque = collections.deque(maxlen=100)
+        self._processed_times: collections.deque = collections.deque(maxlen=100)
+        self._path_stamps: list = []
+        self._path_poses: list = []
+
+        self.pub_odom = self.create_publisher(Odometry, "vo/odometry", 50)
+        self.pub_pose = self.create_publisher(PoseStamped, "vo/pose", 50)
+        self.pub_path = self.create_publisher(Path, "vo/path", 5)
+        self.pub_landmarks = self.create_publisher(PointCloud2, "vo/landmarks", 5)
+        self.pub_kf_features = self.create_publisher(PointCloud2, "vo/keyframes/features", KEYFRAME_QOS)
+        self.pub_kf_pose = self.create_publisher(Odometry, "vo/keyframes/pose", KEYFRAME_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.tf = try_tf_broadcaster(self) if self.publish_tf else None
+
+        self.image_qos = qos_profile_sensor_data if image_qos == "sensor_data" else QoSProfile(
+            depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        other = "camera/right/image_raw" if self.mode == "stereo" else "camera/depth/image_raw"
+        self.topics = {"left": "camera/left/image_raw", "other": other}
+        self._info_topics = ["camera/left/camera_info"] + (
+            ["camera/right/camera_info"] if self.mode == "stereo" else [])
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(max(self.path_period, 0.05), self._publish_path)
+        # Subscribing waits for the worker's kernel warm-up, so a player started with
+        # --wait-for <camera topics> sends the first frame only once VO can take it.
+        self._warm = threading.Event()
+        self._subscribe_timer = self.create_timer(0.1, self._subscribe_when_warm)
+        self._worker = threading.Thread(target=self._work, name="vo_worker", daemon=True)
+        self._worker.start()
+
+    def _subscribe_when_warm(self) -> None:
+        if not self._warm.is_set():
+            return
+        self._subscribe_timer.cancel()
+        self.create_subscription(Image, self.topics["left"], lambda m: self._on_image("left", m), self.image_qos)
+        self.create_subscription(Image, self.topics["other"], lambda m: self._on_image("other", m), self.image_qos)
+        for topic in self._info_topics:
+            self.create_subscription(CameraInfo, topic, lambda m, t=topic: self._on_info(t, m), self.image_qos)
+        self.get_logger().info(
+            f"vo_node ready: mode={self.mode} precision={self.precision} window={self.window_size}, "
+            f"listening on {self.topics['left']} + {self.topics['other']}")
+
+    # ------------------------------------------------------------------ inputs (executor thread)
+
+    def _on_info(self, topic: str, msg: CameraInfo) -> None:
+        try:
+            msgs.camera_info_to_intrinsics(msg)
+        except msgs.MessageError as exc:
+            self.bad.reject(topic, str(exc))
+            return
+        if topic not in self._infos:
+            self._infos[topic] = msg
+            if len(self._infos) == len(self._info_topics) and self._rig is None:
+                try:
+                    right = self._infos.get("camera/right/camera_info")
+                    rig = msgs.camera_infos_to_rig(self._infos["camera/left/camera_info"], right, self.T_body_left,
+                                                   depth_scale=1.0)
+                except msgs.MessageError as exc:
+                    self.bad.reject(topic, f"calibration unusable: {exc}")
+                    self._infos.clear()
+                    return
+                with self._lock:
+                    self._rig = rig
+                self.get_logger().info(
+                    f"calibration: {rig.left.width}x{rig.left.height} fx={rig.left.fx:.1f} "
+                    f"baseline={rig.baseline:.3f} m rectified={rig.rectified}")
+
+    def _on_image(self, which: str, msg: Image) -> None:
+        topic = self.topics[which]
+        stamp = msgs.time_to_ns(msg.header.stamp)
+        if which == "left":
+            self.frames_received += 1
+        if stamp <= self._last_stamp[which]:
+            self.bad.reject(topic, f"time went backwards ({stamp} ns after {self._last_stamp[which]} ns)")
+            return
+        try:
+            if which == "left" or self.mode == "stereo":
+                arr = msgs.image_to_mono8(msg)
+            else:
+                arr = msgs.image_to_depth(msg, self.depth_scale)
+        except msgs.MessageError as exc:
+            self.bad.reject(topic, str(exc))
+            return
+        if self._rig is None:
+            self.bad.reject(topic, "no CameraInfo received yet on " + " / ".join(
+                t for t in self._info_topics if t not in self._infos))
+            return
+        size = (self._rig.left.height, self._rig.left.width)
+        if arr.shape != size:
+            self.bad.reject(topic, f"image size {arr.shape[1]}x{arr.shape[0]} != CameraInfo "
+                                   f"{size[1]}x{size[0]}")
+            return
+        self._last_stamp[which] = stamp
+        mine, theirs = (self._left, self._other) if which == "left" else (self._other, self._left)
+        # the partner with the closest stamp within tolerance
+        match = min(theirs, key=lambda s: abs(s - stamp), default=None)
+        if match is not None and abs(match - stamp) <= self.sync_tolerance_ns:
+            partner = theirs.pop(match)
+            for s in [s for s in theirs if s < match]:  # older unpaired images will never pair now
+                del theirs[s]
+            left, other = (arr, partner) if which == "left" else (partner, arr)
+            left_stamp = stamp if which == "left" else match
+            self._enqueue(left_stamp, left, other, msg.header.frame_id if which == "left" else None)
+        else:
+            mine[stamp] = arr
+            while len(mine) > 10:
+                mine.popitem(last=False)
+
+    def _enqueue(self, stamp: int, left: np.ndarray, other: np.ndarray, frame_id: Optional[str]) -> None:
+        if stamp <= self._last_paired:
+            self.bad.reject(self.topics["left"], "stereo pair older than the last one processed")
+            return
+        self._last_paired = stamp
+        frame = StereoFrame(stamp_ns=stamp, left=left)
+        if self.mode == "stereo":
+            frame.right = other
+        else:
+            frame.depth = other
+        with self._wake:
+            self._pending.append((frame, time.monotonic()))
+            while len(self._pending) > max(1, self.max_pending):
+                self._pending.popleft()
+                self.frames_dropped += 1
+            self._wake.notify()
+
+    # ------------------------------------------------------------------ VO (worker thread)
+
+    def _work(self) -> None:
+        if self.do_warmup:
+            t0 = time.perf_counter()
+            _warm_kernels()
+            self.get_logger().info(f"kernels ready in {time.perf_counter() - t0:.1f} s")
+        self._warm.set()
+        vo = None
+        while True:
+            with self._wake:
+                while not self._pending and not self._stop:
+                    self._wake.wait(0.5)
+                if self._stop:
+                    return
+                frame, arrived = self._pending.popleft()
+                rig = self._rig
+            if vo is None:
+                from mpslam_ros.slam.vo import VisualOdometry
+
+                vo = VisualOdometry(rig, self.vo_config)
+            try:
+                result = vo.process(frame)
+            except Exception as exc:  # VO promises not to raise; if it does, keep the node alive
+                self.bad.reject(self.topics["left"], f"VO failed on frame {frame.stamp_ns}: {type(exc).__name__}: {exc}")
+                continue
+            self._publish_result(result, arrived)
+
+    def _publish_result(self, result: FrameResult, arrived: float) -> None:
+        stamp = result.stamp_ns
+        self.tracking_state, self.num_tracked = result.tracking_state, result.num_tracked
+        self.frames_processed += 1
+        self._timings.append(dict(result.timings))
+        now = time.monotonic()
+        self._latency.append(now - arrived)
+        self._processed_times.append(now)
+        T = np.asarray(result.T_world_body, dtype=np.float64)
+        if result.tracking_state != "lost" and np.all(np.isfinite(T)):
+            self.pub_odom.publish(msgs.odometry(T, stamp, self.odom_frame, self.base_frame, result.covariance_diag))
+            self.pub_pose.publish(msgs.pose_stamped(T, stamp, self.odom_frame))
+            if self.tf is not None:
+                self.tf.sendTransform(msgs.transform_stamped(T, stamp, self.odom_frame, self.base_frame))
+            with self._lock:
+                self._path_stamps.append(stamp)
+                self._path_poses.append(T)
+        if result.local_landmarks is not None and self.frames_processed % max(1, self.landmarks_every) == 0:
+            self.pub_landmarks.publish(msgs.points_to_pointcloud2(result.local_landmarks, stamp, self.odom_frame))
+        if result.keyframe is not None:
+            try:
+                features, pose = msgs.keyframe_to_msgs(result.keyframe, "camera_left", self.odom_frame,
+                                                       self.base_frame)
+            except msgs.MessageError as exc:
+                self.bad.reject("vo/keyframes/features", str(exc))
+                return
+            self.pub_kf_pose.publish(pose)  # pose first: the receiver pairs on the features message
+            self.pub_kf_features.publish(features)
+
+    # ------------------------------------------------------------------ periodic outputs
+
+    def _publish_path(self) -> None:
+        with self._lock:
+            if not self._path_stamps:
+                return
+            stamps, poses = list(self._path_stamps), list(self._path_poses)
+        self.pub_path.publish(msgs.path(stamps, poses, self.odom_frame))
+
+    def stats(self) -> dict:
+        times = list(self._processed_times)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        values = {
+            "tracking_state": self.tracking_state, "num_tracked": self.num_tracked,
+            "frames_received": self.frames_received, "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped, "bad_messages": self.bad.count,
+            "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
+            "precision": self.precision, "window_size": self.window_size,
+        }
+        stages = collections.defaultdict(list)
+        for t in list(self._timings):
+            for k, v in t.items():
+                stages[k].append(v)
+        for k, v in stages.items():
+            values[f"time_{k}_ms"] = 1e3 * float(np.mean(v))
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats()
+        state = values["tracking_state"]
+        level = DiagnosticStatus.OK if state in ("ok", "initializing", "reinitialized", "waiting") else \
+            DiagnosticStatus.WARN
+        stamp = self.get_clock().now().nanoseconds
+        self.pub_diag.publish(msgs.diagnostics(stamp, "vo_node: visual odometry", "camera", level,
+                                               f"tracking {state}", values))
+
+    def close(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        self._worker.join(timeout=10.0)
+        s = self.stats()
+        self.get_logger().info(
+            f"vo_node summary: received {s['frames_received']} frames, processed {s['frames_processed']}, "
+            f"dropped {s['frames_dropped']}, bad messages {s['bad_messages']}")
+
+
+def _warm_kernels() -> None:
+    """Compile (or load from cache) the numba kernels, as ``mpslam warmup`` does."""
+    import argparse
+
+    from mpslam_ros.cli import warmup
+
+    warmup.main(argparse.Namespace(verbose=False))
 
 
 def main(args=None) -> int:

@@ -1,0 +1,46 @@
+"""Both SLAM nodes with the packaged parameters.
+
+    ros2 launch mpslam_ros slam.launch.py [params_file:=...] [use_sim_time:=true] [namespace:=robot1]
+        [left_image:=/stereo/left/image_rect] [right_image:=...] [left_info:=...] [right_info:=...]
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory("mpslam_ros"), "config", "slam.yaml")
+    params_file = LaunchConfiguration("params_file")
+    use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
+    namespace = LaunchConfiguration("namespace")
+    camera_remaps = [
+        ("camera/left/image_raw", LaunchConfiguration("left_image")),
+        ("camera/right/image_raw", LaunchConfiguration("right_image")),
+        ("camera/left/camera_info", LaunchConfiguration("left_info")),
+        ("camera/right/camera_info", LaunchConfiguration("right_info")),
+    ]
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="YAML with the vo_node and loop_closure_node parameters"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="take time from /clock (true when playing a bag)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of both nodes"),
+        DeclareLaunchArgument("left_image", default_value="/camera/left/image_raw", description="left image topic"),
+        DeclareLaunchArgument("right_image", default_value="/camera/right/image_raw",
+                              description="right image topic"),
+        DeclareLaunchArgument("left_info", default_value="/camera/left/camera_info",
+                              description="left CameraInfo topic"),
+        DeclareLaunchArgument("right_info", default_value="/camera/right/camera_info",
+                              description="right CameraInfo topic"),
+        Node(package="mpslam_ros", executable="vo_node", name="vo_node", namespace=namespace, output="screen",
+             parameters=[params_file, {"use_sim_time": use_sim_time}], remappings=camera_remaps),
+        Node(package="mpslam_ros", executable="loop_closure_node", name="loop_closure_node", namespace=namespace,
+             output="screen", parameters=[params_file, {"use_sim_time": use_sim_time}],
+             remappings=camera_remaps[2:3]),
+    ])

@@ -1,0 +1,305 @@
+"""loop_closure_node: place recognition + pose-graph optimisation over the keyframes from vo_node.
+
+Subscribes to ``vo/keyframes/features`` + ``vo/keyframes/pose`` (paired by stamp, see
+``mpslam_ros.nodes.msgs``) and ``camera/left/camera_info`` (K of the keypoints). Keyframes go to
+``mpslam_ros.slam.loop_closure.LoopClosure`` from a worker thread (PGO runs in LoopClosure's own
+background thread). Publishes ``loop_closure/path`` (corrected keyframe poses, map frame),
+``loop_closure/map`` (PointCloud2), ``loop_closure/map_to_odom`` (TransformStamped; also on /tf
+when tf2_ros is installed), ``loop_closure/loop_markers`` and ``/diagnostics``.
+Services (std_srvs/Trigger): ``~/save_map`` and ``~/load_map`` (file in parameter ``map_path``)
+and ``~/reset``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import Odometry, Path
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from mpslam_ros.datatypes import Keyframe
+from mpslam_ros.nodes import msgs
+from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
+from mpslam_ros.nodes.runtime import run_node
+from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, BadInputLog, try_tf_broadcaster
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def loop_keyframe_ids(edge) -> tuple[int, int]:
+    """The two keyframe ids of an accepted loop (attribute names as LoopClosure gives them)."""
+    for a, b in (("id_a", "id_b"), ("i", "j"), ("query_id", "match_id"), ("from_id", "to_id")):
+        if hasattr(edge, a) and hasattr(edge, b):
+            return int(getattr(edge, a)), int(getattr(edge, b))
+    if isinstance(edge, dict):
+        return int(edge["id_a"]), int(edge["id_b"])
+    return int(edge[0]), int(edge[1])
+
+
+class LoopClosureNode(Node):
+    def __init__(self) -> None:
+        super().__init__("loop_closure_node")
+        self.get_logger().info("loop_closure_node started")
+        self.map_frame = declare(self, "map_frame", "map", "frame of the loop-corrected map")
+        self.odom_frame = declare(self, "odom_frame", "odom", "odometry frame of vo_node (child of map_frame)")
+        self.base_frame = declare(self, "base_frame", "base_link", "body frame of the robot")
+        self.map_path = declare(self, "map_path", "", "file for ~/save_map, ~/load_map, load_map_on_start and "
+                                                      "save_map_on_exit")
+        load_on_start = declare(self, "load_map_on_start", False, "load the map from map_path at start-up")
+        self.save_on_exit = declare(self, "save_map_on_exit", False, "save the map to map_path at shutdown")
+        self.publish_period = declare(self, "publish_period_s", 1.0,
+                                      "seconds between map cloud / map_to_odom / diagnostics messages")
+        self.publish_tf = declare(self, "publish_tf", True, "broadcast map -> odom on /tf (when tf2_ros is installed)")
+        self.T_body_left = declare_camera_extrinsic(self)
+
+        from mpslam_ros.slam.loop_closure import LoopClosure, LoopClosureConfig
+
+        self._lc_cls = LoopClosure
+        defaults = LoopClosureConfig()
+        self.precision = declare(self, "precision", getattr(defaults, "precision", "mixed"),
+                                 "solver precision preset of pose-graph optimisation: fp64, fp32, fp16 or mixed")
+        overrides = declare_dataclass(self, "loop", LoopClosureConfig, skip=("precision",))
+        if hasattr(defaults, "precision"):
+            overrides["precision"] = self.precision
+        self.config = LoopClosureConfig(**overrides)
+        self.lc = LoopClosure(self.config)
+        self.bad = BadInputLog(self.get_logger())
+        self._lock = threading.Lock()
+        self._K: Optional[np.ndarray] = None
+        self._poses: collections.OrderedDict = collections.OrderedDict()  # stamp -> Odometry
+        self._features: collections.OrderedDict = collections.OrderedDict()  # stamp -> PointCloud2
+        self._queue: collections.deque = collections.deque()
+        self._wake = threading.Condition(self._lock)
+        self._stop = False
+        self._next_id = 0
+        self._stamps: dict = {}  # keyframe id -> stamp_ns
+        self.keyframes_received = 0
+        self.keyframes_processed = 0
+        self._last_loop_count = -1
+        self._add_times: collections.deque = collections.deque(maxlen=50)
+        if load_on_start:
+            self._load_map()
+
+        self.pub_path = self.create_publisher(Path, "loop_closure/path", 5)
+        self.pub_map = self.create_publisher(PointCloud2, "loop_closure/map", LATCHED)
+        self.pub_map_to_odom = self.create_publisher(TransformStamped, "loop_closure/map_to_odom", 10)
+        self.pub_markers = self.create_publisher(MarkerArray, "loop_closure/loop_markers", LATCHED)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.tf = try_tf_broadcaster(self) if self.publish_tf else None
+        self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
+        self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
+        self.create_subscription(CameraInfo, "camera/left/camera_info", self._on_info, qos_profile_sensor_data)
+        self.create_timer(max(self.publish_period, 0.05), self._publish_periodic)
+        self._create_services()
+        self._worker = threading.Thread(target=self._work, name="loop_closure_worker", daemon=True)
+        self._worker.start()
+
+    def _create_services(self) -> None:
+        try:
+            from std_srvs.srv import Trigger
+        except ImportError:
+            self.get_logger().warning("std_srvs is not installed: ~/save_map, ~/load_map and ~/reset are unavailable")
+            return
+
+        def service(action):
+            def handle(_request, response):
+                try:
+                    response.message = action()
+                    response.success = True
+                except Exception as exc:  # report to the caller instead of killing the node
+                    response.success, response.message = False, f"{type(exc).__name__}: {exc}"
+                return response
+            return handle
+
+        self.create_service(Trigger, "~/save_map", service(self._save_map))
+        self.create_service(Trigger, "~/load_map", service(self._load_map))
+        self.create_service(Trigger, "~/reset", service(self._reset))
+
+    # ------------------------------------------------------------------ inputs (executor thread)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        if self._K is None:
+            try:
+                self._K = msgs.camera_info_to_intrinsics(msg).K
+            except msgs.MessageError as exc:
+                self.bad.reject("camera/left/camera_info", str(exc))
+
+    def _on_pose(self, msg: Odometry) -> None:
+        stamp = msgs.time_to_ns(msg.header.stamp)
+        if stamp in self._features:
+            self._pair(self._features.pop(stamp), msg)
+        else:
+            self._poses[stamp] = msg
+            while len(self._poses) > 100:
+                self._poses.popitem(last=False)
+
+    def _on_features(self, msg: PointCloud2) -> None:
+        stamp = msgs.time_to_ns(msg.header.stamp)
+        self.keyframes_received += 1
+        if stamp in self._poses:
+            self._pair(msg, self._poses.pop(stamp))
+        else:
+            self._features[stamp] = msg
+            while len(self._features) > 100:
+                self._features.popitem(last=False)
+
+    def _pair(self, features: PointCloud2, pose: Odometry) -> None:
+        if self._K is None:
+            self.bad.reject("vo/keyframes/features", "no CameraInfo received yet on camera/left/camera_info")
+            return
+        last = max(self._stamps.values(), default=-1)
+        try:
+            stamp = msgs.time_to_ns(features.header.stamp)
+            if stamp <= last:
+                raise msgs.MessageError(f"time went backwards ({stamp} ns after {last} ns)")
+            kf = msgs.keyframe_from_msgs(features, pose, self._next_id, self._K, self.T_body_left)
+        except msgs.MessageError as exc:
+            self.bad.reject("vo/keyframes/features", str(exc))
+            return
+        with self._wake:
+            self._stamps[kf.id] = kf.stamp_ns
+            self._next_id += 1
+            self._queue.append(kf)
+            self._wake.notify()
+
+    # ------------------------------------------------------------------ loop closure (worker thread)
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stop:
+                    self._wake.wait(0.5)
+                if self._stop:
+                    return
+                kf: Keyframe = self._queue.popleft()
+                lc = self.lc
+            t0 = time.perf_counter()
+            try:
+                lc.add_keyframe(kf)
+            except Exception as exc:
+                self.bad.reject("vo/keyframes/features", f"loop closure failed on keyframe {kf.id}: "
+                                                         f"{type(exc).__name__}: {exc}")
+                continue
+            self._add_times.append(time.perf_counter() - t0)
+            self.keyframes_processed += 1
+            self._publish_corrections(kf.stamp_ns)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _publish_corrections(self, stamp_ns: int) -> None:
+        with self._lock:
+            lc, stamps = self.lc, dict(self._stamps)
+        corrected = lc.corrected_poses()
+        ids = sorted(i for i in corrected if i in stamps)
+        if ids:
+            self.pub_path.publish(msgs.path([stamps[i] for i in ids], [corrected[i] for i in ids], self.map_frame))
+        T_map_odom = np.asarray(lc.T_map_odom(), dtype=np.float64)
+        tf_msg = msgs.transform_stamped(T_map_odom, stamp_ns, self.map_frame, self.odom_frame)
+        self.pub_map_to_odom.publish(tf_msg)
+        if self.tf is not None:
+            self.tf.sendTransform(tf_msg)
+        loops = lc.loops()
+        if len(loops) != self._last_loop_count:
+            self._last_loop_count = len(loops)
+            edges = []
+            for edge in loops:
+                a, b = loop_keyframe_ids(edge)
+                if a in corrected and b in corrected:
+                    edges.append((corrected[a][:3, 3], corrected[b][:3, 3]))
+            self.pub_markers.publish(msgs.loop_markers(edges, stamp_ns, self.map_frame))
+            if loops:
+                self.get_logger().info(f"loops closed: {len(loops)}")
+
+    def _publish_periodic(self) -> None:
+        stamp = self.get_clock().now().nanoseconds
+        with self._lock:
+            lc = self.lc
+        points = lc.map_points()
+        if points is not None and len(points):
+            self.pub_map.publish(msgs.points_to_pointcloud2(points, stamp, self.map_frame))
+        self.pub_diag.publish(msgs.diagnostics(stamp, "loop_closure_node: loop closure", "map",
+                                               DiagnosticStatus.OK, f"{len(lc.loops())} loops", self.stats()))
+
+    def stats(self) -> dict:
+        with self._lock:
+            lc, queued = self.lc, len(self._queue)
+        return {
+            "keyframes_received": self.keyframes_received, "keyframes_processed": self.keyframes_processed,
+            "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
+            "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
+            "precision": self.precision,
+        }
+
+    # ------------------------------------------------------------------ map services
+
+    def _require_path(self) -> str:
+        path = self.get_parameter("map_path").value
+        if not path:
+            raise ValueError("parameter map_path is empty")
+        return path
+
+    def _save_map(self) -> str:
+        path = self._require_path()
+        with self._lock:
+            lc = self.lc
+        lc.wait_idle(timeout=30.0)
+        lc.save(path)
+        self.get_logger().info(f"map saved to {path}")
+        return f"saved {len(lc.corrected_poses())} keyframes to {path}"
+
+    def _load_map(self) -> str:
+        path = self._require_path()
+        loaded = self._lc_cls.load(path)
+        with self._lock:
+            old, self.lc = self.lc, loaded
+            # keyframes of the loaded map keep their ids; new ones continue after them
+            self._next_id = max(loaded.corrected_poses(), default=-1) + 1
+        if old is not None:
+            old.close()
+        self._last_loop_count = -1
+        self.get_logger().info(f"map loaded from {path}")
+        return f"loaded {len(loaded.corrected_poses())} keyframes from {path}"
+
+    def _reset(self) -> str:
+        fresh = self._lc_cls(self.config)
+        with self._lock:
+            old, self.lc = self.lc, fresh
+            self._queue.clear()
+            self._stamps.clear()
+            self._next_id = 0
+        old.close()
+        self._last_loop_count = -1
+        self.get_logger().info("map reset")
+        return "map reset"
+
+    def close(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        self._worker.join(timeout=10.0)
+        if self.save_on_exit and self.map_path:
+            try:
+                self._save_map()
+            except Exception as exc:
+                self.get_logger().error(f"could not save the map to {self.map_path}: {exc}")
+        s = self.stats()
+        self.get_logger().info(f"loop_closure_node summary: {s['keyframes_processed']} keyframes, "
+                               f"{s['loops']} loops, bad messages {s['bad_messages']}")
+        self.lc.close()
+
+
+def main(args=None) -> int:
+    return run_node(LoopClosureNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
