@@ -1,0 +1,572 @@
+"""Levenberg-Marquardt (Gauss-Newton as a special case) over :class:`~mpslam_ros.solvers.problem.LeastSquaresProblem`.
+
+In the spirit of Ceres: one :class:`SolverOptions`, one :class:`SolverSummary` per :func:`solve`.
+
+Each iteration:
+
+1. evaluate whitened residuals and Jacobian blocks (fp64, from the problem), apply the robust loss
+   (IRLS weights ``sqrt(rho'(|r|^2))``);
+2. scale: Jacobi column scaling ``S`` (columns of unit norm, computed at the first iteration) and a
+   power-of-two global scale ``g`` keeping the largest entry at most 2^8, then cast each stage to
+   the preset's format (:mod:`mpslam_ros.solvers.precision`);
+3. solve ``(Js^T Js + g^2 lambda I) y = -Js^T (g r)`` with preconditioned CGNR (inexact Newton:
+   stop at ``cg_tolerance`` relative residual) or the fp64 sparse direct baseline; ``delta = S y``;
+4. retract in fp64, accept or reject with the gain ratio (actual / predicted cost reduction) and
+   update the trust region radius ``1/lambda`` as Ceres does.
+
+A low-precision step that produces inf/NaN is redone in fp32 (``fp16_fallbacks`` in the summary)
+unless the preset disables it (the naive fp16 preset, to show the failure).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from mpslam_ros.solvers import kernels as K
+from mpslam_ros.solvers.precision import (
+    PrecisionPreset,
+    arithmetic_dtype,
+    get_preset,
+    power_of_two_scale,
+    round_to,
+    to_storage,
+)
+from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, parameter_offsets, robust_mask
+
+LINEAR_SOLVERS = ("cgnr", "cholesky")
+PRECONDITIONERS = ("none", "block_jacobi", "ic0")
+ROBUST_LOSSES = (None, "huber", "cauchy")
+
+
+@dataclass
+class SolverOptions:
+    """Everything :func:`solve` can be told (defaults suit pose graphs and BA windows)."""
+
+    #: "fp64" | "fp32" | "fp16" | "mixed" or a :class:`PrecisionPreset`.
+    precision: Union[str, PrecisionPreset] = "mixed"
+    #: "lm" (Levenberg-Marquardt) or "gn" (Gauss-Newton: no damping, stop when a step fails).
+    algorithm: str = "lm"
+    max_iterations: int = 100
+    #: Stop when an accepted step changes the cost by less than this fraction.
+    function_tolerance: float = 1e-6
+    #: Stop when the largest gradient entry (unscaled) is below this.
+    gradient_tolerance: float = 1e-10
+    #: Stop when |delta| <= parameter_tolerance * (sqrt(n) + parameter_tolerance).
+    parameter_tolerance: float = 1e-9
+    #: "cgnr" (matrix-free, mixed precision) or "cholesky" (fp64 sparse direct baseline).
+    linear_solver: str = "cgnr"
+    #: "none" | "block_jacobi" | "ic0" (static incomplete Cholesky, built once per solve).
+    preconditioner: str = "ic0"
+    #: Inexact Newton forcing term: CG stops at |r| <= cg_tolerance * |rhs|.
+    cg_tolerance: float = 1e-2
+    cg_max_iterations: int = 300
+    #: Initial diagonal shift of the IC(0) factor (relative to the unit diagonal); x10 on breakdown.
+    ic_shift: float = 1e-4
+    #: Rebuild the "static" IC factor when CG needs more than this many iterations (0: never).
+    ic_rebuild_cg_iterations: int = 0
+    #: Trust region radius (1 / lambda) at the start; Ceres' default.
+    initial_trust_region_radius: float = 1e4
+    max_trust_region_radius: float = 1e16
+    min_trust_region_radius: float = 1e-32
+    #: Minimum gain ratio for accepting a step.
+    min_relative_decrease: float = 1e-3
+    #: None | "huber" | "cauchy", applied to the problem's ``robust_blocks`` (all blocks by default).
+    robust_loss: Optional[str] = None
+    #: Scale of the robust loss, in whitened residual units (|r| where it starts to bend).
+    robust_scale: float = 1.0
+    #: Wall-clock limit in seconds (0: none).
+    max_time_s: float = 0.0
+    verbose: bool = False
+
+    def validate(self) -> None:
+        get_preset(self.precision)
+        if self.algorithm not in ("lm", "gn"):
+            raise ValueError(f"algorithm must be 'lm' or 'gn', got {self.algorithm!r}")
+        if self.linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}")
+        if self.robust_loss not in ROBUST_LOSSES:
+            raise ValueError(f"robust_loss must be one of {ROBUST_LOSSES}, got {self.robust_loss!r}")
+
+
+@dataclass
+class SolverSummary:
+    """What happened in one :func:`solve` (times in seconds)."""
+
+    precision: str = ""
+    linear_solver: str = ""
+    preconditioner: str = ""
+    initial_cost: float = float("nan")
+    final_cost: float = float("nan")
+    iterations: int = 0
+    successful_iterations: int = 0
+    cg_iterations: int = 0
+    termination: str = "not run"
+    converged: bool = False
+    time_s: float = 0.0
+    #: residual + Jacobian evaluation (problem) and robust weighting.
+    evaluation_time_s: float = 0.0
+    #: column/global scaling and casts to the storage formats.
+    scaling_time_s: float = 0.0
+    #: block-Jacobi blocks or incomplete Cholesky factorisation (and its casts).
+    preconditioner_time_s: float = 0.0
+    #: the whole linear solve (CGNR or direct), including the two rows below.
+    linear_solve_time_s: float = 0.0
+    #: preconditioner applications inside CG (the two triangular solves for IC(0)).
+    triangular_solve_time_s: float = 0.0
+    #: J p and J^T q products inside CG.
+    jacobian_product_time_s: float = 0.0
+    #: state update (retraction) and step bookkeeping.
+    update_time_s: float = 0.0
+    #: steps whose low-precision solve produced inf/NaN and were redone in fp32.
+    fp16_fallbacks: int = 0
+    #: IC(0) breakdowns (restarted with a larger shift) and factor (re)builds.
+    ic_breakdowns: int = 0
+    ic_builds: int = 0
+    ic_shift: float = 0.0
+    #: bytes of stored operands: Jacobian values (as stored for CG) and preconditioner values.
+    jacobian_bytes: int = 0
+    preconditioner_bytes: int = 0
+    #: per-iteration log: cost, relative decrease, gradient max-norm, step norm, radius, cg iterations, accepted.
+    history: list = field(default_factory=list)
+
+    def to_dict(self, history: bool = False) -> dict:
+        d = asdict(self)
+        if not history:
+            d.pop("history")
+        return d
+
+    def report(self) -> str:
+        rows = [
+            ("precision", self.precision),
+            ("linear solver", f"{self.linear_solver} ({self.preconditioner})" if self.linear_solver == "cgnr"
+             else self.linear_solver),
+            ("initial cost", f"{self.initial_cost:.9g}"),
+            ("final cost", f"{self.final_cost:.9g}"),
+            ("iterations", f"{self.iterations} ({self.successful_iterations} successful)"),
+            ("CG iterations", str(self.cg_iterations)),
+            ("fp16 fallbacks", str(self.fp16_fallbacks)),
+            ("IC builds / breakdowns", f"{self.ic_builds} / {self.ic_breakdowns} (shift {self.ic_shift:.1e})"),
+            ("jacobian storage", f"{self.jacobian_bytes / 1024:.1f} KiB"),
+            ("preconditioner storage", f"{self.preconditioner_bytes / 1024:.1f} KiB"),
+            ("time: evaluation", f"{self.evaluation_time_s:.4f} s"),
+            ("time: scaling/casts", f"{self.scaling_time_s:.4f} s"),
+            ("time: preconditioner build", f"{self.preconditioner_time_s:.4f} s"),
+            ("time: linear solve", f"{self.linear_solve_time_s:.4f} s"),
+            ("  of which triangular solves", f"{self.triangular_solve_time_s:.4f} s"),
+            ("  of which J products", f"{self.jacobian_product_time_s:.4f} s"),
+            ("time: update", f"{self.update_time_s:.4f} s"),
+            ("time: total", f"{self.time_s:.4f} s"),
+            ("termination", self.termination),
+        ]
+        w = max(len(r[0]) for r in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+# --------------------------------------------------------------------------- robust losses
+
+
+def robust_weights(sq_norms: np.ndarray, loss: Optional[str], scale: float):
+    """(rho(s), sqrt(rho'(s))) for s = |r|^2 per residual block; rho(s) = s without a loss."""
+    if loss is None:
+        return sq_norms, np.ones_like(sq_norms)
+    c2 = scale * scale
+    if loss == "huber":
+        inlier = sq_norms <= c2
+        root = np.sqrt(np.maximum(sq_norms, 1e-300))
+        rho = np.where(inlier, sq_norms, 2.0 * scale * root - c2)
+        drho = np.where(inlier, 1.0, scale / root)
+    elif loss == "cauchy":
+        rho = c2 * np.log1p(sq_norms / c2)
+        drho = 1.0 / (1.0 + sq_norms / c2)
+    else:
+        raise ValueError(f"unknown robust loss {loss!r}")
+    return rho, np.sqrt(drho)
+
+
+# --------------------------------------------------------------------------- workspace
+
+
+class _Layout:
+    """Column layout of the free parameters and the sparsity of J (built once per solve)."""
+
+    def __init__(self, problem: LeastSquaresProblem):
+        sizes = np.asarray(problem.parameter_block_sizes, dtype=np.int64)
+        fixed = np.asarray(problem.fixed_blocks, dtype=bool)
+        self.full_offsets = parameter_offsets(problem)
+        self.n_full = int(self.full_offsets[-1])
+        free_sizes = np.where(fixed, 0, sizes)
+        col_start = np.concatenate([[0], np.cumsum(free_sizes)[:-1]]).astype(np.int64)
+        col_start[fixed] = -1
+        self.n = int(free_sizes.sum())
+        if self.n == 0:
+            raise ValueError("every parameter block is fixed: nothing to optimise")
+        a = np.asarray(problem.block_a, dtype=np.int64)
+        b = np.asarray(problem.block_b, dtype=np.int64)
+        self.col_a = col_start[a]
+        self.col_b = np.where(b >= 0, col_start[np.maximum(b, 0)], -1).astype(np.int64)
+        self.m, self.da, self.db = int(problem.residual_dim), int(problem.dim_a), int(problem.dim_b)
+        # free column -> index in the full update vector
+        free_blocks = np.flatnonzero(~fixed)
+        self.free_to_full = np.concatenate(
+            [np.arange(self.full_offsets[i], self.full_offsets[i + 1]) for i in free_blocks]).astype(np.int64)
+        # block-Jacobi layout: one dense block per free parameter block
+        self.bd_col = col_start[free_blocks].astype(np.int64)
+        self.bd_size = sizes[free_blocks].astype(np.int64)
+        self.bd_off = np.concatenate([[0], np.cumsum(self.bd_size ** 2)[:-1]]).astype(np.int64)
+        blk_off_of_block = np.full(len(sizes), 0, dtype=np.int64)
+        blk_off_of_block[free_blocks] = self.bd_off
+        self.off_a = blk_off_of_block[a]
+        self.off_b = blk_off_of_block[np.maximum(b, 0)]
+        self.bd_total = int((self.bd_size ** 2).sum())
+        self._jrows = None
+
+    def jacobian_csr(self, Ja: np.ndarray, Jb: np.ndarray) -> sp.csr_matrix:
+        """J as a scipy CSR matrix (fp64), for the IC(0) pattern and the direct baseline."""
+        Kn, m, da, db = len(self.col_a), self.m, self.da, self.db
+        if self._jrows is None:
+            rows_a = np.repeat(np.arange(Kn * m), da).reshape(Kn, m, da)
+            cols_a = (self.col_a[:, None, None] + np.arange(da)[None, None, :]) + np.zeros((1, m, 1), np.int64)
+            rows_b = np.repeat(np.arange(Kn * m), db).reshape(Kn, m, db)
+            cols_b = (self.col_b[:, None, None] + np.arange(db)[None, None, :]) + np.zeros((1, m, 1), np.int64)
+            keep_a = np.broadcast_to((self.col_a >= 0)[:, None, None], (Kn, m, da))
+            keep_b = np.broadcast_to((self.col_b >= 0)[:, None, None], (Kn, m, db))
+            self._jrows = (rows_a[keep_a], cols_a[keep_a], keep_a, rows_b[keep_b], cols_b[keep_b], keep_b)
+        ra, ca, ka, rb, cb, kb = self._jrows
+        data = np.concatenate([Ja[ka], Jb[kb]])
+        return sp.csr_matrix((data, (np.concatenate([ra, rb]), np.concatenate([ca, cb]))),
+                             shape=(Kn * m, self.n))
+
+
+def _ic0_lower(A: sp.spmatrix):
+    """Lower triangle of A as CSR with sorted columns (diagonal last in each row)."""
+    L = sp.tril(A, format="csr")
+    L.sum_duplicates()
+    L.sort_indices()
+    return L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data.astype(np.float64)
+
+
+class _Preconditioner:
+    """Arrays passed to :func:`kernels.cgnr` (unused ones are empty)."""
+
+    def __init__(self, storage_dtype: np.dtype):
+        empty_i = np.zeros(1, dtype=np.int64)
+        self.kind = K.PC_NONE
+        self.bd_vals = np.zeros(1, dtype=storage_dtype)
+        self.bd_col = np.zeros(0, dtype=np.int64)
+        self.bd_size = empty_i
+        self.bd_off = empty_i
+        self.L_indptr = np.zeros(1, dtype=np.int64)
+        self.L_indices = empty_i
+        self.L_vals = np.zeros(1, dtype=storage_dtype)
+        self.L64: Optional[np.ndarray] = None
+        self.bd64: Optional[np.ndarray] = None
+        self.storage: Optional[str] = None
+
+    @property
+    def nbytes(self) -> int:
+        if self.kind == K.PC_BLOCK_JACOBI:
+            return K.bytes_of(self.bd_vals)
+        if self.kind == K.PC_IC:
+            return K.bytes_of(self.L_vals)
+        return 0
+
+    def cast(self, storage: str) -> "_Preconditioner":
+        out = _Preconditioner(np.dtype(np.float32))
+        out.__dict__.update(self.__dict__)
+        if self.kind == K.PC_BLOCK_JACOBI:
+            out.bd_vals = to_storage(self.bd64, storage)
+        elif self.kind == K.PC_IC:
+            out.L_vals = to_storage(self.L64, storage)
+        return out
+
+
+# --------------------------------------------------------------------------- solve
+
+
+def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None) -> SolverSummary:
+    """Minimise ``0.5 * sum rho(|r_k|^2)`` over the problem's free parameter blocks, in place."""
+    options = options or SolverOptions()
+    options.validate()
+    check_problem(problem)
+    preset = get_preset(options.precision)
+    summary = SolverSummary(precision=preset.name, linear_solver=options.linear_solver,
+                            preconditioner=options.preconditioner if options.linear_solver == "cgnr" else "-")
+    t_start = time.perf_counter()
+    tps = K.ticks_per_second()
+    layout = _Layout(problem)
+    mask = robust_mask(problem)
+    half = preset.emulate_half
+    vec_dtype = arithmetic_dtype(preset.cg_vectors)
+    res_dtype = arithmetic_dtype(preset.residual)
+
+    def evaluate(jac: bool):
+        t0 = time.perf_counter()
+        r, Ja, Jb = problem.evaluate(jacobians=jac)
+        sq = np.einsum("km,km->k", r, r)
+        if options.robust_loss is not None:
+            rho, w = robust_weights(sq, options.robust_loss, options.robust_scale)
+            rho = np.where(mask, rho, sq)
+            w = np.where(mask, w, 1.0)
+            cost = 0.5 * float(rho.sum())
+            r = r * w[:, None]
+            if jac:
+                Ja = Ja * w[:, None, None]
+                Jb = Jb * w[:, None, None]
+        else:
+            cost = 0.5 * float(sq.sum())
+        summary.evaluation_time_s += time.perf_counter() - t0
+        return cost, r, Ja, Jb
+
+    cost, r, Ja, Jb = evaluate(True)
+    summary.initial_cost = summary.final_cost = cost
+    if not math.isfinite(cost):
+        summary.termination = "failure: initial cost is not finite (check the input data)"
+        summary.time_s = time.perf_counter() - t_start
+        return summary
+
+    radius = options.initial_trust_region_radius
+    decrease_factor = 2.0
+    col_scale = None
+    pc = None  # static IC factor (kept across iterations)
+    ic_shift = options.ic_shift
+    colnorm = np.empty(layout.n)
+    bd64 = np.empty(layout.bd_total)
+    step_full = np.zeros(layout.n_full)
+    n_sqrt = math.sqrt(layout.n)
+
+    for it in range(options.max_iterations):
+        if options.max_time_s and time.perf_counter() - t_start > options.max_time_s:
+            summary.termination = "time limit reached"
+            break
+        # ---- scaling and casts
+        t0 = time.perf_counter()
+        if col_scale is None:
+            K.jtj_column_norms2(Ja, Jb, layout.col_a, layout.col_b, colnorm)
+            col_scale = 1.0 / np.sqrt(np.maximum(colnorm, 1e-12 * max(colnorm.max(), 1e-300)))
+            if not preset.scaling:
+                col_scale = np.ones(layout.n)
+        S64a = np.empty(Ja.shape)
+        S64b = np.empty(Jb.shape)
+        K.scale_jacobian(Ja, Jb, layout.col_a, layout.col_b, col_scale, 1.0, S64a, S64b)
+        if preset.scaling:
+            max_abs = max(np.abs(S64a).max(initial=0.0), np.abs(S64b).max(initial=0.0))
+            g = power_of_two_scale(max_abs)
+        else:
+            g = 1.0
+        if g != 1.0:
+            S64a *= g
+            S64b *= g
+        gr = r * g
+        # gradient (fp64) for the stopping test; residual-precision right-hand side for CG
+        grad = np.empty(layout.n)
+        K.jac_t_matvec(S64a, S64b, layout.col_a, layout.col_b, gr.ravel(), grad, False)
+        grad_max = float(np.abs(grad / (col_scale * g * g)).max())
+        Ra = round_to(S64a, preset.residual)
+        Rb = round_to(S64b, preset.residual)
+        rhs = np.empty(layout.n, dtype=vec_dtype)
+        K.jac_t_matvec(Ra, Rb, layout.col_a, layout.col_b, round_to(gr.ravel(), preset.residual).astype(vec_dtype),
+                       rhs, half)
+        rhs = -rhs
+        if preset.jacobian_storage == preset.residual and preset.residual != "fp16":
+            Sa, Sb = Ra, Rb
+        else:
+            Sa, Sb = to_storage(S64a, preset.jacobian_storage), to_storage(S64b, preset.jacobian_storage)
+        summary.jacobian_bytes = K.bytes_of(Sa, Sb)
+        summary.scaling_time_s += time.perf_counter() - t0
+
+        if grad_max <= options.gradient_tolerance:
+            summary.termination = f"converged: gradient max-norm {grad_max:.3e} <= {options.gradient_tolerance:g}"
+            summary.converged = True
+            break
+
+        lam = 0.0 if options.algorithm == "gn" else 1.0 / radius
+        lam_s = lam * g * g
+
+        # ---- linear solve
+        y, cg_its, ok = _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half,
+                                      vec_dtype, bd64, tps, state={"pc": pc, "shift": ic_shift})
+        if isinstance(ok, dict):
+            pc, ic_shift = ok["pc"], ok["shift"]
+            ok = ok["ok"]
+        summary.cg_iterations += cg_its
+        summary.iterations += 1
+
+        t0 = time.perf_counter()
+        if not ok:
+            # non-finite step (naive fp16 without fallback): treat as a failed step
+            new_cost = float("nan")
+            accepted = False
+            step_norm = float("nan")
+            rho_gain = float("nan")
+        else:
+            delta = y.astype(np.float64) * col_scale
+            step_norm = float(np.linalg.norm(delta))
+            # predicted decrease of the (robust-weighted) linear model, in fp64
+            Jd = np.empty(r.size)
+            K.jac_matvec(Ja, Jb, layout.col_a, layout.col_b, delta, Jd, False)
+            rr = r.ravel()
+            pred = -(float(rr @ Jd) + 0.5 * float(Jd @ Jd))
+            if step_norm <= options.parameter_tolerance * (n_sqrt + options.parameter_tolerance):
+                summary.termination = f"converged: step norm {step_norm:.3e} below parameter tolerance"
+                summary.converged = True
+                summary.update_time_s += time.perf_counter() - t0
+                _log(summary, options, it, cost, float("nan"), grad_max, step_norm, radius, cg_its, False)
+                break
+            saved = problem.get_state()
+            step_full[:] = 0.0
+            step_full[layout.free_to_full] = delta
+            problem.retract(step_full)
+            summary.update_time_s += time.perf_counter() - t0
+            new_cost, r_new, Ja_new, Jb_new = evaluate(True)
+            t0 = time.perf_counter()
+            rho_gain = (cost - new_cost) / pred if pred > 0 else -1.0
+            accepted = math.isfinite(new_cost) and new_cost < cost and (
+                options.algorithm == "gn" or rho_gain > options.min_relative_decrease)
+            if not accepted:
+                problem.set_state(saved)
+        _log(summary, options, it, new_cost if accepted else cost, rho_gain, grad_max, step_norm, radius, cg_its,
+             accepted)
+        if accepted:
+            rel_change = (cost - new_cost) / max(cost, 1e-300)
+            cost, r, Ja, Jb = new_cost, r_new, Ja_new, Jb_new
+            summary.successful_iterations += 1
+            radius = min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
+            decrease_factor = 2.0
+            summary.update_time_s += time.perf_counter() - t0
+            if cost == 0.0:
+                summary.termination = "converged: zero cost"
+                summary.converged = True
+                break
+            if rel_change <= options.function_tolerance:
+                summary.termination = (f"converged: relative cost change {rel_change:.3e} "
+                                       f"<= {options.function_tolerance:g}")
+                summary.converged = True
+                break
+        else:
+            summary.update_time_s += time.perf_counter() - t0
+            if options.algorithm == "gn":
+                summary.termination = "Gauss-Newton step did not decrease the cost"
+                summary.converged = False
+                break
+            radius /= decrease_factor
+            decrease_factor *= 2.0
+            if radius < options.min_trust_region_radius:
+                summary.termination = "failure: trust region collapsed (no step decreases the cost)"
+                break
+    else:
+        summary.termination = f"maximum iterations ({options.max_iterations}) reached"
+
+    summary.final_cost = cost
+    summary.ic_shift = ic_shift if options.preconditioner == "ic0" else 0.0
+    summary.time_s = time.perf_counter() - t_start
+    return summary
+
+
+def _log(summary, options, it, cost, gain, grad_max, step_norm, radius, cg_its, accepted):
+    summary.history.append(dict(iteration=it, cost=cost, gain_ratio=gain, gradient_max_norm=grad_max,
+                                step_norm=step_norm, trust_region_radius=radius, cg_iterations=cg_its,
+                                accepted=bool(accepted)))
+    if options.verbose:
+        print(f"iter {it:3d}  cost {cost:.9e}  gain {gain:+.3e}  |g| {grad_max:.2e}  |dx| {step_norm:.2e}  "
+              f"radius {radius:.2e}  cg {cg_its:4d}  {'ok' if accepted else 'rejected'}")
+
+
+def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage):
+    """Block-Jacobi (rebuilt each iteration) or the static IC(0) factor (built once, kept in ``state``)."""
+    t0 = time.perf_counter()
+    pc = _Preconditioner(np.dtype(np.float32))
+    if options.preconditioner == "block_jacobi":
+        K.jtj_block_diagonal(S64a, S64b, layout.col_a, layout.col_b, layout.off_a, layout.off_b, bd64)
+        inv = np.empty_like(bd64)
+        for size in np.unique(layout.bd_size):
+            sel = layout.bd_size == size
+            idx = layout.bd_off[sel][:, None] + np.arange(size * size)[None, :]
+            blocks = bd64[idx].reshape(-1, size, size) + lam_s * np.eye(size)
+            blocks += 1e-12 * np.trace(blocks, axis1=1, axis2=2)[:, None, None] * np.eye(size) / size
+            inv[idx] = np.linalg.inv(blocks).reshape(-1, size * size)
+        pc.kind = K.PC_BLOCK_JACOBI
+        pc.bd64 = inv
+        pc.bd_col, pc.bd_size, pc.bd_off = layout.bd_col, layout.bd_size, layout.bd_off
+        pc = pc.cast(storage)
+        summary.preconditioner_time_s += time.perf_counter() - t0
+        return pc
+    elif options.preconditioner == "ic0":
+        if state.get("pc") is not None:
+            pc = state["pc"]
+            if pc.storage != storage:
+                pc = pc.cast(storage)
+                pc.storage = storage
+            return pc
+        J = layout.jacobian_csr(S64a, S64b)
+        A = (J.T @ J).tocsr()
+        diag = A.diagonal()
+        indptr, indices, data = _ic0_lower(A)
+        diag_pos = indptr[1:] - 1
+        L64 = np.empty_like(data)
+        shift = state["shift"]
+        while True:
+            shifted = data.copy()
+            shifted[diag_pos] += shift * np.maximum(diag, 1e-300)
+            bad_row = K.ic0_factor(indptr, indices, shifted, L64)
+            if bad_row < 0 and np.all(np.isfinite(L64)):
+                break
+            summary.ic_breakdowns += 1
+            shift = max(shift * 10.0, 1e-8)
+            if shift > 1e6:
+                raise RuntimeError("incomplete Cholesky kept breaking down (matrix not positive definite?)")
+        summary.ic_builds += 1
+        state["shift"] = shift
+        pc.kind = K.PC_IC
+        pc.L_indptr, pc.L_indices = indptr, indices
+        pc.L64 = L64
+        pc = pc.cast(storage)
+        pc.storage = storage
+        state["pc"] = pc
+    summary.preconditioner_time_s += time.perf_counter() - t0
+    return pc
+
+
+def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half, vec_dtype, bd64, tps,
+                  state):
+    """Solve the scaled damped normal equations; returns (y, cg_iterations, ok-or-state)."""
+    t0 = time.perf_counter()
+    if options.linear_solver == "cholesky":
+        J = layout.jacobian_csr(S64a, S64b)
+        A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
+        y = spla.splu(A, permc_spec="MMD_AT_PLUS_A").solve(np.asarray(rhs, dtype=np.float64))
+        summary.linear_solve_time_s += time.perf_counter() - t0
+        return y, 0, bool(np.all(np.isfinite(y)))
+
+    def run(Sa_, Sb_, storage, vdt, half_):
+        pc = _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage)
+        summary.preconditioner_bytes = pc.nbytes
+        t1 = time.perf_counter()
+        y = np.empty(layout.n, dtype=vdt)
+        stats = np.zeros(6)
+        its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt), lam_s, pc.kind,
+                     pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off, pc.L_indptr, pc.L_indices, pc.L_vals,
+                     options.cg_max_iterations, options.cg_tolerance, half_, y, stats)
+        summary.linear_solve_time_s += time.perf_counter() - t1
+        summary.triangular_solve_time_s += stats[2] / tps
+        summary.jacobian_product_time_s += stats[3] / tps
+        return y, int(its), stats[4] == 0.0
+
+    y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+    if not ok and preset.fallback_to_fp32 and (preset.jacobian_storage == "fp16"
+                                               or preset.preconditioner_storage == "fp16"):
+        summary.fp16_fallbacks += 1
+        y, its2, ok = run(S64a.astype(np.float32), S64b.astype(np.float32), "fp32", np.dtype(np.float32), False)
+        its += its2
+    if (options.ic_rebuild_cg_iterations and options.preconditioner == "ic0"
+            and its > options.ic_rebuild_cg_iterations):
+        state["pc"] = None  # next iteration rebuilds the factor at the current linearisation
+    return y, its, dict(ok=ok, pc=state.get("pc"), shift=state["shift"])
