@@ -422,10 +422,11 @@ def keyframe_from_msgs(features: PointCloud2, pose: Odometry, kf_id: int, K: np.
 # --------------------------------------------------------------------------- diagnostics, markers
 
 
-def diagnostics(stamp_ns: int, name: str, hardware_id: str, level: int, message: str,
+def diagnostics(stamp_ns: int, name: str, hardware_id: str, level: int | bytes, message: str,
                 values: Mapping[str, object]) -> DiagnosticArray:
     """One DiagnosticStatus (level: DiagnosticStatus.OK/WARN/ERROR/STALE) with key/value pairs."""
-    status = DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id)
+    level = level if isinstance(level, bytes) else bytes([level])  # DiagnosticStatus.OK etc. are bytes
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id)
     status.values = [KeyValue(key=str(k), value=(f"{v:.6g}" if isinstance(v, float) else str(v)))
                      for k, v in values.items()]
     return DiagnosticArray(header=make_header(stamp_ns, ""), status=[status])

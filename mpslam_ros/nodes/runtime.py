@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from typing import Callable, Optional, Sequence
 
 import rclpy
@@ -42,7 +43,12 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
         executor.add_node(node)
         finished = getattr(node, "finished", None) or threading.Event()
         while not stop.is_set() and not finished.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except (KeyboardInterrupt, ExternalShutdownException):
+                raise
+            except Exception:  # a failing callback must not take the node down: log it, keep spinning
+                node.get_logger().error("callback failed:\n" + traceback.format_exc())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

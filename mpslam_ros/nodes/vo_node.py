@@ -68,9 +68,10 @@ class VisualOdometryNode(Node):
         self.odom_frame = declare(self, "odom_frame", "odom", "frame of the odometry (parent of base_frame)")
         self.base_frame = declare(self, "base_frame", "base_link", "body frame of the robot")
         self.depth_scale = declare(self, "depth_scale", 0.001, "metres per unit of 16-bit depth images (RGB-D)")
-        image_qos = declare(self, "image_qos", "sensor_data",
-                            "QoS of the image subscriptions: 'sensor_data' (best effort, as camera drivers "
-                            "publish) or 'reliable'")
+        image_qos = declare(self, "image_qos", "reliable",
+                            "QoS of the camera subscriptions: 'reliable' (matches reliable publishers such as "
+                            "bag_player; no transport loss of large images) or 'sensor_data' (best effort: "
+                            "needed for drivers that publish best effort)")
         self.max_pending = declare(self, "max_pending_frames", 1,
                                    "frames waiting for VO; when full the oldest is dropped (and counted)")
         self.path_period = declare(self, "path_publish_period_s", 1.0, "seconds between vo/path messages")
@@ -106,6 +107,8 @@ class VisualOdometryNode(Node):
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
+        self.frames_missed = 0
+        self._periods: collections.deque = collections.deque(maxlen=20)
         self.tracking_state = "waiting"
         self.num_tracked = 0
         self._timings: collections.deque = collections.deque(maxlen=100)
@@ -180,6 +183,7 @@ class VisualOdometryNode(Node):
         stamp = msgs.time_to_ns(msg.header.stamp)
         if which == "left":
             self.frames_received += 1
+            self._count_missed(stamp)
         if stamp <= self._last_stamp[which]:
             self.bad.reject(topic, f"time went backwards ({stamp} ns after {self._last_stamp[which]} ns)")
             return
@@ -216,6 +220,17 @@ class VisualOdometryNode(Node):
             while len(mine) > 10:
                 mine.popitem(last=False)
 
+    def _count_missed(self, stamp: int) -> None:
+        """Frames lost before reaching the node (transport, queue overflow) show up as stamp gaps."""
+        last = self._last_stamp["left"]
+        if last > 0 and stamp > last:
+            gap = stamp - last
+            if len(self._periods) >= 5:
+                period = float(np.median(self._periods))
+                if gap > 1.5 * period:
+                    self.frames_missed += int(round(gap / period)) - 1
+            self._periods.append(gap)
+
     def _enqueue(self, stamp: int, left: np.ndarray, other: np.ndarray, frame_id: Optional[str]) -> None:
         if stamp <= self._last_paired:
             self.bad.reject(self.topics["left"], "stereo pair older than the last one processed")
@@ -250,10 +265,15 @@ class VisualOdometryNode(Node):
                     return
                 frame, arrived = self._pending.popleft()
                 rig = self._rig
-            if vo is None:
-                from mpslam_ros.slam.vo import VisualOdometry
+            try:
+                if vo is None:
+                    from mpslam_ros.slam.vo import VisualOdometry
 
-                vo = VisualOdometry(rig, self.vo_config)
+                    vo = VisualOdometry(rig, self.vo_config)
+            except Exception as exc:  # e.g. a calibration VO cannot use: keep running, report it
+                self.bad.reject("camera/left/camera_info", f"cannot set up VO with this calibration: "
+                                                            f"{type(exc).__name__}: {exc}")
+                continue
             try:
                 result = vo.process(frame)
             except Exception as exc:  # VO promises not to raise; if it does, keep the node alive
@@ -305,7 +325,8 @@ class VisualOdometryNode(Node):
         values = {
             "tracking_state": self.tracking_state, "num_tracked": self.num_tracked,
             "frames_received": self.frames_received, "frames_processed": self.frames_processed,
-            "frames_dropped": self.frames_dropped, "bad_messages": self.bad.count,
+            "frames_dropped": self.frames_dropped, "frames_missed": self.frames_missed,
+            "bad_messages": self.bad.count,
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
             "precision": self.precision, "window_size": self.window_size,
         }
@@ -334,7 +355,7 @@ class VisualOdometryNode(Node):
         s = self.stats()
         self.get_logger().info(
             f"vo_node summary: received {s['frames_received']} frames, processed {s['frames_processed']}, "
-            f"dropped {s['frames_dropped']}, bad messages {s['bad_messages']}")
+            f"dropped {s['frames_dropped']} (VO busy), missed {s['frames_missed']} (stamp gaps), bad messages {s['bad_messages']}")
 
 
 def _warm_kernels() -> None:
