@@ -20,10 +20,10 @@ from numba import njit
 #: Below this rotation angle, series expansions replace the closed forms (avoid 0/0).
 SMALL_ANGLE = 1e-5
 
-_jit = njit(nogil=True, cache=True)
+_jit = njit(nogil=True, cache=True, error_model="numpy")
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _mm(A, B):
     """Small dense matrix product with plain loops (BLAS call overhead dominates at 3x3 / 6x6)."""
     n, k = A.shape
@@ -37,7 +37,7 @@ def _mm(A, B):
     return C
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _mv(A, x):
     n, k = A.shape
     y = np.zeros(n)

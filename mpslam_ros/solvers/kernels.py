@@ -99,7 +99,7 @@ def cycle_counter(typingctx):
     return types.int64(), codegen
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def read_ticks() -> int:
     return cycle_counter()
 
@@ -118,7 +118,7 @@ def ticks_per_second() -> float:
     return _TICKS_PER_SECOND[0]
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _mac(acc, a, b, half):
     """acc + a*b, rounded like an fp16 datapath when ``half``."""
     if half:
@@ -126,7 +126,7 @@ def _mac(acc, a, b, half):
     return acc + a * b
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _rnd(x, half):
     if half:
         return round_half(x)
@@ -136,7 +136,7 @@ def _rnd(x, half):
 # --------------------------------------------------------------------------- Jacobian products
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def jac_matvec(Ja, Jb, col_a, col_b, p, out, half):
     """out = J p  (out: length K*m, in the dtype of p)."""
     K, m, da = Ja.shape
@@ -155,7 +155,7 @@ def jac_matvec(Ja, Jb, col_a, col_b, p, out, half):
             out[k * m + r] = acc
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def jac_t_matvec(Ja, Jb, col_a, col_b, q, out, half):
     """out = J^T q  (out zeroed first; length = number of free columns)."""
     K, m, da = Ja.shape
@@ -179,7 +179,7 @@ def jac_t_matvec(Ja, Jb, col_a, col_b, q, out, half):
                 out[cb + c] = _rnd(out[cb + c] + acc, half)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def jtj_column_norms2(Ja, Jb, col_a, col_b, out):
     """out[c] = squared norm of column c of J (= diagonal of J^T J), accumulated in fp64."""
     K, m, da = Ja.shape
@@ -199,7 +199,7 @@ def jtj_column_norms2(Ja, Jb, col_a, col_b, out):
                     out[cb + c] += v * v
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def jtj_block_diagonal(Ja, Jb, col_a, col_b, off_a, off_b, out):
     """Diagonal blocks of J^T J: block of term k's a-block at out[off_a[k]:] (da x da row-major), same for b."""
     K, m, da = Ja.shape
@@ -224,7 +224,7 @@ def jtj_block_diagonal(Ja, Jb, col_a, col_b, off_a, off_b, out):
                     out[o + i * db + j] += s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def scale_jacobian(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
     """Sa = global_scale * Ja * diag(col_scale) (in Sa's float dtype); likewise Sb. Fixed columns -> 0."""
     K, m, da = Ja.shape
@@ -242,7 +242,7 @@ def scale_jacobian(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
 # --------------------------------------------------------------------------- preconditioners
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def block_diag_apply(vals, blk_col, blk_size, blk_off, x, out, half):
     """out = blockdiag(vals) x, blocks dense row-major at vals[blk_off[i]:], covering columns blk_col[i]..+size."""
     for b in range(blk_col.shape[0]):
@@ -256,7 +256,7 @@ def block_diag_apply(vals, blk_col, blk_size, blk_off, x, out, half):
             out[c0 + i] = acc
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def ic0_factor(indptr, indices, data, out):
     """Incomplete Cholesky IC(0) of a symmetric matrix given by its lower triangle in CSR.
 
@@ -292,7 +292,7 @@ def ic0_factor(indptr, indices, data, out):
     return -1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def lower_solve(indptr, indices, L, b, out, half):
     """Solve L out = b (L lower CSR, diagonal last in each row; values widened from storage)."""
     n = indptr.shape[0] - 1
@@ -304,7 +304,7 @@ def lower_solve(indptr, indices, L, b, out, half):
         out[i] = _rnd(s / widen(L[end]), half)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def upper_t_solve(indptr, indices, L, b, out, half):
     """Solve L^T out = b with the same lower CSR storage as :func:`lower_solve` (column-oriented sweep)."""
     n = indptr.shape[0] - 1
@@ -319,7 +319,7 @@ def upper_t_solve(indptr, indices, L, b, out, half):
             out[j] = _rnd(out[j] - _rnd(widen(L[p]) * xi, half), half)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def csr_matvec(indptr, indices, vals, x, out, half):
     """out = A x for a CSR matrix with stored values (used by tests and benchmarks)."""
     n = indptr.shape[0] - 1
@@ -330,7 +330,7 @@ def csr_matvec(indptr, indices, vals, x, out, half):
         out[i] = acc
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _dot(a, b, half):
     acc = zero_of(a)
     for i in range(a.shape[0]):
@@ -342,7 +342,7 @@ def _dot(a, b, half):
 PC_NONE, PC_BLOCK_JACOBI, PC_IC = 0, 1, 2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _apply_preconditioner(kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half):
     if kind == 1:
         block_diag_apply(bd_vals, bd_col, bd_size, bd_off, r, z, half)
@@ -354,7 +354,7 @@ def _apply_preconditioner(kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_in
             z[i] = r[i]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_off,
          L_indptr, L_indices, L_vals, max_iter, rtol, half, x, stats):
     """Preconditioned CG on the normal equations (J^T J + lam I) x = rhs, matrix-free (CGNR).

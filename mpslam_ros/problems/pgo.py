@@ -1,0 +1,269 @@
+"""Pose-graph optimisation (SE(3) and SE(2)) on the shared mixed-precision optimiser.
+
+Edge error (GTSAM's ``BetweenFactor``): ``e = log(Z_ij^-1 T_i^-1 T_j)``; cost ``0.5 * sum e^T Omega e``.
+The whitened residual is ``r = R e`` with ``R^T R = Omega`` (upper Cholesky factor), and with right
+perturbations ``T <- T exp(d)``::
+
+    d e / d d_j = Jr^-1(e)
+    d e / d d_i = -Jr^-1(e) Ad(T_j^-1 T_i)
+
+Residuals and Jacobians of all edges are computed in one nogil numba loop (fp64).
+
+API for the rest of the package: :class:`PoseGraph` (SE(3), incremental) and
+:func:`optimize_pose_graph`; the g2o command line uses :class:`PoseGraphProblem` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+from numba import njit
+
+from mpslam_ros.geometry import lie
+from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, solve
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
+    for k in range(ei.shape[0]):
+        Ti = poses[ei[k]]
+        Tj = poses[ej[k]]
+        Tij = lie.se3_compose(lie.se3_inverse(Ti), Tj)
+        E = lie.se3_compose(Zinv[k], Tij)
+        e = lie.se3_log(E)
+        R = sqrt_info[k]
+        for a in range(6):
+            s = 0.0
+            for b in range(a, 6):  # R is upper triangular
+                s += R[a, b] * e[b]
+            r[k, a] = s
+        if jac:
+            Jri = lie.se3_right_jacobian_inv(e)
+            RJ = lie._mm(R, Jri)
+            Ad = lie.se3_adjoint(lie.se3_inverse(Tij))  # Ad(T_j^-1 T_i)
+            M = lie._mm(RJ, Ad)
+            for a in range(6):
+                for b in range(6):
+                    Jb[k, a, b] = RJ[a, b]
+                    Ja[k, a, b] = -M[a, b]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _se2_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
+    for k in range(ei.shape[0]):
+        Ti = poses[ei[k]]
+        Tj = poses[ej[k]]
+        Tij = lie._mm(lie.se2_inverse(Ti), Tj)
+        e = lie.se2_log(lie._mm(Zinv[k], Tij))
+        R = sqrt_info[k]
+        for a in range(3):
+            s = 0.0
+            for b in range(a, 3):
+                s += R[a, b] * e[b]
+            r[k, a] = s
+        if jac:
+            RJ = lie._mm(R, lie.se2_right_jacobian_inv(e))
+            M = lie._mm(RJ, lie.se2_adjoint(lie.se2_inverse(Tij)))
+            for a in range(3):
+                for b in range(3):
+                    Jb[k, a, b] = RJ[a, b]
+                    Ja[k, a, b] = -M[a, b]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _retract(poses, delta, dim, se3):
+    for i in range(poses.shape[0]):
+        d = delta[i * dim:(i + 1) * dim]
+        nz = False
+        for a in range(dim):
+            if d[a] != 0.0:
+                nz = True
+        if nz:
+            if se3:
+                poses[i] = lie.se3_compose(poses[i], lie.se3_exp(d.copy()))
+            else:
+                poses[i] = lie._mm(poses[i], lie.se2_exp(d.copy()))
+
+
+def sqrt_information(information: np.ndarray, where: str = "edge") -> np.ndarray:
+    """Upper-triangular R with R^T R = information, for a stack of matrices [E, d, d]."""
+    try:
+        L = np.linalg.cholesky(information)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{where}: information matrix is not positive definite") from None
+    return np.ascontiguousarray(np.swapaxes(L, -1, -2))
+
+
+class PoseGraphProblem:
+    """A pose graph as a :class:`~mpslam_ros.solvers.problem.LeastSquaresProblem` (state = ``poses``)."""
+
+    def __init__(self, kind: str, poses: np.ndarray, edge_i: np.ndarray, edge_j: np.ndarray,
+                 measurements: np.ndarray, information: np.ndarray, fixed: Optional[np.ndarray] = None,
+                 robust_blocks: Optional[np.ndarray] = None):
+        if kind not in ("se3", "se2"):
+            raise ValueError(f"kind must be 'se3' or 'se2', got {kind!r}")
+        self.kind = kind
+        d = 6 if kind == "se3" else 3
+        self.poses = np.ascontiguousarray(poses, dtype=np.float64).copy()
+        n = len(self.poses)
+        self.edge_i = np.ascontiguousarray(edge_i, dtype=np.int64)
+        self.edge_j = np.ascontiguousarray(edge_j, dtype=np.int64)
+        E = len(self.edge_i)
+        if E == 0:
+            raise ValueError("empty pose graph: no edges")
+        if n == 0:
+            raise ValueError("empty pose graph: no poses")
+        if min(self.edge_i.min(), self.edge_j.min()) < 0 or max(self.edge_i.max(), self.edge_j.max()) >= n:
+            raise ValueError(f"an edge refers to a pose outside 0..{n - 1}")
+        if not np.all(np.isfinite(self.poses)):
+            bad = int(np.flatnonzero(~np.isfinite(self.poses).reshape(n, -1).all(1))[0])
+            raise ValueError(f"pose {bad} contains NaN or inf")
+        measurements = np.asarray(measurements, dtype=np.float64)
+        if not np.all(np.isfinite(measurements)):
+            bad = int(np.flatnonzero(~np.isfinite(measurements).reshape(E, -1).all(1))[0])
+            raise ValueError(f"edge {bad} measurement contains NaN or inf")
+        inv = lie.se3_inverse if kind == "se3" else lie.se2_inverse
+        self.Zinv = np.ascontiguousarray(np.stack([inv(np.ascontiguousarray(Z)) for Z in measurements]))
+        self.sqrt_info = sqrt_information(np.asarray(information, dtype=np.float64))
+        self.residual_dim = self.dim_a = self.dim_b = d
+        self.block_a = self.edge_i
+        self.block_b = self.edge_j
+        self.parameter_block_sizes = np.full(n, d, dtype=np.int64)
+        self.fixed_blocks = np.zeros(n, dtype=bool)
+        if fixed is None:
+            self.fixed_blocks[0] = True  # gauge: first pose
+        else:
+            self.fixed_blocks[np.asarray(fixed, dtype=np.int64)] = True
+        self.robust_blocks = None if robust_blocks is None else np.asarray(robust_blocks, dtype=bool)
+        self._r = np.empty((E, d))
+        self._Ja = np.empty((E, d, d))
+        self._Jb = np.empty((E, d, d))
+
+    def evaluate(self, jacobians: bool = True):
+        kernel = _se3_edges if self.kind == "se3" else _se2_edges
+        r = np.empty_like(self._r)
+        Ja = np.empty_like(self._Ja) if jacobians else self._Ja
+        Jb = np.empty_like(self._Jb) if jacobians else self._Jb
+        kernel(self.poses, self.edge_i, self.edge_j, self.Zinv, self.sqrt_info, r, Ja, Jb, jacobians)
+        return (r, Ja, Jb) if jacobians else (r, None, None)
+
+    def retract(self, delta: np.ndarray) -> None:
+        _retract(self.poses, np.ascontiguousarray(delta, dtype=np.float64), self.dim_a, self.kind == "se3")
+
+    def get_state(self) -> np.ndarray:
+        return self.poses.copy()
+
+    def set_state(self, state: np.ndarray) -> None:
+        self.poses[:] = state
+
+    def cost(self) -> float:
+        """0.5 * sum e^T Omega e over all edges (no robust loss): GTSAM's ``graph.error`` convention."""
+        r, _, _ = self.evaluate(jacobians=False)
+        return 0.5 * float(np.einsum("km,km->", r, r))
+
+
+def pose_graph_cost(kind: str, poses: np.ndarray, edge_i, edge_j, measurements, information) -> float:
+    """GTSAM-convention cost of ``poses`` (the same function scores every solver in the benchmark)."""
+    return PoseGraphProblem(kind, poses, edge_i, edge_j, measurements, information).cost()
+
+
+class PoseGraph:
+    """An SE(3) pose graph built incrementally (keyframes + odometry and loop-closure edges).
+
+    Edge ``(i, j, T_ij, information)`` measures ``T_i^-1 T_j`` with a 6x6 information matrix in
+    (rotation, translation) order. Pose 0 is fixed (gauge) unless ``fix_first=False`` and other
+    poses are fixed with :meth:`fix`. Loop edges can be marked ``robust=True`` to get the robust
+    loss of :class:`SolverOptions` (``robust_loss="huber"`` or ``"cauchy"``).
+    """
+
+    def __init__(self, fix_first: bool = True):
+        self.fix_first = fix_first
+        self._poses: list = []
+        self._edge_i: list = []
+        self._edge_j: list = []
+        self._meas: list = []
+        self._info: list = []
+        self._robust: list = []
+        self._fixed: set = set()
+
+    def add_pose(self, T_world_pose: np.ndarray) -> int:
+        T = np.asarray(T_world_pose, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError(f"pose {len(self._poses)}: expected a finite 4x4 matrix, got shape {T.shape}")
+        self._poses.append(T.copy())
+        return len(self._poses) - 1
+
+    def add_edge(self, i: int, j: int, T_ij: np.ndarray, information: np.ndarray, robust: bool = False) -> int:
+        n = len(self._poses)
+        k = len(self._edge_i)
+        if not (0 <= i < n and 0 <= j < n) or i == j:
+            raise ValueError(f"edge {k}: ({i}, {j}) must join two different existing poses (0..{n - 1})")
+        T_ij = np.asarray(T_ij, dtype=np.float64)
+        info = np.asarray(information, dtype=np.float64)
+        if T_ij.shape != (4, 4) or not np.all(np.isfinite(T_ij)):
+            raise ValueError(f"edge {k}: measurement must be a finite 4x4 matrix")
+        if info.shape != (6, 6) or not np.all(np.isfinite(info)):
+            raise ValueError(f"edge {k}: information must be a finite 6x6 matrix")
+        sqrt_information(info[None], where=f"edge {k} ({i}, {j})")
+        self._edge_i.append(i)
+        self._edge_j.append(j)
+        self._meas.append(T_ij.copy())
+        self._info.append(0.5 * (info + info.T))
+        self._robust.append(bool(robust))
+        return k
+
+    def fix(self, i: int) -> None:
+        self._fixed.add(int(i))
+
+    @property
+    def num_poses(self) -> int:
+        return len(self._poses)
+
+    @property
+    def num_edges(self) -> int:
+        return len(self._edge_i)
+
+    @property
+    def poses(self) -> np.ndarray:
+        return np.array(self._poses).reshape(-1, 4, 4)
+
+    def problem(self, initial: Optional[np.ndarray] = None) -> PoseGraphProblem:
+        fixed = sorted(self._fixed | ({0} if self.fix_first and self._poses else set()))
+        if not fixed:
+            raise ValueError("pose graph has no fixed pose: the gauge is free (fix one pose)")
+        poses = self.poses if initial is None else np.asarray(initial, dtype=np.float64)
+        if len(poses) != self.num_poses:
+            raise ValueError(f"initial has {len(poses)} poses, graph has {self.num_poses}")
+        return PoseGraphProblem("se3", poses, np.array(self._edge_i), np.array(self._edge_j),
+                                np.array(self._meas).reshape(-1, 4, 4), np.array(self._info).reshape(-1, 6, 6),
+                                fixed=np.array(fixed), robust_blocks=np.array(self._robust))
+
+
+def optimize_pose_graph(graph: PoseGraph, options: Optional[SolverOptions] = None,
+                        initial: Optional[np.ndarray] = None) -> Tuple[np.ndarray, SolverSummary]:
+    """Optimise ``graph`` from ``initial`` (default: its stored poses; pass last result to warm-start).
+
+    Returns ``(poses float64[n,4,4], summary)``; the graph itself is not modified. Safe to call from a
+    worker thread: the heavy loops are nogil numba kernels.
+    """
+    problem = graph.problem(initial)
+    summary = solve(problem, options or SolverOptions())
+    return problem.poses.copy(), summary
+
+
+def warmup() -> None:
+    """Compile (or load from cache) the edge kernels and solve a small graph once per preset."""
+    rng = np.random.default_rng(0)
+    for kind, d in (("se3", 6), ("se2", 3)):
+        n = 6
+        exp = lie.se3_exp if kind == "se3" else lie.se2_exp
+        poses = np.stack([exp(0.1 * rng.standard_normal(d)) for _ in range(n)])
+        ei = np.array([0, 1, 2, 3, 4, 0])
+        ej = np.array([1, 2, 3, 4, 5, 5])
+        inv = lie.se3_inverse if kind == "se3" else lie.se2_inverse
+        Z = np.stack([inv(poses[a]) @ poses[b] @ exp(0.01 * rng.standard_normal(d)) for a, b in zip(ei, ej)])
+        info = np.tile(np.eye(d), (len(ei), 1, 1))
+        for precision in ("fp64", "fp32", "mixed", "fp16"):
+            prob = PoseGraphProblem(kind, poses, ei, ej, Z, info)
+            solve(prob, SolverOptions(precision=precision, max_iterations=2))
