@@ -74,6 +74,7 @@ class LoopClosureNode(Node):
         self.lc = LoopClosure(self.config)
         self.bad = BadInputLog(self.get_logger())
         self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         self._K: Optional[np.ndarray] = None
         self._poses: collections.OrderedDict = collections.OrderedDict()  # stamp -> Odometry
         self._features: collections.OrderedDict = collections.OrderedDict()  # stamp -> PointCloud2
@@ -196,6 +197,10 @@ class LoopClosureNode(Node):
     # ------------------------------------------------------------------ outputs
 
     def _publish_corrections(self, stamp_ns: int) -> None:
+        with self._publish_lock:  # called by the worker (new keyframe) and the timer (PGO finished later)
+            self._publish_corrections_locked(stamp_ns)
+
+    def _publish_corrections_locked(self, stamp_ns: int) -> None:
         with self._lock:
             lc, stamps = self.lc, dict(self._stamps)
         corrected = lc.corrected_poses()
@@ -223,6 +228,10 @@ class LoopClosureNode(Node):
         stamp = self.get_clock().now().nanoseconds
         with self._lock:
             lc = self.lc
+        with self._lock:
+            latest = max(self._stamps.values(), default=None)
+        if latest is not None:
+            self._publish_corrections(latest)
         points = lc.map_points()
         if points is not None and len(points):
             self.pub_map.publish(msgs.points_to_pointcloud2(points, stamp, self.map_frame))
