@@ -1,0 +1,558 @@
+"""Stereo / RGB-D visual odometry: KLT tracking, PnP per frame, sliding-window BA on keyframes.
+
+Pipeline per frame (all on the rectified left camera, see :mod:`mpslam_ros.frontend.rectify`):
+
+1. validate the frame (encoding, size, stamp order) -- a bad one is *skipped* with a logged reason;
+2. KLT-track the features that have landmarks, seeded by projecting them with the constant-velocity
+   prediction; PnP RANSAC + robust motion-only refinement (chi-square outlier rejection) gives the
+   pose, published at frame rate with a covariance diagonal and a quality flag;
+3. keyframe decision from the tracked-feature ratio, parallax, motion and elapsed time; on a keyframe:
+   stereo-match (or look up depth), detect new FAST corners in empty grid cells, triangulate and
+   check new landmarks (depth, disparity, row error), ORB descriptors for loop closure, then
+   sliding-window BA over the last ``window_size`` keyframes with
+   :func:`mpslam_ros.problems.ba.solve_window` (mixed precision by default). The oldest keyframe
+   of the window is held fixed; when it slides out the next one is fixed at its current estimate,
+   so the gauge never jumps.
+4. tracking loss (too few inliers) starts a new map whose first keyframe is placed at the last good
+   pose, so the published odometry continues without a jump (state ``"reinitialized"``).
+
+Tracking states in :class:`VOResult`: ``"initializing"`` (first keyframe), ``"ok"``, ``"lost"``
+(pose held at the last good one), ``"reinitialized"`` (new segment started at the last good pose)
+and ``"skipped"`` (the input was unusable -- wrong encoding or size, duplicated or out-of-order
+stamp -- and was dropped without touching the state). ``VOResult.reason`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from mpslam_ros.datatypes import FrameResult, Keyframe, StereoFrame, StereoRig
+from mpslam_ros.frontend.features import (detect_features, image_texture,
+                                          match_stereo, orb_descriptors, track_klt)
+from mpslam_ros.frontend.pose import CHI2_2D, CHI2_3D, estimate_pose
+from mpslam_ros.frontend.rectify import Rectifier
+
+log = logging.getLogger("mpslam_ros.vo")
+
+try:  # the BA back end is another part of the package; VO degrades to PnP-only without it
+    from mpslam_ros.problems.ba import solve_window as _solve_window
+    from mpslam_ros.solvers.lm import SolverOptions as _SolverOptions
+except ImportError:  # pragma: no cover - depends on the checkout
+    _solve_window = None
+    _SolverOptions = None
+
+
+@dataclass
+class VOConfig:
+    """Visual-odometry settings (defaults tuned for 640x480 - 752x480 stereo at 10-30 Hz)."""
+
+    #: Precision preset of the window BA: "fp64", "fp32", "fp16" or "mixed".
+    precision: str = "mixed"
+    #: Number of keyframes in the sliding BA window.
+    window_size: int = 20
+    #: BA Levenberg-Marquardt iterations per keyframe.
+    ba_iterations: int = 5
+    #: Run window BA on each keyframe (False: PnP-only odometry).
+    ba_enabled: bool = True
+    #: Features kept per keyframe (one per grid cell, cells sized to give about this many).
+    max_features: int = 220
+    min_feature_distance: float = 12.0
+    fast_threshold: int = 20
+    klt_window: int = 21
+    klt_levels: int = 3
+    #: Forward-backward KLT consistency threshold (pixels).
+    klt_fb_threshold: float = 1.0
+    #: Rectified stereo: ZNCC score, disparity range (pixels) of an accepted match.
+    stereo_min_zncc: float = 0.8
+    min_disparity: float = 1.0
+    max_disparity_px: float = 160.0
+    #: Landmark depth range (metres) accepted at triangulation.
+    min_depth: float = 0.1
+    max_depth: float = 40.0
+    #: RGB-D: virtual baseline turning depth into a right-image u for BA (ORB-SLAM's trick).
+    rgbd_virtual_baseline: float = 0.08
+    #: PnP RANSAC threshold (pixels) and assumed pixel noise for chi-square tests.
+    ransac_px: float = 3.0
+    sigma_px: float = 1.0
+    #: Fewer PnP inliers than this means tracking is lost.
+    min_tracked: int = 15
+    #: Minimum stereo landmarks needed to (re)initialise.
+    min_init_landmarks: int = 30
+    #: Keyframe when the tracked count falls below this ratio of the last keyframe's ...
+    keyframe_min_tracked_ratio: float = 0.7
+    #: ... or below this absolute count ...
+    keyframe_min_tracked: int = 120
+    #: ... or the median feature parallax since the keyframe exceeds this (pixels) ...
+    keyframe_parallax_px: float = 40.0
+    #: ... or the camera moved/turned this much ...
+    keyframe_max_translation: float = 0.3
+    keyframe_max_rotation_deg: float = 10.0
+    #: ... or this much time passed.
+    keyframe_max_interval_s: float = 1.0
+    #: Frames darker/flatter than this intensity std are not tracked (black frames, lens cap).
+    min_image_std: float = 3.0
+    #: OpenCV worker threads (1 keeps the per-frame cost predictable on small machines).
+    opencv_threads: int = 1
+
+
+@dataclass
+class VOResult(FrameResult):
+    """:class:`FrameResult` plus why the state is what it is and a coarse quality flag."""
+
+    #: Human-readable reason for a non-"ok" state ("" when ok).
+    reason: str = ""
+    #: "good" (many inliers), "weak" (few), "none" (no pose measurement this frame).
+    quality: str = "none"
+    #: PnP inliers after the chi-square test (0 when not tracked).
+    num_inliers: int = 0
+
+
+@dataclass
+class _WindowKeyframe:
+    id: int
+    stamp_ns: int
+    T_cw: np.ndarray
+    lm_ids: np.ndarray  # int64[k]
+    uv: np.ndarray  # float64[k,2]
+    ur: np.ndarray  # float64[k] (NaN = mono)
+
+
+class VisualOdometry:
+    """Stereo / RGB-D visual odometry. ``process(frame)`` never raises on bad input."""
+
+    def __init__(self, rig: StereoRig, config: Optional[VOConfig] = None) -> None:
+        self.config = config or VOConfig()
+        self.rig = rig
+        cv2.setNumThreads(int(self.config.opencv_threads))
+        self.rectifier = Rectifier(rig)
+        self.camera = self.rectifier.camera
+        self.stereo = rig.right is not None
+        self.baseline = self.camera.baseline if self.stereo else self.config.rgbd_virtual_baseline
+        self.T_body_cam = self.rectifier.T_body_cam
+        self.T_cam_body = np.linalg.inv(self.T_body_cam)
+        if self.config.ba_enabled and _solve_window is None:
+            log.warning("mpslam_ros.problems.ba is not available: running PnP-only odometry")
+        self._next_kf_id = 0
+        self._next_lm_id = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ public API
+
+    def reset(self, T_world_body: Optional[np.ndarray] = None) -> None:
+        """Forget everything; the next good frame initialises at ``T_world_body`` (identity)."""
+        T_wb = np.eye(4) if T_world_body is None else np.asarray(T_world_body, np.float64)
+        self._T_cw = np.linalg.inv(T_wb @ self.T_body_cam)
+        self._velocity = np.eye(4)  # T_cw(k) @ inv(T_cw(k-1))
+        self._steps_since_good = 1
+        self._last_stamp: Optional[int] = None
+        self._initialized = False
+        self._ever_initialized = False
+        self._clear_map()
+
+    def _clear_map(self) -> None:
+        self._landmarks: Dict[int, np.ndarray] = {}
+        self._window: List[_WindowKeyframe] = []
+        self._trk_pts = np.zeros((0, 2), np.float32)
+        self._trk_ids = np.zeros(0, np.int64)
+        self._trk_kf_uv = np.zeros((0, 2), np.float32)  # where each track was at the last keyframe
+        self._prev_pyr = None
+        self._last_kf_stamp = 0
+        self._last_kf_T_cw = self._T_cw.copy()
+        self._last_kf_tracked = 0
+
+    @property
+    def T_world_body(self) -> np.ndarray:
+        return np.linalg.inv(self._T_cw) @ self.T_cam_body
+
+    @property
+    def window_keyframe_ids(self) -> List[int]:
+        return [kf.id for kf in self._window]
+
+    def process(self, frame: StereoFrame) -> VOResult:
+        """Track one frame; returns the pose and state. Logs and reports instead of raising."""
+        t0 = time.perf_counter()
+        timings: Dict[str, float] = {}
+        try:
+            result = self._process(frame, timings)
+        except Exception as exc:  # never let one frame kill the pipeline
+            log.exception("frame %s (stamp %s): internal error, frame dropped",
+                          getattr(frame, "index", "?"), getattr(frame, "stamp_ns", "?"))
+            result = self._result(frame, "lost", f"internal error: {exc!r}", timings)
+        timings["total"] = time.perf_counter() - t0
+        return result
+
+    # ------------------------------------------------------------------ per frame
+
+    def _validate(self, frame: StereoFrame) -> Optional[str]:
+        cam = self.camera
+        name = f"frame {frame.index} (stamp {frame.stamp_ns})"
+        if not isinstance(frame.left, np.ndarray):
+            return f"{name}: no left image"
+        if frame.left.dtype != np.uint8 or frame.left.ndim != 2:
+            return (f"{name}: left image must be mono8 uint8[h,w], got {frame.left.dtype}"
+                    f"{list(frame.left.shape)}")
+        if frame.left.shape != (cam.height, cam.width):
+            return (f"{name}: left image is {frame.left.shape[1]}x{frame.left.shape[0]}, "
+                    f"calibration says {cam.width}x{cam.height}")
+        if self.stereo:
+            r = frame.right
+            if not isinstance(r, np.ndarray):
+                return f"{name}: stereo rig but no right image"
+            if r.dtype != np.uint8 or r.shape != frame.left.shape:
+                return f"{name}: right image must be mono8 {list(frame.left.shape)}, got {r.dtype}{list(r.shape)}"
+        else:
+            d = frame.depth
+            if not isinstance(d, np.ndarray):
+                return f"{name}: RGB-D rig but no depth image"
+            if d.shape != frame.left.shape or d.dtype.kind not in "fui":
+                return f"{name}: depth must be numeric {list(frame.left.shape)}, got {d.dtype}{list(d.shape)}"
+        if self._last_stamp is not None:
+            if frame.stamp_ns == self._last_stamp:
+                return f"{name}: duplicated timestamp"
+            if frame.stamp_ns < self._last_stamp:
+                return f"{name}: out of order (previous stamp {self._last_stamp})"
+        return None
+
+    def _process(self, frame: StereoFrame, timings: Dict[str, float]) -> VOResult:
+        cfg = self.config
+        bad = self._validate(frame)
+        if bad is not None:
+            log.warning("skipped %s", bad)
+            return self._result(frame, "skipped", bad, timings)
+
+        t = time.perf_counter()
+        left, right, depth = self.rectifier.rectify(frame.left, frame.right, frame.depth)
+        if depth is not None:
+            depth = depth.astype(np.float32) * np.float32(self.rig.depth_scale)
+        timings["rectify"] = time.perf_counter() - t
+        dt_ns = 0 if self._last_stamp is None else frame.stamp_ns - self._last_stamp
+        self._last_stamp = frame.stamp_ns
+
+        mean, std = image_texture(left)
+        if std < cfg.min_image_std:
+            reason = f"frame {frame.index}: image black or featureless (mean {mean:.1f}, std {std:.2f})"
+            return self._lost(frame, reason, timings)
+
+        pyr = left  # (OpenCV's Python binding cannot take prebuilt KLT pyramids)
+
+        if not self._initialized:
+            return self._initialize(frame, left, pyr, right, depth, timings)
+
+        est = self._track(pyr, timings)
+        if est is None:
+            return self._reinitialize_or_lost(frame, left, pyr, right, depth, timings,
+                                              f"frame {frame.index}: tracking lost "
+                                              f"({self._last_track_info})")
+        T_cw, inliers, cov = est
+        self._velocity = T_cw @ np.linalg.inv(self._T_cw)
+        if self._steps_since_good > 1:  # frames were dropped: per-step velocity
+            self._velocity = _fractional_power(self._velocity, 1.0 / self._steps_since_good)
+        self._T_cw = T_cw
+        self._steps_since_good = 1
+        self._prev_pyr = pyr
+        n_in = int(inliers)
+        state = "ok"
+        kf = None
+        if self._need_keyframe(frame.stamp_ns, n_in):
+            kf = self._make_keyframe(frame, left, pyr, right, depth, timings)
+        quality = "good" if n_in >= cfg.keyframe_min_tracked else "weak"
+        res = self._result(frame, state, "", timings, keyframe=kf, cov=cov, quality=quality,
+                           num_inliers=n_in)
+        return res
+
+    def _track(self, pyr, timings):
+        """KLT + PnP against the landmark map. Returns (T_cw, n_inliers, cov) or None."""
+        cfg = self.config
+        cam = self.camera
+        t = time.perf_counter()
+        T_pred = self._T_cw
+        for _ in range(self._steps_since_good):
+            T_pred = self._velocity @ T_pred
+        ids = self._trk_ids
+        X = np.array([self._landmarks[i] for i in ids]) if len(ids) else np.zeros((0, 3))
+        guess = self._trk_pts.copy()
+        if len(ids):
+            Pc = X @ T_pred[:3, :3].T + T_pred[:3, 3]
+            good = Pc[:, 2] > cfg.min_depth
+            proj = np.full((len(ids), 2), np.nan)
+            proj[good, 0] = cam.fx * Pc[good, 0] / Pc[good, 2] + cam.cx
+            proj[good, 1] = cam.fy * Pc[good, 1] / Pc[good, 2] + cam.cy
+            inside = good & (proj[:, 0] >= 0) & (proj[:, 0] < cam.width) & (proj[:, 1] >= 0) & (proj[:, 1] < cam.height)
+            guess[inside] = proj[inside]
+        pts, ok = track_klt(self._prev_pyr, pyr, self._trk_pts, guess, cfg.klt_window, cfg.klt_levels,
+                            cfg.klt_fb_threshold, (cam.width, cam.height))
+        timings["track"] = time.perf_counter() - t
+        t = time.perf_counter()
+        n_ok = int(ok.sum())
+        self._last_track_info = f"{n_ok} of {len(ids)} features tracked"
+        if n_ok < cfg.min_tracked:
+            timings["pnp"] = time.perf_counter() - t
+            return None
+        est = estimate_pose(X[ok], pts[ok].astype(np.float64), np.full(n_ok, np.nan), cam.intrinsics,
+                            self.baseline, T_cw_prior=T_pred, ransac_px=cfg.ransac_px,
+                            sigma_px=cfg.sigma_px, min_inliers=cfg.min_tracked)
+        timings["pnp"] = time.perf_counter() - t
+        if est is None:
+            self._last_track_info = f"PnP failed on {n_ok} tracked features"
+            return None
+        keep = np.nonzero(ok)[0][est.inliers]
+        self._trk_pts = pts[keep]
+        self._trk_ids = ids[keep]
+        self._trk_kf_uv = self._trk_kf_uv[keep]
+        return est.T_cw, len(keep), est.covariance_diag
+
+    def _need_keyframe(self, stamp_ns: int, n_tracked: int) -> bool:
+        cfg = self.config
+        if n_tracked < cfg.keyframe_min_tracked_ratio * self._last_kf_tracked:
+            return True
+        if n_tracked < cfg.keyframe_min_tracked:
+            return True
+        if (stamp_ns - self._last_kf_stamp) * 1e-9 > cfg.keyframe_max_interval_s:
+            return True
+        if len(self._trk_pts):
+            parallax = np.median(np.linalg.norm(self._trk_pts - self._trk_kf_uv, axis=1))
+            if parallax > cfg.keyframe_parallax_px:
+                return True
+        rel = self._T_cw @ np.linalg.inv(self._last_kf_T_cw)
+        if np.linalg.norm(rel[:3, 3]) > cfg.keyframe_max_translation:
+            return True
+        angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
+        return bool(angle > cfg.keyframe_max_rotation_deg)
+
+    # ------------------------------------------------------------------ loss / initialisation
+
+    def _lost(self, frame: StereoFrame, reason: str, timings) -> VOResult:
+        """No pose this frame: hold the last good pose; the map is kept for the next frame."""
+        log.warning("lost: %s", reason)
+        if self._initialized:
+            self._steps_since_good += 1
+        return self._result(frame, "lost", reason, timings)
+
+    def _reinitialize_or_lost(self, frame, left, pyr, right, depth, timings, reason) -> VOResult:
+        log.warning("%s: starting a new map at the last good pose", reason)
+        self._initialized = False
+        return self._initialize(frame, left, pyr, right, depth, timings, reason)
+
+    def _initialize(self, frame, left, pyr, right, depth, timings, reason: str = "") -> VOResult:
+        """Start a map from one stereo/RGB-D frame at the current (last good) pose."""
+        self._clear_map()
+        kf = self._make_keyframe(frame, left, pyr, right, depth, timings)
+        n = len(self._trk_ids)
+        if n < self.config.min_init_landmarks:
+            self._clear_map()
+            why = f"frame {frame.index}: cannot initialise, only {n} stereo landmarks"
+            if reason:
+                why = f"{reason}; {why}"
+            log.warning("lost: %s", why)
+            return self._result(frame, "lost", why, timings)
+        self._prev_pyr = pyr
+        self._initialized = True
+        self._steps_since_good = 1
+        state = "reinitialized" if self._ever_initialized else "initializing"
+        self._ever_initialized = True
+        if state == "reinitialized":
+            log.info("frame %s: reinitialised with %d landmarks at the last good pose", frame.index, n)
+        return self._result(frame, state, reason, timings, keyframe=kf, quality="weak",
+                            num_inliers=n)
+
+    # ------------------------------------------------------------------ keyframes
+
+    def _make_keyframe(self, frame, left, pyr, right, depth, timings) -> Keyframe:
+        cfg = self.config
+        cam = self.camera
+        T_cw = self._T_cw
+        t = time.perf_counter()
+        right_pyr = right
+        # 1. right-image u (or depth) for the tracked landmarks: stereo constraints in BA
+        trk_ur = np.full(len(self._trk_ids), np.nan)
+        if len(self._trk_ids):
+            X = np.array([self._landmarks[i] for i in self._trk_ids])
+            Pc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+            guess = self._trk_pts[:, 0] - cam.fx * self.baseline / np.maximum(Pc[:, 2], 1e-3)
+            trk_ur, _ = self._right_u(pyr, right_pyr, depth, self._trk_pts, guess)
+        timings["stereo"] = time.perf_counter() - t
+        # 2. new features in empty cells
+        t = time.perf_counter()
+        new_pts = detect_features(left, cfg.max_features, self._trk_pts, cfg.min_feature_distance,
+                                  cfg.fast_threshold)
+        timings["detect"] = time.perf_counter() - t
+        t = time.perf_counter()
+        guess = None
+        if np.isfinite(trk_ur).any():
+            med_disp = np.nanmedian(self._trk_pts[:, 0] - trk_ur)
+            guess = new_pts[:, 0] - med_disp
+        new_ur, _ = self._right_u(pyr, right_pyr, depth, new_pts, guess)
+        # 3. triangulate and check new landmarks: disparity (parallax) and depth range
+        disp = new_pts[:, 0] - new_ur
+        with np.errstate(invalid="ignore", divide="ignore"):
+            Z = cam.fx * self.baseline / disp
+            good = np.isfinite(Z) & (disp >= cfg.min_disparity) & (Z > cfg.min_depth) & (Z < cfg.max_depth)
+        Pc = np.zeros((len(new_pts), 3))
+        Pc[:, 2] = np.where(good, Z, np.nan)
+        Pc[:, 0] = (new_pts[:, 0] - cam.cx) / cam.fx * Pc[:, 2]
+        Pc[:, 1] = (new_pts[:, 1] - cam.cy) / cam.fy * Pc[:, 2]
+        T_wc = np.linalg.inv(T_cw)
+        new_ids = np.full(len(new_pts), -1, np.int64)
+        for j in np.nonzero(good)[0]:
+            new_ids[j] = self._next_lm_id
+            self._landmarks[self._next_lm_id] = T_wc[:3, :3] @ Pc[j] + T_wc[:3, 3]
+            self._next_lm_id += 1
+        timings["stereo"] += time.perf_counter() - t
+        # 4. descriptors for every keyframe feature (tracked + new, with or without landmark)
+        t = time.perf_counter()
+        kf_pts = np.concatenate([self._trk_pts, new_pts]).astype(np.float32)
+        kf_ids = np.concatenate([self._trk_ids, new_ids])
+        kf_ur = np.concatenate([trk_ur, new_ur])
+        desc, has_desc = orb_descriptors(left, kf_pts)
+        timings["descriptors"] = time.perf_counter() - t
+        # 5. the window keyframe (observations of landmarks) and the new track set
+        with_lm = kf_ids >= 0
+        wkf = _WindowKeyframe(self._next_kf_id, frame.stamp_ns, T_cw.copy(), kf_ids[with_lm].copy(),
+                              kf_pts[with_lm].astype(np.float64), kf_ur[with_lm].copy())
+        self._next_kf_id += 1
+        self._window.append(wkf)
+        self._trk_pts = kf_pts[with_lm].copy()
+        self._trk_ids = kf_ids[with_lm].copy()
+        self._trk_kf_uv = self._trk_pts.copy()
+        # 6. sliding-window BA, then slide
+        t = time.perf_counter()
+        if cfg.ba_enabled and _solve_window is not None and len(self._window) >= 2:
+            self._bundle_adjust()
+        timings["ba"] = time.perf_counter() - t
+        self._slide_window()
+        self._T_cw = self._window[-1].T_cw.copy()
+        self._last_kf_stamp = frame.stamp_ns
+        self._last_kf_T_cw = self._T_cw.copy()
+        self._last_kf_tracked = len(self._trk_ids)
+        # 7. what loop closure consumes (points in this keyframe's camera frame, after BA)
+        keep = has_desc
+        ids_out = kf_ids[keep]
+        pts_cam = np.full((len(ids_out), 3), np.nan)
+        T_cw = self._T_cw
+        for k, i in enumerate(ids_out):
+            if i >= 0 and i in self._landmarks:
+                pts_cam[k] = T_cw[:3, :3] @ self._landmarks[i] + T_cw[:3, 3]
+            else:
+                ids_out[k] = -1
+        return Keyframe(
+            id=wkf.id, stamp_ns=int(frame.stamp_ns), T_world_body=self.T_world_body,
+            keypoints=kf_pts[keep].copy(), descriptors=desc[keep], landmark_ids=ids_out,
+            points_cam=pts_cam, K=cam.K, T_body_left=self.T_body_cam.copy())
+
+    def _right_u(self, pyr, right_pyr, depth, pts, guess):
+        """Right-image u per point: stereo KLT along the row, or depth lookup (virtual right u)."""
+        cfg = self.config
+        cam = self.camera
+        if len(pts) == 0:
+            return np.zeros(0), np.zeros(0, bool)
+        if self.stereo:
+            return match_stereo(pyr, right_pyr, pts, guess, min_disparity=cfg.min_disparity,
+                                max_disparity=min(cam.fx * self.baseline / cfg.min_depth,
+                                                  cfg.max_disparity_px),
+                                min_score=cfg.stereo_min_zncc)
+        xi = np.clip(np.round(pts[:, 0]).astype(int), 0, cam.width - 1)
+        yi = np.clip(np.round(pts[:, 1]).astype(int), 0, cam.height - 1)
+        z = depth[yi, xi].astype(np.float64)
+        ok = np.isfinite(z) & (z > cfg.min_depth) & (z < cfg.max_depth)
+        ur = np.where(ok, pts[:, 0] - cam.fx * self.baseline / np.where(ok, z, 1.0), np.nan)
+        return ur, ok
+
+    def _bundle_adjust(self) -> None:
+        cfg = self.config
+        cam = self.camera
+        win = self._window
+        all_ids = np.concatenate([kf.lm_ids for kf in win])
+        lm_ids = np.unique(all_ids[np.isin(all_ids, np.fromiter(self._landmarks.keys(), np.int64))])
+        if len(lm_ids) == 0:
+            return
+        index = {int(i): k for k, i in enumerate(lm_ids)}
+        obs_cam, obs_pt, obs_uv, obs_ur = [], [], [], []
+        for c, kf in enumerate(win):
+            for i, uv, ur in zip(kf.lm_ids, kf.uv, kf.ur):
+                k = index.get(int(i))
+                if k is not None:
+                    obs_cam.append(c)
+                    obs_pt.append(k)
+                    obs_uv.append(uv)
+                    obs_ur.append(ur)
+        T_cw = np.stack([kf.T_cw for kf in win])
+        points_w = np.array([self._landmarks[int(i)] for i in lm_ids])
+        fixed = np.zeros(len(win), bool)
+        fixed[0] = True  # gauge: the oldest keyframe in the window stays where it is
+        options = _SolverOptions(precision=cfg.precision, max_iterations=cfg.ba_iterations)
+        T_new, P_new, _summary = _solve_window(
+            T_cw, points_w, np.asarray(obs_cam, np.int64), np.asarray(obs_pt, np.int64),
+            np.asarray(obs_uv, np.float64).reshape(-1, 2), np.asarray(obs_ur, np.float64),
+            cam.intrinsics, self.baseline, fixed, options)
+        if not (np.all(np.isfinite(T_new)) and np.all(np.isfinite(P_new))):
+            log.warning("window BA returned non-finite values; keeping the previous estimate")
+            return
+        for c, kf in enumerate(win):
+            kf.T_cw = np.asarray(T_new[c], np.float64)
+        for k, i in enumerate(lm_ids):
+            self._landmarks[int(i)] = np.asarray(P_new[k], np.float64)
+        self._cull_observations()
+
+    def _cull_observations(self) -> None:
+        """Drop window observations that BA could not fit (chi-square), and their tracks."""
+        cfg = self.config
+        cam = self.camera
+        bad_ids = set()
+        for kf in self._window:
+            if len(kf.lm_ids) == 0:
+                continue
+            X = np.array([self._landmarks.get(int(i), (np.nan,) * 3) for i in kf.lm_ids])
+            Pc = X @ kf.T_cw[:3, :3].T + kf.T_cw[:3, 3]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                u = cam.fx * Pc[:, 0] / Pc[:, 2] + cam.cx
+                v = cam.fy * Pc[:, 1] / Pc[:, 2] + cam.cy
+                ur = cam.fx * (Pc[:, 0] - self.baseline) / Pc[:, 2] + cam.cx
+                e2 = (u - kf.uv[:, 0]) ** 2 + (v - kf.uv[:, 1]) ** 2
+                st = np.isfinite(kf.ur)
+                e2 = e2 + np.where(st, (ur - kf.ur) ** 2, 0.0)
+                bad = ~(e2 / cfg.sigma_px ** 2 < np.where(st, CHI2_3D, CHI2_2D)) | ~(Pc[:, 2] > cfg.min_depth)
+            if bad.any():
+                if kf is self._window[-1]:
+                    bad_ids.update(int(i) for i in kf.lm_ids[bad])
+                kf.lm_ids, kf.uv, kf.ur = kf.lm_ids[~bad], kf.uv[~bad], kf.ur[~bad]
+        if bad_ids:
+            keep = ~np.isin(self._trk_ids, np.fromiter(bad_ids, np.int64))
+            self._trk_pts, self._trk_ids, self._trk_kf_uv = (
+                self._trk_pts[keep], self._trk_ids[keep], self._trk_kf_uv[keep])
+
+    def _slide_window(self) -> None:
+        while len(self._window) > max(1, self.config.window_size):
+            self._window.pop(0)
+        alive = set(self._trk_ids.tolist())
+        for kf in self._window:
+            alive.update(kf.lm_ids.tolist())
+        for i in [i for i in self._landmarks if i not in alive]:
+            del self._landmarks[i]
+
+    # ------------------------------------------------------------------ results
+
+    def _result(self, frame: StereoFrame, state: str, reason: str, timings, keyframe=None,
+                cov=None, quality: str = "none", num_inliers: int = 0) -> VOResult:
+        local = np.array(list(self._landmarks.values())) if self._landmarks else np.zeros((0, 3))
+        return VOResult(
+            stamp_ns=int(getattr(frame, "stamp_ns", 0) or 0), T_world_body=self.T_world_body,
+            tracking_state=state, num_tracked=int(len(self._trk_ids)), timings=timings,
+            keyframe=keyframe, local_landmarks=local,
+            covariance_diag=None if cov is None else np.asarray(cov, np.float64),
+            reason=reason, quality=quality, num_inliers=num_inliers)
+
+
+def _fractional_power(T: np.ndarray, a: float) -> np.ndarray:
+    """``T^a`` for a rigid transform (rotation by axis-angle scaling, translation scaled)."""
+    rvec, _ = cv2.Rodrigues(T[:3, :3])
+    R, _ = cv2.Rodrigues(rvec * a)
+    out = np.eye(4)
+    out[:3, :3] = R
+    out[:3, 3] = T[:3, 3] * a
+    return out
