@@ -383,11 +383,7 @@ class VisualOdometry:
                                   cfg.fast_threshold)
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
-        guess = None
-        if np.isfinite(trk_ur).any():
-            med_disp = np.nanmedian(self._trk_pts[:, 0] - trk_ur)
-            guess = new_pts[:, 0] - med_disp
-        new_ur, _ = self._right_u(pyr, right_pyr, depth, new_pts, guess)
+        new_ur, _ = self._right_u(pyr, right_pyr, depth, new_pts, None)
         # 3. triangulate and check new landmarks: disparity (parallax) and depth range
         disp = new_pts[:, 0] - new_ur
         with np.errstate(invalid="ignore", divide="ignore"):
