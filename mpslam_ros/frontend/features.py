@@ -63,11 +63,27 @@ def detect_features(image: np.ndarray, max_features: int, existing: Optional[np.
             order = np.argsort(-resp, kind="stable")
             _, first = np.unique(cidx[order], return_index=True)  # strongest corner per cell
             chosen = order[first]
-            chosen = chosen[np.argsort(-resp[chosen], kind="stable")][:wanted]
-            pts = xy[chosen]
+            chosen = chosen[np.argsort(-resp[chosen], kind="stable")]
+            pts = _keep_apart(xy[chosen], min_distance, wanted)
         if len(pts) >= 0.5 * wanted or threshold <= min_fast_threshold:
             return pts
         threshold = max(min_fast_threshold, threshold // 2)
+
+
+def _keep_apart(pts: np.ndarray, min_distance: float, limit: int) -> np.ndarray:
+    """Greedy (strongest first) selection of at most ``limit`` points ``min_distance`` apart:
+    neighbouring cells can otherwise pick the two sides of the same corner."""
+    kept = []
+    d2 = min_distance * min_distance
+    for p in pts:
+        if kept:
+            k = np.asarray(kept)
+            if np.min(((k - p) ** 2).sum(1)) < d2:
+                continue
+        kept.append(p)
+        if len(kept) >= limit:
+            break
+    return np.asarray(kept, np.float32).reshape(-1, 2)
 
 
 def track_klt(prev: np.ndarray, cur: np.ndarray, pts: np.ndarray, guess: Optional[np.ndarray] = None,
