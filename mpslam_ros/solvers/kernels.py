@@ -136,7 +136,7 @@ def _rnd(x, half):
 # --------------------------------------------------------------------------- Jacobian products
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def jac_matvec(Ja, Jb, col_a, col_b, p, out, half):
     """out = J p  (out: length K*m, in the dtype of p)."""
     K, m, da = Ja.shape
@@ -155,7 +155,7 @@ def jac_matvec(Ja, Jb, col_a, col_b, p, out, half):
             out[k * m + r] = acc
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def jac_t_matvec(Ja, Jb, col_a, col_b, q, out, half):
     """out = J^T q  (out zeroed first; length = number of free columns)."""
     K, m, da = Ja.shape
@@ -242,7 +242,7 @@ def scale_jacobian(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
 # --------------------------------------------------------------------------- preconditioners
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def block_diag_apply(vals, blk_col, blk_size, blk_off, x, out, half):
     """out = blockdiag(vals) x, blocks dense row-major at vals[blk_off[i]:], covering columns blk_col[i]..+size."""
     for b in range(blk_col.shape[0]):
@@ -292,7 +292,7 @@ def ic0_factor(indptr, indices, data, out):
     return -1
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def lower_solve(indptr, indices, L, b, out, half):
     """Solve L out = b (L lower CSR, diagonal last in each row; values widened from storage)."""
     n = indptr.shape[0] - 1
@@ -304,7 +304,7 @@ def lower_solve(indptr, indices, L, b, out, half):
         out[i] = _rnd(s / widen(L[end]), half)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def upper_t_solve(indptr, indices, L, b, out, half):
     """Solve L^T out = b with the same lower CSR storage as :func:`lower_solve` (column-oriented sweep)."""
     n = indptr.shape[0] - 1
@@ -330,7 +330,7 @@ def csr_matvec(indptr, indices, vals, x, out, half):
         out[i] = acc
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _dot(a, b, half):
     acc = zero_of(a)
     for i in range(a.shape[0]):
@@ -342,13 +342,24 @@ def _dot(a, b, half):
 PC_NONE, PC_BLOCK_JACOBI, PC_IC = 0, 1, 2
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def _apply_preconditioner(kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half):
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _apply_preconditioner(kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm, r, tmp, z,
+                          half):
     if kind == 1:
         block_diag_apply(bd_vals, bd_col, bd_size, bd_off, r, z, half)
     elif kind == 2:
-        lower_solve(L_indptr, L_indices, L_vals, r, tmp, half)
-        upper_t_solve(L_indptr, L_indices, L_vals, tmp, z, half)
+        if L_perm.shape[0] > 0:  # factor of P A P^T: z = P^T L^-T L^-1 P r
+            for i in range(r.shape[0]):
+                z[i] = r[L_perm[i]]
+            lower_solve(L_indptr, L_indices, L_vals, z, tmp, half)
+            upper_t_solve(L_indptr, L_indices, L_vals, tmp, z, half)
+            for i in range(r.shape[0]):
+                tmp[L_perm[i]] = z[i]
+            for i in range(r.shape[0]):
+                z[i] = tmp[i]
+        else:
+            lower_solve(L_indptr, L_indices, L_vals, r, tmp, half)
+            upper_t_solve(L_indptr, L_indices, L_vals, tmp, z, half)
     else:
         for i in range(r.shape[0]):
             z[i] = r[i]
@@ -356,7 +367,7 @@ def _apply_preconditioner(kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_in
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_off,
-         L_indptr, L_indices, L_vals, max_iter, rtol, half, x, stats):
+         L_indptr, L_indices, L_vals, L_perm, max_iter, rtol, half, x, stats):
     """Preconditioned CG on the normal equations (J^T J + lam I) x = rhs, matrix-free (CGNR).
 
     J^T J is never formed: each iteration does q = J p and J^T q. Stops when
@@ -364,8 +375,22 @@ def cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_o
     ``x`` (output, zeroed here) and ``rhs`` share the CG vector dtype. ``stats`` (float64[6]) gets:
     iterations, final relative residual, ticks in the preconditioner / triangular solves, ticks in
     J products, 1.0 if a non-finite value appeared, p^T A p of the last direction.
+    ``L_perm`` (int64, empty for none): the factor is of ``P A P^T`` with ``(P v)[i] = v[L_perm[i]]``.
     Returns the number of iterations.
     """
+    # Two inlined copies with ``half`` a compile-time constant, so the fp16-emulation branches vanish
+    # from the fast path's inner loops.
+    if half:
+        return _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_off,
+                     L_indptr, L_indices, L_vals, L_perm, max_iter, rtol, True, x, stats)
+    return _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_off,
+                 L_indptr, L_indices, L_vals, L_perm, max_iter, rtol, False, x, stats)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_off,
+          L_indptr, L_indices, L_vals, L_perm, max_iter, rtol, half, x, stats):
+    """Body of :func:`cgnr`."""
     n = rhs.shape[0]
     K, m, _ = Ja.shape
     r = rhs.copy()
@@ -386,7 +411,7 @@ def cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_o
         stats[4] = 0.0 if b_norm == 0.0 else 1.0
         return 0
     t0 = cycle_counter()
-    _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half)
+    _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm, r, tmp, z, half)
     t_pc += cycle_counter() - t0
     p = z.copy()
     rz = _dot(r, z, half)
@@ -417,7 +442,7 @@ def cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_o
         if rel <= rtol:
             break
         t0 = cycle_counter()
-        _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, r, tmp, z, half)
+        _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm, r, tmp, z, half)
         t_pc += cycle_counter() - t0
         rz_new = _dot(r, z, half)
         beta = _rnd(rz_new / rz, half)
@@ -472,8 +497,9 @@ def warmup() -> None:
         Lv = stored(np.ones(n), pt)
         rhs = np.ones(n, dtype=vt)
         x = np.empty(n, dtype=vt)
-        for kind in (PC_NONE, PC_BLOCK_JACOBI, PC_IC):
-            cgnr(J, J, col_a, col_b, rhs, 1e-3, kind, bdv, bd_col, bd_size, bd_off, indptr, indices, Lv, 5, 1e-6,
+        for kind, perm in ((PC_NONE, indices[:0]), (PC_BLOCK_JACOBI, indices[:0]), (PC_IC, indices[:0]),
+                           (PC_IC, indices[::-1].copy())):
+            cgnr(J, J, col_a, col_b, rhs, 1e-3, kind, bdv, bd_col, bd_size, bd_off, indptr, indices, Lv, perm, 5, 1e-6,
                  half, x, np.zeros(6))
         q = np.empty(K * m, dtype=vt)
         jac_matvec(J, J, col_a, col_b, rhs, q, half)

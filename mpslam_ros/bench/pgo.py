@@ -1,0 +1,185 @@
+"""``mpslam bench pgo``: every precision mode against GTSAM's Levenberg-Marquardt, side by side.
+
+For each g2o file: build the initial guess once (``--init``), solve it with each precision preset and
+with GTSAM's default LM (sparse Cholesky, its default ordering) from that same guess, in the same
+process, and score every final estimate with the same function
+(:func:`mpslam_ros.problems.pgo.pose_graph_cost`, GTSAM's ``0.5 * sum e^T Omega e`` convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from mpslam_ros.io.g2o import G2OGraph, initial_guess, read_g2o
+from mpslam_ros.problems.pgo import PoseGraphProblem, pose_graph_cost
+from mpslam_ros.solvers.lm import SolverOptions, solve
+from mpslam_ros.solvers.precision import PRECISIONS
+
+HELP = "pose-graph optimisation: each precision mode vs GTSAM LM on g2o files (table)"
+DESCRIPTION = __doc__
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pgo"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", help=f"g2o files (default: every *.g2o in {DEFAULT_DIR})")
+    parser.add_argument("--modes", default=",".join(PRECISIONS),
+                        help="comma-separated precision modes to run (default: %(default)s)")
+    parser.add_argument("--init", default="chordal", choices=["file", "odometry", "chordal"],
+                        help="initial guess for every solver; 'file' falls back to chordal for edge-only files "
+                             "(default: %(default)s)")
+    parser.add_argument("--preconditioner", default="ict", choices=["none", "block_jacobi", "ic0", "ict"],
+                        help="CGNR preconditioner for our solver (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each solver this many times and report the fastest (default: %(default)s)")
+    parser.add_argument("--no-gtsam", action="store_true", help="skip the GTSAM reference")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+
+
+def gtsam_graph(graph: G2OGraph, poses: np.ndarray):
+    """GTSAM factor graph (BetweenFactors + a tight prior fixing pose 0) and Values for ``poses``."""
+    import gtsam
+
+    fg = gtsam.NonlinearFactorGraph()
+    values = gtsam.Values()
+    if graph.kind == "se3":
+        between, pose, prior, dim = gtsam.BetweenFactorPose3, gtsam.Pose3, gtsam.PriorFactorPose3, 6
+        to_pose = pose
+        insert = values.insert
+    else:
+        between, pose, prior, dim = gtsam.BetweenFactorPose2, gtsam.Pose2, gtsam.PriorFactorPose2, 3
+
+        def to_pose(T):
+            return gtsam.Pose2(T[0, 2], T[1, 2], float(np.arctan2(T[1, 0], T[0, 0])))
+        insert = values.insert
+    for i, j, Z, info in zip(graph.edge_i, graph.edge_j, graph.measurements, graph.information):
+        fg.add(between(int(i), int(j), to_pose(Z), gtsam.noiseModel.Gaussian.Information(info)))
+    fg.add(prior(0, to_pose(poses[0]), gtsam.noiseModel.Isotropic.Sigma(dim, 1e-6)))
+    for k, T in enumerate(poses):
+        insert(k, to_pose(T))
+    return fg, values
+
+
+def gtsam_poses(graph: G2OGraph, values) -> np.ndarray:
+    n = graph.num_poses
+    if graph.kind == "se3":
+        return np.stack([values.atPose3(k).matrix() for k in range(n)])
+    return np.stack([values.atPose2(k).matrix() for k in range(n)])
+
+
+def run_gtsam(graph: G2OGraph, poses0: np.ndarray) -> dict:
+    import gtsam
+
+    fg, values = gtsam_graph(graph, poses0)
+    params = gtsam.LevenbergMarquardtParams()  # defaults: sparse Cholesky, COLAMD ordering
+    t0 = time.perf_counter()
+    opt = gtsam.LevenbergMarquardtOptimizer(fg, values, params)
+    result = opt.optimize()
+    elapsed = time.perf_counter() - t0
+    poses = gtsam_poses(graph, result)
+    return dict(time_s=elapsed, iterations=int(opt.iterations()), poses=poses, gtsam_error=float(fg.error(result)))
+
+
+def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str) -> dict:
+    problem = PoseGraphProblem(graph.kind, poses0, graph.edge_i, graph.edge_j, graph.measurements,
+                               graph.information, fixed=np.array([0]))
+    summary = solve(problem, SolverOptions(precision=mode, preconditioner=preconditioner))
+    return dict(time_s=summary.time_s, iterations=summary.iterations, poses=problem.poses.copy(),
+                summary=summary)
+
+
+def _fmt_row(cells, widths):
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, repeat: int,
+               with_gtsam: bool) -> List[dict]:
+    graph = read_g2o(path)
+    if init == "file" and not graph.has_vertices:
+        init = "chordal"
+    poses0 = initial_guess(graph, init)
+
+    def score(poses):
+        return pose_graph_cost(graph.kind, poses, graph.edge_i, graph.edge_j, graph.measurements, graph.information)
+
+    rows = []
+    base = dict(dataset=path.stem, poses=graph.num_poses, edges=graph.num_edges, init=init,
+                initial_cost=score(poses0))
+    ref = None
+    if with_gtsam:
+        runs = [run_gtsam(graph, poses0) for _ in range(repeat)]
+        ref = min(runs, key=lambda r: r["time_s"])
+        ref["cost"] = score(ref["poses"])
+    for mode in modes:
+        runs = [run_ours(graph, poses0, mode, preconditioner) for _ in range(repeat)]
+        best = min(runs, key=lambda r: r["time_s"])
+        s = best["summary"]
+        cost = score(best["poses"])
+        rows.append(dict(base, mode=mode, final_cost=cost, iterations=s.iterations, cg_iterations=s.cg_iterations,
+                         time_s=s.time_s, time_per_iteration_s=s.time_s / max(s.iterations, 1),
+                         triangular_solve_time_s=s.triangular_solve_time_s,
+                         linear_solve_time_s=s.linear_solve_time_s,
+                         preconditioner_bytes=s.preconditioner_bytes, jacobian_bytes=s.jacobian_bytes,
+                         fp16_fallbacks=s.fp16_fallbacks, termination=s.termination,
+                         cost_ratio=cost / ref["cost"] if ref else float("nan"),
+                         time_ratio=s.time_s / ref["time_s"] if ref else float("nan")))
+    if ref:
+        rows.append(dict(base, mode="gtsam", final_cost=ref["cost"], iterations=ref["iterations"], cg_iterations=0,
+                         time_s=ref["time_s"], time_per_iteration_s=ref["time_s"] / max(ref["iterations"], 1),
+                         triangular_solve_time_s=0.0, linear_solve_time_s=float("nan"),
+                         preconditioner_bytes=0, jacobian_bytes=0, fp16_fallbacks=0, termination="gtsam",
+                         cost_ratio=1.0, time_ratio=1.0))
+    return rows
+
+
+def print_table(rows: List[dict]) -> None:
+    head = ["dataset", "poses", "edges", "mode", "final cost", "cost/GTSAM", "time s", "time/GTSAM", "iters",
+            "s/iter", "CG iters", "tri-solve s", "precond bytes", "J bytes", "fallbacks"]
+    body = []
+    for r in rows:
+        body.append([r["dataset"], r["poses"], r["edges"], r["mode"], f"{r['final_cost']:.6e}",
+                     f"{r['cost_ratio']:.6f}", f"{r['time_s']:.3f}", f"{r['time_ratio']:.2f}", r["iterations"],
+                     f"{r['time_per_iteration_s']:.4f}", r["cg_iterations"], f"{r['triangular_solve_time_s']:.3f}",
+                     r["preconditioner_bytes"], r["jacobian_bytes"], r["fp16_fallbacks"]])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    print(_fmt_row(head, widths))
+    print("  ".join("-" * w for w in widths))
+    last = None
+    for r, b in zip(rows, body):
+        if last is not None and r["dataset"] != last:
+            print()
+        last = r["dataset"]
+        print(_fmt_row(b, widths))
+
+
+def main(args: argparse.Namespace) -> int:
+    files = [Path(f) for f in args.files] or sorted(DEFAULT_DIR.glob("*.g2o"))
+    if not files:
+        print(f"no g2o files given and none found in {DEFAULT_DIR}")
+        return 2
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in PRECISIONS:
+            print(f"unknown mode {m!r}; choose from {', '.join(PRECISIONS)}")
+            return 2
+    from mpslam_ros.problems import pgo
+
+    pgo.warmup()  # compile outside the timed region
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **kw):
+            return x
+    rows: List[dict] = []
+    for f in tqdm(files, desc="pose graphs", unit="graph"):
+        rows.extend(bench_file(f, modes, args.init, args.preconditioner, args.repeat, not args.no_gtsam))
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
