@@ -1,0 +1,136 @@
+"""EuRoC MAV (ASL folder layout) reader: stereo frames, radial-tangential calibration, ground truth.
+
+Layout: ``<root>/mav0/cam0|cam1/{sensor.yaml,data.csv,data/<stamp>.png}`` and
+``mav0/state_groundtruth_estimate0/data.csv`` (or ``mav0/vicon0/data.csv``). ``root`` may be the
+sequence folder or ``mav0`` itself. Frames are emitted only for stamps present in both cameras.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+import yaml
+
+from mpslam_ros.datatypes import CameraIntrinsics, StereoFrame, StereoRig, Trajectory
+from mpslam_ros.io.errors import DataError
+from mpslam_ros.io.trajectory_io import read_euroc_csv
+
+log = logging.getLogger("mpslam_ros.io.euroc")
+
+
+def _mav0(root: Path) -> Path:
+    root = Path(root)
+    if (root / "mav0").is_dir():
+        return root / "mav0"
+    if (root / "cam0").is_dir():
+        return root
+    raise DataError(root, "not an EuRoC ASL folder (no mav0/ or cam0/ inside)")
+
+
+def read_sensor_yaml(path: Path) -> tuple[CameraIntrinsics, np.ndarray]:
+    """Camera intrinsics (with radial-tangential distortion) and T_BS (body <- sensor) from sensor.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing camera calibration file")
+    text = path.read_text()
+    if text.startswith("%YAML"):  # OpenCV-style header PyYAML does not accept
+        text = text.split("\n", 1)[1]
+    try:
+        y = yaml.safe_load(text)
+        w, h = (int(v) for v in y["resolution"])
+        fx, fy, cx, cy = (float(v) for v in y["intrinsics"])
+        model = y.get("distortion_model", "radial-tangential")
+        if model not in ("radial-tangential", "radtan", "plumb_bob"):
+            raise DataError(path, f"unsupported distortion_model {model!r} (radial-tangential only)")
+        dist = np.array(y.get("distortion_coefficients", [0, 0, 0, 0]), dtype=np.float64)
+        T_BS = np.array(y["T_BS"]["data"], dtype=np.float64).reshape(4, 4)
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise DataError(path, f"malformed camera calibration ({type(exc).__name__}: {exc})") from None
+    return CameraIntrinsics(w, h, fx, fy, cx, cy, dist), T_BS
+
+
+def _read_image_list(path: Path) -> dict:
+    """stamp_ns -> file name, from a camera's data.csv (``#timestamp [ns],filename``)."""
+    if not path.is_file():
+        raise DataError(path, "missing image list")
+    out = {}
+    with open(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            try:
+                out[int(parts[0])] = parts[1]
+            except (ValueError, IndexError):
+                raise DataError(path, f"expected 'timestamp_ns,filename', got {line[:60]!r}", lineno) from None
+    return out
+
+
+class EurocSource:
+    """A FrameSource over an EuRoC ASL folder (stereo, distorted: ``rig.rectified`` is False)."""
+
+    def __init__(self, root: "str | os.PathLike"):
+        self.root = Path(root)
+        mav0 = _mav0(self.root)
+        self.name = f"euroc:{self.root.resolve().name}"
+        left, T_B_l = read_sensor_yaml(mav0 / "cam0" / "sensor.yaml")
+        right, T_B_r = read_sensor_yaml(mav0 / "cam1" / "sensor.yaml")
+        self.rig = StereoRig(left=left, right=right, T_body_left=T_B_l,
+                             T_left_right=np.linalg.inv(T_B_l) @ T_B_r, rectified=False)
+        self._dirs = (mav0 / "cam0" / "data", mav0 / "cam1" / "data")
+        lefts = _read_image_list(mav0 / "cam0" / "data.csv")
+        rights = _read_image_list(mav0 / "cam1" / "data.csv")
+        self.stamps_ns = np.array(sorted(set(lefts) & set(rights)), dtype=np.int64)
+        self._files = [(lefts[s], rights[s]) for s in self.stamps_ns]
+        if len(self.stamps_ns) == 0:
+            raise DataError(mav0, "no stereo frames (no common stamps in cam0/data.csv and cam1/data.csv)")
+        self._gt_path = next((p for p in (mav0 / "state_groundtruth_estimate0" / "data.csv",
+                                          mav0 / "vicon0" / "data.csv") if p.is_file()), None)
+        self._gt: Optional[Trajectory] = None
+
+    def __len__(self) -> int:
+        return len(self.stamps_ns)
+
+    def ground_truth(self) -> Optional[Trajectory]:
+        if self._gt is None and self._gt_path is not None:
+            self._gt = read_euroc_csv(self._gt_path)
+        return self._gt
+
+    def _gt_at(self, stamp: int) -> Optional[np.ndarray]:
+        gt = self.ground_truth()
+        if gt is None:
+            return None
+        k = np.searchsorted(gt.stamps_ns, stamp)
+        if k < len(gt) and gt.stamps_ns[k] == stamp:
+            return gt.poses[k].copy()
+        return None
+
+    def read_frame(self, i: int) -> StereoFrame:
+        """Frame ``i``; raises DataError naming the image when it cannot be read."""
+        imgs = []
+        for folder, name in zip(self._dirs, self._files[i]):
+            path = folder / name
+            img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise DataError(path, "missing or unreadable image")
+            imgs.append(img)
+        stamp = int(self.stamps_ns[i])
+        return StereoFrame(stamp_ns=stamp, left=imgs[0], right=imgs[1], gt_T_world_body=self._gt_at(stamp), index=i)
+
+    def __iter__(self) -> Iterator[StereoFrame]:
+        for i in range(len(self)):
+            try:
+                yield self.read_frame(i)
+            except DataError as exc:
+                log.warning("skipping frame %d: %s", i, exc)
+
+
+__all__ = ["EurocSource", "read_sensor_yaml"]
