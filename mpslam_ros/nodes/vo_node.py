@@ -253,8 +253,11 @@ class VisualOdometryNode(Node):
     def _work(self) -> None:
         if self.do_warmup:
             t0 = time.perf_counter()
-            _warm_kernels()
-            self.get_logger().info(f"kernels ready in {time.perf_counter() - t0:.1f} s")
+            try:
+                _warm_kernels()
+                self.get_logger().info(f"kernels ready in {time.perf_counter() - t0:.1f} s")
+            except Exception as exc:  # kernels then compile on first use; the node still works
+                self.get_logger().error(f"kernel warm-up failed ({type(exc).__name__}: {exc}); continuing")
         self._warm.set()
         vo = None
         while True:
