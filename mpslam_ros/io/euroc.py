@@ -134,3 +134,50 @@ class EurocSource:
 
 
 __all__ = ["EurocSource", "read_sensor_yaml"]
+
+
+def _sensor_yaml(cam: CameraIntrinsics, T_BS: np.ndarray, comment: str, rate_hz: float) -> str:
+    d = list(np.asarray(cam.distortion, dtype=np.float64).ravel()[:4]) + [0.0] * max(0, 4 - len(cam.distortion))
+    rows = ",\n         ".join(", ".join(f"{v:.12g}" for v in row) for row in T_BS)
+    return (f"%YAML:1.0\nsensor_type: camera\ncomment: {comment}\n\nT_BS:\n  cols: 4\n  rows: 4\n"
+            f"  data: [{rows}]\n\nrate_hz: {rate_hz:g}\nresolution: [{cam.width}, {cam.height}]\n"
+            f"camera_model: pinhole\nintrinsics: [{cam.fx:.12g}, {cam.fy:.12g}, {cam.cx:.12g}, {cam.cy:.12g}]\n"
+            f"distortion_model: radial-tangential\ndistortion_coefficients: [{', '.join(f'{v:.12g}' for v in d)}]\n")
+
+
+def write_euroc(source, root: "str | os.PathLike", progress: bool = False, rate_hz: float = 20.0) -> Path:
+    """Write a stereo FrameSource as an EuRoC ASL folder (PNG images, sensor.yaml, ground truth CSV)."""
+    from mpslam_ros.io.trajectory_io import write_euroc_csv
+
+    root = Path(root)
+    mav0 = root / "mav0"
+    rig: StereoRig = source.rig
+    if rig.right is None:
+        raise ValueError("write_euroc needs a stereo source (rig.right is None)")
+    for cam in ("cam0", "cam1"):
+        (mav0 / cam / "data").mkdir(parents=True, exist_ok=True)
+    (mav0 / "cam0" / "sensor.yaml").write_text(_sensor_yaml(rig.left, rig.T_body_left, "cam0 (left)", rate_hz))
+    (mav0 / "cam1" / "sensor.yaml").write_text(
+        _sensor_yaml(rig.right, rig.T_body_left @ rig.T_left_right, "cam1 (right)", rate_hz))
+    frames = iter(source)
+    if progress:
+        from tqdm import tqdm
+
+        frames = tqdm(frames, total=len(source), desc=f"writing {root.name}", unit="frame")
+    stamps, gt_stamps, gt_poses = [], [], []
+    for f in frames:
+        name = f"{int(f.stamp_ns)}.png"
+        cv2.imwrite(str(mav0 / "cam0" / "data" / name), f.left)
+        cv2.imwrite(str(mav0 / "cam1" / "data" / name), f.right)
+        stamps.append(int(f.stamp_ns))
+        if f.gt_T_world_body is not None:
+            gt_stamps.append(int(f.stamp_ns))
+            gt_poses.append(f.gt_T_world_body)
+    for cam in ("cam0", "cam1"):
+        with open(mav0 / cam / "data.csv", "w") as fh:
+            fh.write("#timestamp [ns],filename\n")
+            fh.writelines(f"{s},{s}.png\n" for s in stamps)
+    if gt_stamps:
+        (mav0 / "state_groundtruth_estimate0").mkdir(exist_ok=True)
+        write_euroc_csv(mav0 / "state_groundtruth_estimate0" / "data.csv", Trajectory(gt_stamps, np.array(gt_poses)))
+    return root
