@@ -72,8 +72,8 @@ class VisualOdometryNode(Node):
                             "QoS of the camera subscriptions: 'reliable' (matches reliable publishers such as "
                             "bag_player; no transport loss of large images) or 'sensor_data' (best effort: "
                             "needed for drivers that publish best effort)")
-        self.max_pending = declare(self, "max_pending_frames", 1,
-                                   "frames waiting for VO; when full the oldest is dropped (and counted)")
+        self.max_pending = declare(self, "max_pending_frames", 10,
+                                   "frames waiting for VO (absorbs keyframe bundle-adjustment spikes); when full the oldest is dropped and counted")
         self.path_period = declare(self, "path_publish_period_s", 1.0, "seconds between vo/path messages")
         self.landmarks_every = declare(self, "landmarks_every_n_frames", 5,
                                        "publish vo/landmarks every N processed frames")
