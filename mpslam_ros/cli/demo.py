@@ -171,49 +171,27 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
     if corrected is not None:
         write_tum(out / "loop_closure_keyframes.tum", corrected)
     if not args.no_plots and gt is not None and len(odo) > 2:
-        from mpslam_ros.evaluation.plots import plot_trajectories
+        from mpslam_ros.evaluation.metrics import ate
+        from mpslam_ros.evaluation.plots import plot_errors, plot_trajectories
 
         ests = {"VO odometry": odo}
-        if corrected is not None:
+        if corrected is not None and len(corrected) > 2:
             ests["loop closure (keyframes)"] = corrected
-        plot_trajectories(out / "trajectory.png", gt, ests)
-        _plot_errors(out / "errors.png", gt, ests)
+        plot_trajectories(out / "trajectory.png", gt, ests, title=f"mpslam demo: {args.scene} (top view)")
+        plot_errors(out / "errors.png", {name: ate(gt, est, align="se3") for name, est in ests.items()},
+                    title="position error after SE(3) alignment")
         summary["plots"] = [str(out / "trajectory.png"), str(out / "errors.png")]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _plot_errors(path: Path, gt, ests: dict) -> None:
-    """Position error over time of each estimate after SE(3) alignment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mpslam_ros.evaluation.metrics import ate
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for name, est in ests.items():
-        res = ate(gt, est, align="se3")
-        t = getattr(res, "stamps_s", None)
-        errors = getattr(res, "errors")
-        if t is None or len(t) != len(errors):
-            t = est.stamps_s[: len(errors)]
-        ax.plot(t - t[0], errors, label=f"{name} (RMSE {res.rmse:.3f} m)")
-    ax.set_xlabel("time [s]")
-    ax.set_ylabel("position error [m]")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_summary(s: dict) -> None:
     def fmt(v, unit=""):
         if v is None:
             return "n/a"
-        return f"{v:.4f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+        if isinstance(v, float):
+            return f"{v:.1f}{unit}" if unit.strip() == "ms" else f"{v:.4f}{unit}"
+        return f"{v}{unit}"
 
     rows = [
         ("frames in bag", fmt(s["bag_frames"])),
