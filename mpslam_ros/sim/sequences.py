@@ -72,6 +72,26 @@ def cache_root(cache_dir: Optional[str | os.PathLike] = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "mpslam_ros"
 
 
+def cached_world(seed: int, cache_dir: Optional[str | os.PathLike] = None):
+    """The house world of ``seed``, its texture (the slow part, ~1 s) cached as .npy."""
+    from mpslam_ros.sim.world import build_house, make_texture
+
+    path = cache_root(cache_dir) / f"texture_seed{seed}_v{SIM_VERSION}.npy"
+    texture = None
+    if path.is_file():
+        try:
+            texture = np.load(path)
+        except (OSError, ValueError):
+            texture = None
+    if texture is None:
+        texture = make_texture(seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, texture)
+        os.replace(tmp, path)
+    return build_house(seed, texture=texture)
+
+
 class SyntheticSequence:
     """A rendered sequence (a FrameSource with exact ground truth).
 
@@ -215,7 +235,8 @@ def load_or_generate(scene: str, duration_s: float, seed: int = 0, cache_dir: Op
                      progress: bool = True) -> SyntheticSequence:
     """The synthetic sequence ``scene`` (``household`` or ``handheld``) of ``duration_s`` seconds,
     rendered on the first call and loaded from the cache afterwards."""
-    seq = SyntheticSequence(scene, duration_s, seed, options, with_depth=with_depth)
+    seq = SyntheticSequence(scene, duration_s, seed, options, with_depth=with_depth,
+                            world=cached_world(seed, cache_dir))
     root = cache_root(cache_dir)
     folder = root / seq.cache_key()
     if not (folder / "meta.json").is_file():
