@@ -105,13 +105,24 @@ class EurocSource:
         return self._gt
 
     def _gt_at(self, stamp: int) -> Optional[np.ndarray]:
+        """Ground truth at ``stamp``: exact when the stamps coincide, else interpolated (linear
+        position, slerp rotation) between neighbours at most 0.1 s apart, else None."""
         gt = self.ground_truth()
         if gt is None:
             return None
-        k = np.searchsorted(gt.stamps_ns, stamp)
+        k = int(np.searchsorted(gt.stamps_ns, stamp))
         if k < len(gt) and gt.stamps_ns[k] == stamp:
             return gt.poses[k].copy()
-        return None
+        if k == 0 or k == len(gt) or gt.stamps_ns[k] - gt.stamps_ns[k - 1] > 100_000_000:
+            return None
+        from scipy.spatial.transform import Rotation, Slerp
+
+        t0, t1 = gt.stamps_ns[k - 1], gt.stamps_ns[k]
+        a = (stamp - t0) / (t1 - t0)
+        T = np.eye(4)
+        T[:3, :3] = Slerp([0.0, 1.0], Rotation.from_matrix(gt.poses[k - 1:k + 1, :3, :3]))([a]).as_matrix()[0]
+        T[:3, 3] = (1 - a) * gt.poses[k - 1, :3, 3] + a * gt.poses[k, :3, 3]
+        return T
 
     def read_frame(self, i: int) -> StereoFrame:
         """Frame ``i``; raises DataError naming the image when it cannot be read."""
