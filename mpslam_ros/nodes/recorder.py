@@ -79,7 +79,8 @@ class OutputRecorder:
         self.node = Node("slam_output_recorder", context=self._context)
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        # deep queues: a starved recorder thread must not lose odometry it is asked to count
+        reliable = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
         for topic, cls in OUTPUT_TOPICS.items():
             # best effort subscribers match both reliable and best-effort publishers
             qos = qos_profile_sensor_data if cls in (PointCloud2,) else reliable

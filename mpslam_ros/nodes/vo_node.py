@@ -101,6 +101,7 @@ class VisualOdometryNode(Node):
         self._other: collections.OrderedDict = collections.OrderedDict()
         self._last_stamp = {"left": -1, "other": -1}
         self._last_paired = -1
+        self._early: list = []  # (which, stamp, image) received before the calibration
         self._pending: collections.deque = collections.deque()
         self._wake = threading.Condition(self._lock)
         self._stop = False
@@ -108,6 +109,7 @@ class VisualOdometryNode(Node):
         self.frames_processed = 0
         self.frames_dropped = 0
         self.frames_missed = 0
+        self.odometry_published = 0
         self._periods: collections.deque = collections.deque(maxlen=20)
         self.tracking_state = "waiting"
         self.num_tracked = 0
@@ -117,8 +119,8 @@ class VisualOdometryNode(Node):
         self._path_stamps: list = []
         self._path_poses: list = []
 
-        self.pub_odom = self.create_publisher(Odometry, "vo/odometry", 50)
-        self.pub_pose = self.create_publisher(PoseStamped, "vo/pose", 50)
+        self.pub_odom = self.create_publisher(Odometry, "vo/odometry", 200)
+        self.pub_pose = self.create_publisher(PoseStamped, "vo/pose", 200)
         self.pub_path = self.create_publisher(Path, "vo/path", 5)
         self.pub_landmarks = self.create_publisher(PointCloud2, "vo/landmarks", 5)
         self.pub_kf_features = self.create_publisher(PointCloud2, "vo/keyframes/features", KEYFRAME_QOS)
@@ -177,6 +179,10 @@ class VisualOdometryNode(Node):
                 self.get_logger().info(
                     f"calibration: {rig.left.width}x{rig.left.height} fx={rig.left.fx:.1f} "
                     f"baseline={rig.baseline:.3f} m rectified={rig.rectified}")
+                early, self._early = self._early, []
+                for which, stamp, arr in early:
+                    if stamp > self._last_stamp[which]:
+                        self._accept(which, stamp, arr)
 
     def _on_image(self, which: str, msg: Image) -> None:
         topic = self.topics[which]
@@ -196,9 +202,18 @@ class VisualOdometryNode(Node):
             self.bad.reject(topic, str(exc))
             return
         if self._rig is None:
-            self.bad.reject(topic, "no CameraInfo received yet on " + " / ".join(
-                t for t in self._info_topics if t not in self._infos))
+            # hold a few images: drivers often send the first image just before its CameraInfo
+            self._early.append((which, stamp, arr))
+            if len(self._early) > 6:
+                early_which = self._early.pop(0)[0]
+                self.bad.reject(self.topics[early_which], "no CameraInfo received yet on " + " / ".join(
+                    t for t in self._info_topics if t not in self._infos))
             return
+        self._accept(which, stamp, arr)
+
+    def _accept(self, which: str, stamp: int, arr: np.ndarray) -> None:
+        """Size check against the calibration, then pairing by stamp."""
+        topic = self.topics[which]
         size = (self._rig.left.height, self._rig.left.width)
         if arr.shape != size:
             self.bad.reject(topic, f"image size {arr.shape[1]}x{arr.shape[0]} != CameraInfo "
@@ -214,7 +229,7 @@ class VisualOdometryNode(Node):
                 del theirs[s]
             left, other = (arr, partner) if which == "left" else (partner, arr)
             left_stamp = stamp if which == "left" else match
-            self._enqueue(left_stamp, left, other, msg.header.frame_id if which == "left" else None)
+            self._enqueue(left_stamp, left, other)
         else:
             mine[stamp] = arr
             while len(mine) > 10:
@@ -231,7 +246,7 @@ class VisualOdometryNode(Node):
                     self.frames_missed += int(round(gap / period)) - 1
             self._periods.append(gap)
 
-    def _enqueue(self, stamp: int, left: np.ndarray, other: np.ndarray, frame_id: Optional[str]) -> None:
+    def _enqueue(self, stamp: int, left: np.ndarray, other: np.ndarray) -> None:
         if stamp <= self._last_paired:
             self.bad.reject(self.topics["left"], "stereo pair older than the last one processed")
             return
@@ -295,6 +310,7 @@ class VisualOdometryNode(Node):
         T = np.asarray(result.T_world_body, dtype=np.float64)
         if result.tracking_state != "lost" and np.all(np.isfinite(T)):
             self.pub_odom.publish(msgs.odometry(T, stamp, self.odom_frame, self.base_frame, result.covariance_diag))
+            self.odometry_published += 1
             self.pub_pose.publish(msgs.pose_stamped(T, stamp, self.odom_frame))
             if self.tf is not None:
                 self.tf.sendTransform(msgs.transform_stamped(T, stamp, self.odom_frame, self.base_frame))
@@ -329,6 +345,7 @@ class VisualOdometryNode(Node):
             "tracking_state": self.tracking_state, "num_tracked": self.num_tracked,
             "frames_received": self.frames_received, "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped, "frames_missed": self.frames_missed,
+            "odometry_published": self.odometry_published,
             "bad_messages": self.bad.count,
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
             "precision": self.precision, "window_size": self.window_size,
