@@ -1,7 +1,7 @@
 """loop_closure_node: place recognition + pose-graph optimisation over the keyframes from vo_node.
 
 Subscribes to ``vo/keyframes/features`` + ``vo/keyframes/pose`` (paired by stamp, see
-``mpslam_ros.nodes.msgs``) and ``camera/left/camera_info`` (K of the keypoints). Keyframes go to
+``mpslam_ros.nodes.msgs``) and the latched ``vo/keyframes/camera_info`` (K of the keypoints). Keyframes go to
 ``mpslam_ros.slam.loop_closure.LoopClosure`` from a worker thread (PGO runs in LoopClosure's own
 background thread). Publishes ``loop_closure/path`` (corrected keyframe poses, map frame),
 ``loop_closure/map`` (PointCloud2), ``loop_closure/map_to_odom`` (TransformStamped; also on /tf
@@ -22,7 +22,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -30,9 +29,8 @@ from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
 from mpslam_ros.nodes.runtime import run_node
-from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, BadInputLog, try_tf_broadcaster
+from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def loop_keyframe_ids(edge) -> tuple[int, int]:
@@ -76,6 +74,7 @@ class LoopClosureNode(Node):
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._K: Optional[np.ndarray] = None
+        self._waiting_for_K: list = []
         self._poses: collections.OrderedDict = collections.OrderedDict()  # stamp -> Odometry
         self._features: collections.OrderedDict = collections.OrderedDict()  # stamp -> PointCloud2
         self._queue: collections.deque = collections.deque()
@@ -98,7 +97,7 @@ class LoopClosureNode(Node):
         self.tf = try_tf_broadcaster(self) if self.publish_tf else None
         self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
         self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
-        self.create_subscription(CameraInfo, "camera/left/camera_info", self._on_info, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "vo/keyframes/camera_info", self._on_info, LATCHED)
         self.create_timer(max(self.publish_period, 0.05), self._publish_periodic)
         self._create_services()
         self._worker = threading.Thread(target=self._work, name="loop_closure_worker", daemon=True)
@@ -128,11 +127,14 @@ class LoopClosureNode(Node):
     # ------------------------------------------------------------------ inputs (executor thread)
 
     def _on_info(self, msg: CameraInfo) -> None:
-        if self._K is None:
-            try:
-                self._K = msgs.camera_info_to_intrinsics(msg).K
-            except msgs.MessageError as exc:
-                self.bad.reject("camera/left/camera_info", str(exc))
+        try:
+            self._K = msgs.camera_info_to_intrinsics(msg).K
+        except msgs.MessageError as exc:
+            self.bad.reject("vo/keyframes/camera_info", str(exc))
+            return
+        waiting, self._waiting_for_K = self._waiting_for_K, []
+        for features, pose in waiting:
+            self._pair(features, pose)
 
     def _on_pose(self, msg: Odometry) -> None:
         stamp = msgs.time_to_ns(msg.header.stamp)
@@ -154,8 +156,11 @@ class LoopClosureNode(Node):
                 self._features.popitem(last=False)
 
     def _pair(self, features: PointCloud2, pose: Odometry) -> None:
-        if self._K is None:
-            self.bad.reject("vo/keyframes/features", "no CameraInfo received yet on camera/left/camera_info")
+        if self._K is None:  # the latched camera model may arrive after the first keyframe
+            self._waiting_for_K.append((features, pose))
+            if len(self._waiting_for_K) > 50:
+                self._waiting_for_K.pop(0)
+                self.bad.reject("vo/keyframes/features", "no CameraInfo received yet on vo/keyframes/camera_info")
             return
         last = max(self._stamps.values(), default=-1)
         try:

@@ -10,8 +10,9 @@ Keyframe transport (VO -> loop closure), two messages with the same ``header.sta
     fields ``x y z`` (float64, the landmark in the camera frame, NaN when unknown), ``u v``
     (float32 pixel), ``landmark_id`` (int32, -1 = none) and ``descriptor`` (uint8 x 32);
   * ``nav_msgs/Odometry`` (frame = odom, child = base_link): the keyframe's odometry pose.
-The receiver numbers keyframes in arrival order and takes K (CameraInfo) and the camera extrinsic
-(parameters) from its own inputs, so no field is overloaded with a meaning it does not have.
+The camera model of the keypoints' image (K, no distortion) goes once, latched, as a CameraInfo on
+``vo/keyframes/camera_info``. The receiver numbers keyframes in arrival order and takes the camera
+extrinsic from its parameters, so no field is overloaded with a meaning it does not have.
 """
 
 from __future__ import annotations

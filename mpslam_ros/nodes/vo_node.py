@@ -4,7 +4,8 @@ Subscribes to ``camera/left/image_raw`` + ``camera/right/image_raw`` (or ``camer
 in RGB-D mode) and their ``camera_info``, pairs the images by stamp, runs
 ``mpslam_ros.slam.vo.VisualOdometry`` in a worker thread and publishes ``vo/odometry``
 (odom -> base_link), ``vo/pose``, ``vo/path``, ``vo/landmarks``, keyframes for loop closure
-(``vo/keyframes/features`` + ``vo/keyframes/pose``, see ``mpslam_ros.nodes.msgs``) and
+(``vo/keyframes/features`` + ``vo/keyframes/pose``, and the keypoints' camera model on the latched
+``vo/keyframes/camera_info``; see ``mpslam_ros.nodes.msgs``) and
 ``/diagnostics``. If frames arrive faster than VO runs, the oldest waiting frame is dropped and
 counted (never queued without bound: odometry must stay current).
 """
@@ -21,15 +22,16 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from mpslam_ros.datatypes import FrameResult, StereoFrame, StereoRig
+from mpslam_ros.datatypes import CameraIntrinsics, FrameResult, StereoFrame, StereoRig
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
 from mpslam_ros.nodes.runtime import run_node
 
 KEYFRAME_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class BadInputLog:
@@ -125,6 +127,8 @@ class VisualOdometryNode(Node):
         self.pub_landmarks = self.create_publisher(PointCloud2, "vo/landmarks", 5)
         self.pub_kf_features = self.create_publisher(PointCloud2, "vo/keyframes/features", KEYFRAME_QOS)
         self.pub_kf_pose = self.create_publisher(Odometry, "vo/keyframes/pose", KEYFRAME_QOS)
+        self.pub_kf_info = self.create_publisher(CameraInfo, "vo/keyframes/camera_info", LATCHED_QOS)
+        self._kf_K: Optional[np.ndarray] = None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.tf = try_tf_broadcaster(self) if self.publish_tf else None
 
@@ -326,7 +330,13 @@ class VisualOdometryNode(Node):
             except msgs.MessageError as exc:
                 self.bad.reject("vo/keyframes/features", str(exc))
                 return
-            self.pub_kf_pose.publish(pose)  # pose first: the receiver pairs on the features message
+            K = np.asarray(result.keyframe.K, dtype=np.float64)
+            if self._kf_K is None or not np.array_equal(K, self._kf_K):
+                # the camera model of the image the keypoints live in (rectified/undistorted: no D)
+                self._kf_K = K
+                cam = CameraIntrinsics(self._rig.left.width, self._rig.left.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+                self.pub_kf_info.publish(msgs.intrinsics_to_camera_info(cam, stamp, "camera_left"))
+            self.pub_kf_pose.publish(pose)
             self.pub_kf_features.publish(features)
 
     # ------------------------------------------------------------------ periodic outputs
