@@ -16,6 +16,7 @@ ROS_WHEELS = [
     "ros-nav-msgs==5.5.1",
     "ros-visualization-msgs==5.5.1",
     "ros-diagnostic-msgs==5.5.1",
+    "ros-std-srvs==5.5.1",
 ]
 
 setup(
