@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 
 from mpslam_ros.io.g2o import G2OGraph, initial_guess, read_g2o
-from mpslam_ros.problems.pgo import PoseGraphProblem, pose_graph_cost
+from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options, pose_graph_cost
 from mpslam_ros.solvers.lm import SolverOptions, solve
 from mpslam_ros.solvers.precision import PRECISIONS
 
@@ -89,7 +89,7 @@ def run_gtsam(graph: G2OGraph, poses0: np.ndarray) -> dict:
 def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str) -> dict:
     problem = PoseGraphProblem(graph.kind, poses0, graph.edge_i, graph.edge_j, graph.measurements,
                                graph.information, fixed=np.array([0]))
-    summary = solve(problem, SolverOptions(precision=mode, preconditioner=preconditioner))
+    summary = solve(problem, pgo_options(SolverOptions(precision=mode, preconditioner=preconditioner)))
     return dict(time_s=summary.time_s, iterations=summary.iterations, poses=problem.poses.copy(),
                 summary=summary)
 

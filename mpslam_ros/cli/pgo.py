@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from mpslam_ros.io.g2o import G2OFormatError, initial_guess, read_g2o, write_g2o
-    from mpslam_ros.problems.pgo import PoseGraphProblem
+    from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options
     from mpslam_ros.solvers.lm import SolverOptions, solve
 
     try:
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
                             preconditioner=args.preconditioner, max_iterations=args.max_iterations,
                             robust_loss=args.robust, robust_scale=args.robust_scale,
                             verbose=args.verbose and not args.json)
-    summary = solve(problem, options)
+    summary = solve(problem, pgo_options(options))
     if args.output:
         write_g2o(args.output, graph, problem.poses)
     if args.json:

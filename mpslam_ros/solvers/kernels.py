@@ -296,12 +296,33 @@ def ic0_factor(indptr, indices, data, out):
 def lower_solve(indptr, indices, L, b, out, half):
     """Solve L out = b (L lower CSR, diagonal last in each row; values widened from storage)."""
     n = indptr.shape[0] - 1
+    if half:
+        for i in range(n):
+            s = b[i]
+            end = indptr[i + 1] - 1
+            for p in range(indptr[i], end):
+                s = _rnd(s - _rnd(widen(L[p]) * out[indices[p]], half), half)
+            out[i] = _rnd(s / widen(L[end]), half)
+        return
     for i in range(n):
-        s = b[i]
+        # four partial sums break the add-latency chain, so the loop is bound by loads (where
+        # fp16 storage can pay) rather than by one serial dependency
+        s0 = zero_of(out)
+        s1 = zero_of(out)
+        s2 = zero_of(out)
+        s3 = zero_of(out)
+        p = indptr[i]
         end = indptr[i + 1] - 1
-        for p in range(indptr[i], end):
-            s = _rnd(s - _rnd(widen(L[p]) * out[indices[p]], half), half)
-        out[i] = _rnd(s / widen(L[end]), half)
+        while p + 4 <= end:
+            s0 += widen(L[p]) * out[indices[p]]
+            s1 += widen(L[p + 1]) * out[indices[p + 1]]
+            s2 += widen(L[p + 2]) * out[indices[p + 2]]
+            s3 += widen(L[p + 3]) * out[indices[p + 3]]
+            p += 4
+        while p < end:
+            s0 += widen(L[p]) * out[indices[p]]
+            p += 1
+        out[i] = (b[i] - ((s0 + s1) + (s2 + s3))) / widen(L[end])
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")

@@ -65,8 +65,10 @@ class SolverOptions:
     #: "none" | "block_jacobi" | "ic0" (static IC(0) on the J^T J pattern, natural order) |
     #: "ict" (static threshold-dropped Cholesky in minimum-degree order). Both built once per solve.
     preconditioner: str = "ict"
-    #: ict: drop factor entries with |L_ij| < tol * sqrt(L_ii L_jj) (unit-diagonal scaled system).
-    ict_drop_tolerance: float = 1e-6
+    #: ict: drop factor entries with |L_ij| < tol * sqrt(L_ii L_jj) (unit-diagonal scaled system); with 0
+    #: the factor is complete at the first linearisation and "incomplete" only through its fp16 storage and
+    #: through going stale as the linearisation moves (it is not rebuilt).
+    ict_drop_tolerance: float = 0.0
     #: Inexact Newton forcing term: CG stops at |r| <= cg_tolerance * |rhs|.
     cg_tolerance: float = 1e-2
     cg_max_iterations: int = 300
@@ -576,7 +578,9 @@ def _build_ict(options, summary, A, state, pc) -> None:
     summary.ic_builds += 1
     state["shift"] = shift
     sq = np.sqrt(d)
-    C = (lu.L @ sp.diags(sq)).tocsr()  # unit-lower L scaled by sqrt of the pivots
+    L = lu.L  # (each access of lu.L / lu.U copies the factor out of SuperLU)
+    L.data *= np.repeat(sq, np.diff(L.indptr))  # CSC: scale column j by sqrt(d_j)
+    C = L.tocsr()
     if options.ict_drop_tolerance > 0.0:
         C = C.tocoo()
         keep = (C.row == C.col) | (np.abs(C.data) >= options.ict_drop_tolerance * sq[C.row] * sq[C.col])
@@ -624,7 +628,7 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.fp16_fallbacks += 1
         y, its2, ok = run(S64a.astype(np.float32), S64b.astype(np.float32), "fp32", np.dtype(np.float32), False)
         its += its2
-    if (options.ic_rebuild_cg_iterations and options.preconditioner == "ic0"
+    if (options.ic_rebuild_cg_iterations and options.preconditioner in ("ic0", "ict")
             and its > options.ic_rebuild_cg_iterations):
         state["pc"] = None  # next iteration rebuilds the factor at the current linearisation
     return y, its, dict(ok=ok, pc=state.get("pc"), shift=state["shift"])

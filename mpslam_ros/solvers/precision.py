@@ -108,7 +108,8 @@ def arithmetic_dtype(storage: Storage) -> np.dtype:
 def to_storage(values: np.ndarray, storage: Storage) -> np.ndarray:
     """Cast ``values`` to a storage format (round-to-nearest-even; fp16 returned as uint16 bits)."""
     if storage == "fp16":
-        return np.ascontiguousarray(values, dtype=np.float16).view(np.uint16)
+        with np.errstate(over="ignore"):  # overflow -> inf is detected downstream (fallback / failure)
+            return np.ascontiguousarray(values, dtype=np.float16).view(np.uint16)
     return np.ascontiguousarray(values, dtype=storage_dtype(storage))
 
 
@@ -122,7 +123,8 @@ def from_storage(values: np.ndarray) -> np.ndarray:
 def round_to(values: np.ndarray, storage: Storage) -> np.ndarray:
     """Values rounded to a storage format, returned in its arithmetic dtype (fp16 -> float32)."""
     if storage == "fp16":
-        return np.asarray(values, dtype=np.float16).astype(np.float32)
+        with np.errstate(over="ignore"):
+            return np.asarray(values, dtype=np.float16).astype(np.float32)
     return np.asarray(values, dtype=arithmetic_dtype(storage))
 
 

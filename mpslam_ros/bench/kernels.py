@@ -1,0 +1,139 @@
+"""``mpslam bench kernels``: time each block-sparse kernel per storage precision on real pose graphs.
+
+For each g2o file: linearise at the chordal initial guess, scale as the solver does, build the
+IC(0) and the static Cholesky (``ict``) factors, then time (median of ``--repeat`` calls, single
+thread) J p, J^T q, the pair of triangular solves and the CGNR iteration with values stored in
+fp64, fp32 and fp16 (uint16 + vcvtph2ps). Bytes are of the stored values only (indices are the same
+for every precision and listed separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+HELP = "time the mixed-precision kernels (J p, J^T q, triangular solves, CGNR) per storage format"
+DESCRIPTION = __doc__
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pgo"
+DEFAULT_FILES = ["sphere2500.g2o", "city10000.g2o", "parking-garage.g2o"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", help=f"g2o files (default: {', '.join(DEFAULT_FILES)} in {DEFAULT_DIR})")
+    parser.add_argument("--repeat", type=int, default=30, help="calls per timing, median reported (default: %(default)s)")
+
+
+def _median_time(fn, repeat: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def bench_file(path: Path, repeat: int) -> List[dict]:
+    from mpslam_ros.io.g2o import initial_guess, read_g2o
+    from mpslam_ros.problems.pgo import PoseGraphProblem
+    from mpslam_ros.solvers import kernels as K
+    from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, _build_ict, _ic0_lower, _Layout, _Preconditioner
+    from mpslam_ros.solvers.precision import to_storage
+
+    g = read_g2o(path)
+    poses = initial_guess(g, "chordal" if not g.has_vertices else "file")
+    prob = PoseGraphProblem(g.kind, poses, g.edge_i, g.edge_j, g.measurements, g.information)
+    r, Ja, Jb = prob.evaluate(True)
+    lay = _Layout(prob)
+    norms = np.empty(lay.n)
+    K.jtj_column_norms2(Ja, Jb, lay.col_a, lay.col_b, norms)
+    Sa, Sb = np.empty(Ja.shape), np.empty(Jb.shape)
+    K.scale_jacobian(Ja, Jb, lay.col_a, lay.col_b, 1.0 / np.sqrt(norms), 1.0, Sa, Sb)
+    A = (lambda J: (J.T @ J).tocsr())(lay.jacobian_csr(Sa, Sb))
+    factors = {}
+    ict = _Preconditioner(np.dtype(np.float64))
+    _build_ict(SolverOptions(), SolverSummary(), A, {"shift": 1e-8}, ict)
+    factors["ict"] = (ict.L_indptr, ict.L_indices, ict.L64, ict.L_perm)
+    ip, ix, data = _ic0_lower(A)
+    L0 = np.empty_like(data)
+    shift = 1e-4
+    while True:
+        d = data.copy()
+        d[ip[1:] - 1] *= 1.0 + shift
+        if K.ic0_factor(ip, ix, d, L0) < 0:
+            break
+        shift *= 10
+    factors["ic0"] = (ip, ix, L0, np.zeros(0, dtype=np.int64))
+    rows = []
+    rng = np.random.default_rng(0)
+    for storage in ("fp64", "fp32", "fp16"):
+        vt = np.float64 if storage == "fp64" else np.float32
+        Ja_s, Jb_s = to_storage(Sa, storage), to_storage(Sb, storage)
+        p = rng.standard_normal(lay.n).astype(vt)
+        q = np.empty(Ja.shape[0] * Ja.shape[1], dtype=vt)
+        out = np.empty(lay.n, dtype=vt)
+        tmp = np.empty(lay.n, dtype=vt)
+        t_jp = _median_time(lambda: K.jac_matvec(Ja_s, Jb_s, lay.col_a, lay.col_b, p, q, False), repeat)
+        t_jtq = _median_time(lambda: K.jac_t_matvec(Ja_s, Jb_s, lay.col_a, lay.col_b, q, out, False), repeat)
+        base = dict(dataset=path.stem, storage=storage, n=lay.n, jp_ms=1e3 * t_jp, jtq_ms=1e3 * t_jtq,
+                    jacobian_bytes=Ja_s.nbytes + Jb_s.nbytes)
+        for name, (fip, fix, fval, perm) in factors.items():
+            Ls = to_storage(fval, storage)
+
+            def tri():
+                K.lower_solve(fip, fix, Ls, p, tmp, False)
+                K.upper_t_solve(fip, fix, Ls, tmp, out, False)
+
+            t_tri = _median_time(tri, repeat)
+            stats = np.zeros(6)
+            x = np.empty(lay.n, dtype=vt)
+
+            def cg():
+                K.cgnr(Ja_s, Jb_s, lay.col_a, lay.col_b, p, 1e-6, K.PC_IC, Ls[:1], lay.bd_col, lay.bd_size,
+                       lay.bd_off, fip, fix, Ls, perm, 10, 0.0, False, x, stats)
+
+            t_cg = _median_time(cg, max(3, repeat // 5)) / 10.0
+            rows.append(dict(base, factor=name, factor_nnz=len(fval), factor_bytes=Ls.nbytes,
+                             index_bytes=fip.nbytes + fix.nbytes, tri_ms=1e3 * t_tri, cg_iter_ms=1e3 * t_cg))
+    return rows
+
+
+def print_table(rows: List[dict]) -> None:
+    ref = {(r["dataset"], r["factor"]): r for r in rows if r["storage"] == "fp32"}
+    head = ["dataset", "factor", "storage", "nnz(L)", "L bytes", "J bytes", "J p ms", "J^T q ms", "tri-solves ms",
+            "tri vs fp32", "CG iter ms", "CG vs fp32"]
+    body = []
+    for r in rows:
+        f = ref[(r["dataset"], r["factor"])]
+        body.append([r["dataset"], r["factor"], r["storage"], r["factor_nnz"], r["factor_bytes"], r["jacobian_bytes"],
+                     f"{r['jp_ms']:.3f}", f"{r['jtq_ms']:.3f}", f"{r['tri_ms']:.3f}",
+                     f"{r['tri_ms'] / f['tri_ms']:.2f}", f"{r['cg_iter_ms']:.3f}",
+                     f"{r['cg_iter_ms'] / f['cg_iter_ms']:.2f}"])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    print("  ".join(str(h).rjust(w) for h, w in zip(head, widths)))
+    print("  ".join("-" * w for w in widths))
+    for b in body:
+        print("  ".join(str(c).rjust(w) for c, w in zip(b, widths)))
+
+
+def main(args: argparse.Namespace) -> int:
+    from mpslam_ros.solvers import kernels
+
+    kernels.warmup()
+    files = [Path(f) for f in args.files] or [DEFAULT_DIR / f for f in DEFAULT_FILES]
+    rows: List[dict] = []
+    for f in files:
+        rows.extend(bench_file(f, args.repeat))
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    raise SystemExit(main(p.parse_args()))
