@@ -139,9 +139,24 @@ def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, ra
     height, width = radiance.shape
     count, idx, normal, rhs, poly, npoly, vrange = _setup_faces(
         faces, R_wc, p_wc, fx, fy, cx, cy, width, height)
-    nlev = mip_offsets.shape[0]
+    max_lod = mip_offsets.shape[0] - 1.0 - 1e-6  # keeps l0 + 1 a valid level
     inv_texel = 1.0 / texel_m
-    rmax2 = cx * cx + cy * cy
+    inv_texel2 = inv_texel * inv_texel
+    inv_rmax2 = 1.0 / (cx * cx + cy * cy)
+    inv_fx = 1.0 / fx
+    inv_fy = 1.0 / fy
+    # Per visible face: in-plane world axes and the material (gain and bias already shaded).
+    axis_i = np.empty(count, np.int64)
+    axis_j = np.empty(count, np.int64)
+    gain = np.empty(count)
+    bias = np.empty(count)
+    for a in range(count):
+        f = idx[a]
+        k = int(faces[f, 0])
+        axis_i[a] = (k + 1) % 3
+        axis_j[a] = (k + 2) % 3
+        gain[a] = faces[f, 9] * faces[f, 11]
+        bias[a] = faces[f, 10] * faces[f, 11]
     for v in prange(height):
         zrow = depth[v]
         idrow = face_id[v]
@@ -180,6 +195,7 @@ def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, ra
                         zrow[u] = t
                         idrow[u] = a
         # Shade the row: one texture lookup (trilinear) per pixel on the winning face.
+        dv2 = (v - cy) * (v - cy) * inv_rmax2
         for u in range(width):
             a = idrow[u]
             if a < 0:
@@ -187,26 +203,25 @@ def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, ra
                 zrow[u] = 0.0
                 continue
             f = idx[a]
-            k = int(faces[f, 0])
-            i = (k + 1) % 3
-            j = (k + 2) % 3
+            i = axis_i[a]
+            j = axis_j[a]
             t = zrow[u]
-            dx = (u - cx) / fx
-            nd = normal[a, 0] * dx + normal[a, 1] * dy + normal[a, 2]
-            # Surface derivative of the hit point per pixel step: (t/f) (e - d n_e / (n.d)).
-            g = t / fx
-            du0 = g * (1.0 - dx * normal[a, 0] / nd)
-            du1 = g * (-dy * normal[a, 0] / nd)
-            du2 = g * (-normal[a, 0] / nd)
-            h = t / fy
-            dv0 = h * (-dx * normal[a, 1] / nd)
-            dv1 = h * (1.0 - dy * normal[a, 1] / nd)
-            dv2 = h * (-normal[a, 1] / nd)
-            fp = math.sqrt(max(du0 * du0 + du1 * du1 + du2 * du2, dv0 * dv0 + dv1 * dv1 + dv2 * dv2))
-            lod = math.log2(max(fp * inv_texel, 1e-9))
-            lod = min(max(lod, 0.0), nlev - 1.0)
+            dx = (u - cx) * inv_fx
+            n0 = normal[a, 0]
+            n1 = normal[a, 1]
+            inv_nd = 1.0 / (n0 * dx + n1 * dy + normal[a, 2])
+            # Squared length of the hit point's derivative per pixel step, d/du = (t/fx)(e_x - d n_x/(n.d))
+            # and d/dv likewise: |e - d c|^2 = 1 - 2 c d_e + c^2 |d|^2.
+            d2 = dx * dx + dy * dy + 1.0
+            ca = n0 * inv_nd
+            cb = n1 * inv_nd
+            gu = t * inv_fx
+            gv = t * inv_fy
+            fu = gu * gu * (1.0 - 2.0 * ca * dx + ca * ca * d2)
+            fv = gv * gv * (1.0 - 2.0 * cb * dy + cb * cb * d2)
+            lod = 0.5 * math.log2(max(fu, fv) * inv_texel2 + 1e-18)
+            lod = min(max(lod, 0.0), max_lod)
             l0 = int(lod)
-            l1 = min(l0 + 1, nlev - 1)
             w1 = lod - l0
             # World coordinates of the hit point along the face's two in-plane axes.
             xc = t * dx
@@ -217,9 +232,9 @@ def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, ra
             tv = wj * inv_texel + faces[f, 8]
             tex = _bilinear(texture, mip_offsets[l0], l0, tu, tv)
             if w1 > 0.0:
-                tex += w1 * (_bilinear(texture, mip_offsets[l1], l1, tu, tv) - tex)
-            vign = 1.0 - 0.3 * ((u - cx) * (u - cx) + (v - cy) * (v - cy)) / rmax2
-            radiance[v, u] = (faces[f, 9] * tex + faces[f, 10]) * faces[f, 11] * vign
+                tex += w1 * (_bilinear(texture, mip_offsets[l0 + 1], l0 + 1, tu, tv) - tex)
+            vign = 1.0 - 0.3 * ((u - cx) * (u - cx) * inv_rmax2 + dv2)
+            radiance[v, u] = (gain[a] * tex + bias[a]) * vign
 
 
 @njit(nogil=True, cache=True, inline="always")
