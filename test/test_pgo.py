@@ -1,0 +1,177 @@
+"""Pose-graph optimisation on the shared g2o graphs (against GTSAM) and the PoseGraph API."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from mpslam_ros.cli import main as cli_main
+from mpslam_ros.geometry import lie
+from mpslam_ros.io.g2o import initial_guess, read_g2o
+from mpslam_ros.problems.pgo import PoseGraph, PoseGraphProblem, optimize_pose_graph, pgo_options, pose_graph_cost
+from mpslam_ros.solvers.lm import SolverOptions, solve
+
+
+def _problem(g, poses):
+    return PoseGraphProblem(g.kind, poses, g.edge_i, g.edge_j, g.measurements, g.information)
+
+
+@pytest.mark.parametrize("name", ["smallGrid3D", "intel"])
+def test_cost_equals_gtsam_graph_error(data_dir, name):
+    gtsam = pytest.importorskip("gtsam")
+    from mpslam_ros.bench.pgo import gtsam_graph
+
+    g = read_g2o(data_dir / "pgo" / f"{name}.g2o")
+    fg, values = gtsam_graph(g, g.poses)  # the prior on pose 0 has zero error at these values
+    assert np.isclose(_problem(g, g.poses).cost(), fg.error(values), rtol=1e-9)
+
+
+def test_jacobians_match_finite_differences(data_dir):
+    for name in ("tinyGrid3D", "intel"):
+        g = read_g2o(data_dir / "pgo" / f"{name}.g2o")
+        p = _problem(g, g.poses[:] if name == "tinyGrid3D" else g.poses)
+        k = 3
+        r0, Ja, Jb = p.evaluate(True)
+        d = p.dim_a
+        exp = lie.se3_exp if g.kind == "se3" else lie.se2_exp
+        for which, J in ((p.edge_i[k], Ja[k]), (p.edge_j[k], Jb[k])):
+            num = np.zeros((d, d))
+            for c in range(d):
+                delta = np.zeros(d)
+                delta[c] = 1e-6
+                for sign in (1, -1):
+                    q = _problem(g, p.poses)
+                    q.poses[which] = q.poses[which] @ exp(sign * delta)
+                    num[:, c] += sign * q.evaluate(False)[0][k] / 2e-6
+            assert np.allclose(num, J, atol=1e-5 * max(1.0, np.abs(J).max()))
+
+
+@pytest.mark.parametrize("name", ["smallGrid3D", "intel"])
+def test_fp64_and_mixed_match_gtsam_optimum(data_dir, name):
+    gtsam = pytest.importorskip("gtsam")
+    from mpslam_ros.bench.pgo import run_gtsam
+
+    g = read_g2o(data_dir / "pgo" / f"{name}.g2o")
+    poses0 = initial_guess(g, "chordal")
+    ref = pose_graph_cost(g.kind, run_gtsam(g, poses0)["poses"], g.edge_i, g.edge_j, g.measurements, g.information)
+    for precision in ("fp64", "mixed"):
+        p = _problem(g, poses0)
+        s = solve(p, pgo_options(SolverOptions(precision=precision)))
+        assert s.converged, s.termination
+        assert s.final_cost <= ref * (1 + 1e-4), (precision, s.final_cost, ref)
+        assert np.isclose(s.final_cost, p.cost(), rtol=1e-12)
+
+
+def test_naive_fp16_shows_its_failure(data_dir):
+    """smallGrid3D: fp16 CG arithmetic without scaling stalls well above the fp64 optimum."""
+    g = read_g2o(data_dir / "pgo" / "smallGrid3D.g2o")
+    poses0 = initial_guess(g, "chordal")
+    costs = {}
+    for precision in ("fp64", "fp16"):
+        costs[precision] = solve(_problem(g, poses0), pgo_options(SolverOptions(precision=precision))).final_cost
+    assert costs["fp16"] > 1.01 * costs["fp64"]
+
+
+def _loop_graph(n=60, seed=0, noise=0.01):
+    """A noisy square-ish trajectory with odometry edges and a few loop closures, plus its ground truth."""
+    rng = np.random.default_rng(seed)
+    gt = [np.eye(4)]
+    for i in range(n - 1):
+        turn = np.pi / 2 if (i + 1) % 15 == 0 else 0.0
+        gt.append(gt[-1] @ lie.se3_exp(np.array([0, 0, turn, 1.0, 0, 0])))
+    gt = np.stack(gt)
+    graph = PoseGraph()
+    odo = [np.eye(4)]
+    info = np.diag([1 / 0.01 ** 2] * 3 + [1 / 0.05 ** 2] * 3)
+    for i in range(n):
+        graph.add_pose(odo[-1])
+        if i + 1 < n:
+            Z = lie.se3_inverse(gt[i]) @ gt[i + 1] @ lie.se3_exp(noise * rng.standard_normal(6))
+            odo.append(odo[-1] @ Z)
+    for i in range(n - 1):
+        graph.add_edge(i, i + 1, lie.se3_inverse(odo[i]) @ odo[i + 1], info)
+    loops = [(0, 59), (5, 55), (14, 46), (20, 40)]
+    for i, j in loops:
+        graph.add_edge(i, j, lie.se3_inverse(gt[i]) @ gt[j] @ lie.se3_exp(noise * rng.standard_normal(6)), info,
+                       robust=True)
+    return graph, gt
+
+
+def _trans_err(poses, gt):
+    return float(np.abs(poses[:, :3, 3] - gt[:, :3, 3]).max())
+
+
+def test_pose_graph_api_loops_warm_start_and_threads():
+    graph, gt = _loop_graph()
+    assert graph.num_poses == 60 and graph.num_edges == 63
+    before = _trans_err(graph.poses, gt)
+    poses, s = optimize_pose_graph(graph, SolverOptions(precision="mixed"))
+    assert poses.shape == (60, 4, 4) and poses.dtype == np.float64
+    assert s.converged and _trans_err(poses, gt) < 0.3 * before
+    assert np.allclose(poses[0], graph.poses[0])  # first pose fixed (gauge)
+    # warm start from the optimum: converges immediately
+    poses2, s2 = optimize_pose_graph(graph, SolverOptions(precision="mixed"), initial=poses)
+    assert s2.iterations <= 2 and s2.final_cost <= s.final_cost * (1 + 1e-9)
+    # two solves in background threads give the same answer as in the foreground
+    results = {}
+
+    def work(key):
+        results[key] = optimize_pose_graph(graph, SolverOptions(precision="mixed"))[0]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(np.allclose(results[k], poses, atol=1e-9) for k in range(2))
+
+
+def test_robust_loss_rejects_a_false_loop_closure():
+    graph, gt = _loop_graph(seed=1)
+    info = np.diag([1 / 0.01 ** 2] * 3 + [1 / 0.05 ** 2] * 3)
+    graph.add_edge(10, 50, lie.se3_exp(np.array([0.5, 0, 0, 3.0, 2.0, 0])), info, robust=True)  # wrong loop
+    plain, _ = optimize_pose_graph(graph, SolverOptions(precision="fp64"))
+    robust, _ = optimize_pose_graph(graph, SolverOptions(precision="fp64", robust_loss="cauchy", robust_scale=3.0))
+    assert _trans_err(robust, gt) < 0.5 * _trans_err(plain, gt)
+
+
+def test_pose_graph_bad_inputs():
+    g = PoseGraph()
+    g.add_pose(np.eye(4))
+    g.add_pose(np.eye(4))
+    with pytest.raises(ValueError, match="edge 0"):
+        g.add_edge(0, 5, np.eye(4), np.eye(6))
+    bad = np.eye(4)
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        g.add_edge(0, 1, bad, np.eye(6))
+    with pytest.raises(ValueError, match="positive definite"):
+        g.add_edge(0, 1, np.eye(4), -np.eye(6))
+    with pytest.raises(ValueError, match="pose 2"):
+        g.add_pose(np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="empty pose graph"):
+        optimize_pose_graph(g)
+
+
+def test_cli_pgo_json_and_output(data_dir, tmp_path, capsys):
+    out = tmp_path / "opt.g2o"
+    rc = cli_main(["pgo", str(data_dir / "pgo" / "intel.g2o"), "-o", str(out), "--precision", "mixed",
+                   "--init", "chordal", "--json"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("poses", "edges", "initial_cost", "final_cost", "iterations", "cg_iterations", "time_s",
+                "evaluation_time_s", "preconditioner_time_s", "linear_solve_time_s", "triangular_solve_time_s",
+                "termination"):
+        assert key in d
+    assert d["poses"] == 1728 and d["final_cost"] < d["initial_cost"]
+    g = read_g2o(out)
+    assert np.isclose(pose_graph_cost(g.kind, g.poses, g.edge_i, g.edge_j, g.measurements, g.information),
+                      d["final_cost"], rtol=1e-9)
+
+
+def test_cli_pgo_reports_malformed_file(tmp_path, capsys):
+    bad = tmp_path / "bad.g2o"
+    bad.write_text("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nEDGE_SE2 0 1 1 0 x 1 0 0 1 0 1\n")
+    assert cli_main(["pgo", str(bad)]) == 2
+    assert "bad.g2o:3:" in capsys.readouterr().err
