@@ -1,0 +1,301 @@
+"""Place recognition: a bag of binary words (vocabulary tree + tf-idf) with an inverted index.
+
+The vocabulary is a k-majority tree (k-means in Hamming space, as in DBoW2): each level splits the
+training descriptors into ``branching`` clusters whose centres are the bitwise majority of their
+members; the leaves are the words. An image becomes an L1-normalised tf-idf vector over words and
+two images are scored with DBoW2's L1 similarity ``1 - 0.5 |v1 - v2|_1`` in [0, 1].
+
+The vocabulary must be learned from data: :func:`train_vocabulary` trains on any descriptor set and
+:func:`default_vocabulary` trains it at first use on ORB descriptors of a rendered synthetic
+sequence (``mpslam_ros.sim``), then caches it on disk (about 40 KB for 1,000 words).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+#: popcount of every byte value.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distance between every row of ``a`` (n,32) and every row of ``b`` (m,32): int32[n,m]."""
+    a = np.asarray(a, np.uint8)
+    b = np.asarray(b, np.uint8)
+    out = np.empty((len(a), len(b)), np.int32)
+    chunk = max(1, 2_000_000 // max(1, len(b) * a.shape[1]))  # bound the temporary xor array
+    for s in range(0, len(a), chunk):
+        x = np.bitwise_xor(a[s:s + chunk, None, :], b[None, :, :])
+        out[s:s + chunk] = _POPCOUNT[x].sum(axis=2, dtype=np.int32)
+    return out
+
+
+def _majority(desc: np.ndarray) -> np.ndarray:
+    """Bitwise majority vote of binary descriptors (the Hamming-space 'mean')."""
+    bits = np.unpackbits(desc, axis=1)
+    return np.packbits(bits.sum(axis=0, dtype=np.int64) * 2 > len(desc))
+
+
+def _k_majority(desc: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> Tuple[np.ndarray, np.ndarray]:
+    """k-means in Hamming space with k-means++ seeding. Returns (centres uint8[k,32], labels)."""
+    n = len(desc)
+    centres = [desc[rng.integers(n)]]
+    dmin = hamming_distances(desc, centres[0][None])[:, 0].astype(np.float64)
+    for _ in range(1, k):
+        p = dmin ** 2
+        if p.sum() <= 0:
+            break
+        c = desc[rng.choice(n, p=p / p.sum())]
+        centres.append(c)
+        dmin = np.minimum(dmin, hamming_distances(desc, c[None])[:, 0])
+    centres = np.array(centres)
+    labels = np.full(n, -1)
+    for _ in range(iterations):
+        new = np.argmin(hamming_distances(desc, centres), axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(len(centres)):
+            members = desc[labels == j]
+            if len(members):
+                centres[j] = _majority(members)
+    return centres, labels
+
+
+@dataclass
+class BinaryVocabulary:
+    """A vocabulary tree over 256-bit descriptors.
+
+    ``centres[node]`` is the centre of tree node ``node`` (the root, node 0, has none); the
+    children of node ``p`` are ``children[p, :]`` (-1 where absent). Leaves are words:
+    ``word_of_node[node]`` (-1 for inner nodes) and ``idf[word]``.
+    """
+
+    branching: int
+    depth: int
+    centres: np.ndarray  # uint8[nodes, 32]
+    children: np.ndarray  # int32[nodes, branching]
+    word_of_node: np.ndarray  # int32[nodes]
+    idf: np.ndarray  # float64[words]
+
+    @property
+    def num_words(self) -> int:
+        return len(self.idf)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.centres.nbytes + self.children.nbytes + self.word_of_node.nbytes + self.idf.nbytes)
+
+    def words(self, descriptors: np.ndarray) -> np.ndarray:
+        """Word id of each descriptor (greedy descent of the tree): int32[n]."""
+        desc = np.asarray(descriptors, np.uint8).reshape(-1, 32)
+        node = np.zeros(len(desc), np.int64)
+        for _ in range(self.depth):
+            kids = self.children[node]  # (n, k)
+            inner = kids[:, 0] >= 0
+            if not inner.any():
+                break
+            d = _POPCOUNT[np.bitwise_xor(desc[:, None, :], self.centres[np.maximum(kids, 0)])].sum(
+                axis=2, dtype=np.int32)
+            d[kids < 0] = 1 << 20
+            best = kids[np.arange(len(desc)), np.argmin(d, axis=1)]
+            node = np.where(inner, best, node)
+        return self.word_of_node[node].astype(np.int32)
+
+    def bow_vector(self, descriptors: np.ndarray) -> Dict[int, float]:
+        """L1-normalised tf-idf vector as a sparse ``{word: weight}`` dict."""
+        w = self.words(descriptors)
+        if len(w) == 0:
+            return {}
+        ids, counts = np.unique(w, return_counts=True)
+        weights = counts / len(w) * self.idf[ids]
+        s = weights.sum()
+        if s <= 0:
+            return {}
+        return {int(i): float(x / s) for i, x in zip(ids, weights)}
+
+    def save(self, path: Union[str, Path]) -> None:
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, branching=self.branching, depth=self.depth, centres=self.centres,
+                                children=self.children, word_of_node=self.word_of_node, idf=self.idf)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "BinaryVocabulary":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(int(z["branching"]), int(z["depth"]), z["centres"], z["children"],
+                           z["word_of_node"], z["idf"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable vocabulary file ({exc})") from None
+
+
+def train_vocabulary(descriptors: np.ndarray, branching: int = 10, depth: int = 3,
+                     image_ids: Optional[np.ndarray] = None, seed: int = 0,
+                     iterations: int = 10) -> BinaryVocabulary:
+    """Train a vocabulary tree on binary descriptors (uint8[n,32]).
+
+    ``image_ids`` (n,) gives the training image of each descriptor, for the idf weights
+    ``log(N_images / N_images_containing_word)``; without it every word gets idf 1.
+    """
+    desc = np.ascontiguousarray(descriptors, np.uint8).reshape(-1, 32)
+    if len(desc) < branching:
+        raise ValueError(f"train_vocabulary: {len(desc)} descriptors, need at least {branching}")
+    rng = np.random.default_rng(seed)
+    centres: List[np.ndarray] = [np.zeros(32, np.uint8)]
+    children: List[List[int]] = [[-1] * branching]
+    leaf_members: Dict[int, np.ndarray] = {}
+    frontier = [(0, np.arange(len(desc)), 0)]
+    while frontier:
+        node, members, level = frontier.pop()
+        if level == depth or len(members) <= branching:
+            leaf_members[node] = members
+            continue
+        c, labels = _k_majority(desc[members], branching, rng, iterations)
+        for j in range(len(c)):
+            child = len(centres)
+            centres.append(c[j])
+            children.append([-1] * branching)
+            children[node][j] = child
+            frontier.append((child, members[labels == j], level + 1))
+    word_of_node = np.full(len(centres), -1, np.int32)
+    leaves = sorted(leaf_members)
+    for w, node in enumerate(leaves):
+        word_of_node[node] = w
+    idf = np.ones(len(leaves))
+    vocab = BinaryVocabulary(branching, depth, np.array(centres, np.uint8),
+                             np.array(children, np.int32), word_of_node, idf)
+    if image_ids is not None:
+        image_ids = np.asarray(image_ids).ravel()
+        words = vocab.words(desc)
+        n_images = len(np.unique(image_ids))
+        pairs = np.unique(np.stack([words.astype(np.int64), image_ids.astype(np.int64)], 1), axis=0)
+        df = np.bincount(pairs[:, 0], minlength=len(leaves))
+        vocab.idf = np.log(n_images / np.maximum(df, 1)) + 1e-3  # +eps: never a zero weight
+    return vocab
+
+
+def bow_score(a: Dict[int, float], b: Dict[int, float]) -> float:
+    """DBoW2 L1 similarity of two L1-normalised bag-of-words vectors, in [0, 1]."""
+    if len(a) > len(b):
+        a, b = b, a
+    s = 0.0
+    for w, x in a.items():
+        y = b.get(w)
+        if y is not None:
+            s += abs(x) + abs(y) - abs(x - y)
+    return 0.5 * s
+
+
+class PlaceRecognizer:
+    """Inverted index over the keyframes' bag-of-words vectors.
+
+    :meth:`query` returns earlier keyframes that look like the query, excluding the most recent
+    ``exclude_recent`` ones (they trivially look alike), with score >= ``min_score`` and >=
+    ``min_relative_score`` times the query's score against its predecessor (DBoW2's normalisation:
+    a view with repetitive texture scores high against everything).
+    """
+
+    def __init__(self, vocabulary: BinaryVocabulary, min_score: float = 0.05,
+                 min_relative_score: float = 0.3, exclude_recent: int = 20, max_candidates: int = 3) -> None:
+        self.vocabulary = vocabulary
+        self.min_score = min_score
+        self.min_relative_score = min_relative_score
+        self.exclude_recent = exclude_recent
+        self.max_candidates = max_candidates
+        self._index: Dict[int, List[Tuple[int, float]]] = {}  # word -> [(keyframe id, weight)]
+        self._vectors: Dict[int, Dict[int, float]] = {}
+        self._order: List[int] = []  # keyframe ids in insertion order
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, kf_id: int, descriptors: np.ndarray) -> Dict[int, float]:
+        vec = self.vocabulary.bow_vector(descriptors)
+        with self._lock:
+            self._vectors[kf_id] = vec
+            self._order.append(kf_id)
+            for w, x in vec.items():
+                self._index.setdefault(w, []).append((kf_id, x))
+        return vec
+
+    def scores(self, vec: Dict[int, float], exclude: Iterable[int] = ()) -> Dict[int, float]:
+        """Score of ``vec`` against every indexed keyframe sharing a word (inverted-index walk)."""
+        skip = set(exclude)
+        acc: Dict[int, float] = {}
+        with self._lock:
+            for w, x in vec.items():
+                for kf_id, y in self._index.get(w, ()):
+                    if kf_id not in skip:
+                        acc[kf_id] = acc.get(kf_id, 0.0) + abs(x) + abs(y) - abs(x - y)
+        return {k: 0.5 * v for k, v in acc.items()}
+
+    def query(self, descriptors: np.ndarray, vec: Optional[Dict[int, float]] = None) -> List[Tuple[int, float]]:
+        """Candidates ``[(keyframe id, score)]`` best first for a new keyframe (not yet added)."""
+        if vec is None:
+            vec = self.vocabulary.bow_vector(descriptors)
+        with self._lock:
+            recent = self._order[-self.exclude_recent:] if self.exclude_recent > 0 else []
+            prev = self._vectors.get(self._order[-1]) if self._order else None
+        if len(self._order) <= self.exclude_recent or not vec:
+            return []
+        threshold = self.min_score
+        if prev:
+            threshold = max(threshold, self.min_relative_score * bow_score(vec, prev))
+        found = [(k, s) for k, s in self.scores(vec, exclude=recent).items() if s >= threshold]
+        found.sort(key=lambda t: -t[1])
+        return found[: self.max_candidates]
+
+
+# -- default vocabulary: trained from the package's own synthetic images, cached ---------------
+
+def vocabulary_cache_dir() -> Path:
+    base = os.environ.get("MPSLAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mpslam_ros")
+    return Path(base)
+
+
+def train_from_images(images: Sequence[np.ndarray], max_features: int = 600, branching: int = 10,
+                      depth: int = 3, seed: int = 0) -> BinaryVocabulary:
+    """Detect features and compute ORB descriptors on each image, then train a vocabulary."""
+    from mpslam_ros.frontend.features import detect_features, orb_descriptors
+
+    descs, owners = [], []
+    for i, img in enumerate(images):
+        pts = detect_features(img, max_features)
+        d, ok = orb_descriptors(img, pts)
+        descs.append(d[ok])
+        owners.append(np.full(int(ok.sum()), i))
+    return train_vocabulary(np.concatenate(descs), branching, depth, np.concatenate(owners), seed)
+
+
+def default_vocabulary(cache_dir: Optional[Union[str, Path]] = None, scene: str = "household",
+                       duration_s: float = 30.0, every_nth: int = 5) -> BinaryVocabulary:
+    """The package's vocabulary: loaded from the cache, else trained on a rendered synthetic scene.
+
+    Training uses ORB on every ``every_nth`` left image of ``scene`` (seed 12345, not used by any
+    test sequence) and takes well under a minute; the result is cached as
+    ``<cache>/vocabulary_<scene>_k10_L3.npz``.
+    """
+    cache = Path(cache_dir) if cache_dir else vocabulary_cache_dir()
+    path = cache / f"vocabulary_{scene}_k10_L3.npz"
+    if path.exists():
+        try:
+            return BinaryVocabulary.load(path)
+        except ValueError:
+            pass  # a damaged cache entry is simply retrained
+    from mpslam_ros.sim.sequences import load_or_generate
+
+    seq = load_or_generate(scene, duration_s, 12345)
+    images = [f.left for i, f in enumerate(seq) if i % every_nth == 0]
+    vocab = train_from_images(images)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    vocab.save(tmp)
+    os.replace(tmp, path)
+    return vocab
