@@ -15,8 +15,8 @@ from mpslam_ros.sim.sequences import load_or_generate
 
 
 @pytest.fixture(scope="module")
-def seq(request):
-    return load_or_generate("household", 1.5, seed=0, cache_dir=request.config.cache.mkdir("mpslam_sim"),
+def seq():
+    return load_or_generate("household", 1.5, seed=0, cache_dir=None,
                             progress=False)
 
 
@@ -120,8 +120,8 @@ def test_corrupt_or_missing_bag_is_a_clear_error(tmp_path):
         BagSource(tmp_path / "missing.mcap")
 
 
-def test_depth_round_trip(tmp_path, request):
-    seq = load_or_generate("household", 0.5, seed=0, cache_dir=request.config.cache.mkdir("mpslam_sim"),
+def test_depth_round_trip(tmp_path):
+    seq = load_or_generate("household", 0.5, seed=0, cache_dir=None,
                            progress=False, with_depth=True)
     src = BagSource(write_bag(seq, tmp_path / "d.mcap"))
     f = next(iter(src))

@@ -15,8 +15,8 @@ from mpslam_ros.sim.sequences import load_or_generate
 
 
 @pytest.fixture(scope="module")
-def seq(request):
-    return load_or_generate("household", 0.5, seed=0, cache_dir=request.config.cache.mkdir("mpslam_sim"),
+def seq():
+    return load_or_generate("household", 0.5, seed=0, cache_dir=None,
                             progress=False, with_depth=True)
 
 

@@ -104,10 +104,10 @@ def test_bad_folders_name_the_file_and_line(data_dir, tmp_path):
         EurocSource(tmp_path)
 
 
-def test_euroc_writer_round_trip(request, tmp_path):
+def test_euroc_writer_round_trip(tmp_path):
     from mpslam_ros.sim.sequences import load_or_generate
 
-    seq = load_or_generate("household", 0.5, seed=0, cache_dir=request.config.cache.mkdir("mpslam_sim"),
+    seq = load_or_generate("household", 0.5, seed=0, cache_dir=None,
                            progress=False)
     write_euroc(seq, tmp_path / "synth")
     back = open_dataset(str(tmp_path / "synth"))

@@ -10,8 +10,8 @@ from mpslam_ros.sim.sequences import SyntheticSequence, cached_world
 
 
 @pytest.fixture(scope="module")
-def seq(request):
-    cache = request.config.cache.mkdir("mpslam_sim")
+def seq():
+    cache = None
     return SyntheticSequence("household", 20.0, 0, world=cached_world(0, cache))
 
 

@@ -12,8 +12,8 @@ from mpslam_ros.sim.sequences import SimOptions, SyntheticSequence, cached_world
 
 
 @pytest.fixture(scope="module")
-def world(request):
-    return cached_world(0, request.config.cache.mkdir("mpslam_sim"))
+def world():
+    return cached_world(0, None)
 
 
 def _yaw(poses):
