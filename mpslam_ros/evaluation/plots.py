@@ -20,16 +20,24 @@ def _plt():
 
 
 def plot_trajectories(path: "str | os.PathLike", gt: Trajectory | None, estimates: Mapping[str, Trajectory],
-                      align: str = "se3", max_dt: float = 0.01, title: str = "trajectories (top view)") -> None:
-    """Top view (x-y) of the ground truth and each estimate, estimates aligned to the ground
-    truth with ``align`` ("se3", "sim3", "none") when there is one."""
+                      align: str = "se3", max_dt: float = 0.01, title: str = "trajectories (top view)",
+                      plane: str = "auto") -> None:
+    """Top view of the ground truth and each estimate, estimates aligned to the ground truth with
+    ``align`` ("se3", "sim3", "none") when there is one. ``plane`` "xy", "xz", "yz" or "auto"
+    (the two axes along which the ground truth spreads most: x-z for KITTI's camera frame)."""
     from mpslam_ros.evaluation.metrics import EvaluationError, ate
 
+    ref = gt if gt is not None and len(gt) else next(iter(estimates.values()), None)
+    if plane == "auto":
+        spread = np.ptp(ref.positions, axis=0) if ref is not None and len(ref) else np.ones(3)
+        a, b = sorted(np.argsort(spread)[1:])
+    else:
+        a, b = "xyz".index(plane[0]), "xyz".index(plane[1])
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 6))
     if gt is not None and len(gt):
-        ax.plot(gt.positions[:, 0], gt.positions[:, 1], "k--", lw=1.5, label="ground truth")
-        ax.plot(*gt.positions[0, :2], "ko", ms=5)
+        ax.plot(gt.positions[:, a], gt.positions[:, b], "k--", lw=1.5, label="ground truth")
+        ax.plot(gt.positions[0, a], gt.positions[0, b], "ko", ms=5)
     for name, est in estimates.items():
         pts = est.positions
         label = name
@@ -40,9 +48,9 @@ def plot_trajectories(path: "str | os.PathLike", gt: Trajectory | None, estimate
                 label = f"{name} (ATE {res.rmse:.3f} m)"
             except EvaluationError:
                 pass
-        ax.plot(pts[:, 0], pts[:, 1], lw=1.2, label=label)
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
+        ax.plot(pts[:, a], pts[:, b], lw=1.2, label=label)
+    ax.set_xlabel(f"{'xyz'[a]} (m)")
+    ax.set_ylabel(f"{'xyz'[b]} (m)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
