@@ -126,3 +126,35 @@ def test_depth_round_trip(tmp_path):
     src = BagSource(write_bag(seq, tmp_path / "d.mcap"))
     f = next(iter(src))
     assert f.depth.dtype == np.float32 and np.array_equal(f.depth, seq[0].depth)
+
+
+def test_bag_without_camera_info_is_a_missing_calibration_error(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = bags.typestore()
+    m = bags._Msgs(ts)
+    path = tmp_path / "nocalib"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conn = w.add_connection("/camera/left/image_raw", bags.IMAGE_T, typestore=ts)
+        w.write(conn, 1, ts.serialize_cdr(m.image(np.zeros((4, 6), np.uint8), 1, "camera_left"), bags.IMAGE_T))
+    with pytest.raises(DataError, match="missing calibration: no CameraInfo for /camera/left/image_raw"):
+        BagSource(path)
+
+
+def test_cli_synth_writes_a_readable_bag_and_euroc_folder(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mpslam_ros", "synth", "--duration", "0.5", "--seed", "0",
+                          "-o", str(tmp_path / "s.mcap")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "10 stereo frames" in out.stdout and "MB" in out.stdout
+    src = BagSource(tmp_path / "s.mcap")
+    assert len(list(src)) == 10 and src.ground_truth() is not None
+    again = subprocess.run([sys.executable, "-m", "mpslam_ros", "synth", "--duration", "0.5",
+                            "-o", str(tmp_path / "s.mcap")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists" in again.stdout
+    eu = subprocess.run([sys.executable, "-m", "mpslam_ros", "synth", "--duration", "0.5", "--format", "euroc",
+                         "-o", str(tmp_path / "eu")], capture_output=True, text=True, timeout=300)
+    assert eu.returncode == 0, eu.stderr
+    assert len(open_dataset(str(tmp_path / "eu"))) == 10

@@ -279,6 +279,8 @@ class BagSource:
         from rosbags.rosbag2 import Reader
 
         topics = [t for t in topics if t is not None]
+        if not topics:  # rosbags reads every topic when given no connections
+            return
         with Reader(self.path) as reader:
             conns = [c for c in reader.connections if c.topic in topics]
             for conn, t, raw in reader.messages(connections=conns):
