@@ -117,3 +117,25 @@ def test_bad_scene_or_duration_is_a_clear_error():
         SyntheticSequence("kitchen", 5.0, 0)
     with pytest.raises(ValueError, match="duration must be positive"):
         SyntheticSequence("household", 0.0, 0)
+
+
+def test_motion_blur_and_exposure_options_change_images_as_expected(world):
+    clean = dict(read_noise=0.0, shot_noise=0.0)
+    sharp = SyntheticSequence("household", 12.0, 0, world=world, options=SimOptions(**clean))
+    blurred = SyntheticSequence("household", 12.0, 0, world=world,
+                                options=SimOptions(motion_blur_samples=4, exposure_time_s=0.04, **clean))
+    i = 200  # turning at 0.5 rad/s: the image moves ~8 px sideways during the 40 ms exposure
+    a = sharp.render_frame(i).left.astype(np.float64)
+    b = blurred.render_frame(i).left.astype(np.float64)
+
+    def energy(img, axis):
+        return np.mean(np.abs(np.diff(img, axis=axis)))
+
+    assert energy(b, 1) < 0.75 * energy(a, 1)  # horizontal detail smeared
+    assert energy(b, 1) / energy(a, 1) < energy(b, 0) / energy(a, 0)  # more than vertical detail
+    assert abs(a.mean() - b.mean()) < 3  # blur keeps the brightness
+    varying = SyntheticSequence("household", 12.0, 0, world=world,
+                                options=SimOptions(exposure_variation=0.3, **clean))
+    means = np.array([varying.render_frame(k).left.mean() / sharp.render_frame(k).left.mean()
+                      for k in (0, 60, 120, 180)])
+    assert np.ptp(means) > 0.05 and np.all((means > 0.6) & (means < 1.4))
