@@ -17,6 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from mpslam_ros.datatypes import Keyframe  # noqa: E402
 from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
 
 DURATION_S = 12.0
@@ -87,14 +88,17 @@ class Injector:
         self.left.publish(msgs.numpy_to_image(np.zeros((10, 12), np.uint8), stamp_ns + 3, "cam"))  # wrong size
         self.left.publish(msgs.numpy_to_image(good, 1_000, "cam"))  # time going backwards
         # a keyframe whose pose is NaN and a keyframe cloud whose size does not match its header
-        pose = msgs.odometry(np.eye(4), stamp_ns + 5, "odom", "base_link")
+        kf = Keyframe(id=0, stamp_ns=stamp_ns + 5, T_world_body=np.eye(4), keypoints=np.ones((3, 2), np.float32),
+                      descriptors=np.zeros((3, 32), np.uint8), landmark_ids=np.arange(3),
+                      points_cam=np.ones((3, 3)))
+        cloud, pose = msgs.keyframe_to_msgs(kf, "camera_left", "odom", "base_link")
         pose.pose.pose.orientation.w = float("nan")
-        cloud = msgs.points_to_pointcloud2(np.ones((4, 3)), stamp_ns + 5, "camera_left")
         self.kf_pose.publish(pose)
         self.kf_features.publish(cloud)
-        broken = msgs.points_to_pointcloud2(np.ones((4, 3)), stamp_ns + 6, "camera_left")
+        kf.stamp_ns += 1
+        broken, pose = msgs.keyframe_to_msgs(kf, "camera_left", "odom", "base_link")
         broken.data = broken.data[:7]
-        self.kf_pose.publish(msgs.odometry(np.eye(4), stamp_ns + 6, "odom", "base_link"))
+        self.kf_pose.publish(pose)
         self.kf_features.publish(broken)
 
 
@@ -109,10 +113,12 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
         graph.start_node("vo_node")
         graph.start_node("loop_closure_node")
         graph.start_player(bag, rate=1.0)
-        assert recorder.wait_for(lambda r: r.count("vo/odometry") >= 20, timeout=120), graph.log("vo_node")
+        # inject once both nodes are demonstrably processing (loop closure published a path)
+        assert recorder.wait_for(lambda r: r.count("vo/odometry") >= 20 and r.count("loop_closure/path") >= 1,
+                                 timeout=300), graph.log("vo_node") + graph.log("loop_closure_node")
         last = recorder.odometry_trajectory().stamps_ns[-1]
         injector.send_bad_inputs(seq.rig, int(last))
-        _wait_player(graph, timeout=120)
+        _wait_player(graph, timeout=400)
         n_kf = recorder.count("vo/keyframes/features")
         recorder.wait_for(lambda r: r.data.diagnostics.get("loop_closure_node: loop closure", {}).get(
             "keyframes_processed") == str(n_kf), timeout=30)
@@ -167,13 +173,13 @@ def test_odometry_keeps_flowing_when_loop_closure_is_killed(tmp_path, ros_env, s
         graph.start_node("vo_node")
         lc = graph.start_node("loop_closure_node")
         graph.start_player(bag, rate=1.0)
-        assert recorder.wait_for(lambda r: r.count("vo/keyframes/features") >= 2, timeout=120), graph.log("vo_node")
+        assert recorder.wait_for(lambda r: r.count("vo/keyframes/features") >= 2, timeout=300), graph.log("vo_node")
         assert recorder.wait_for(lambda r: r.count("loop_closure/path") >= 1, timeout=30), \
             graph.log("loop_closure_node")
         os.kill(lc.pid, signal.SIGKILL)
         lc.wait(timeout=10)
         at_kill = recorder.count("vo/odometry")
-        _wait_player(graph, timeout=120)
+        _wait_player(graph, timeout=400)
         time.sleep(1.0)
         after = recorder.count("vo/odometry")
         assert graph.alive("vo_node")

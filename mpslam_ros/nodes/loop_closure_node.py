@@ -29,7 +29,7 @@ from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
 from mpslam_ros.nodes.runtime import run_node
-from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster
+from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster, warm_kernels
 
 
 
@@ -180,6 +180,14 @@ class LoopClosureNode(Node):
     # ------------------------------------------------------------------ loop closure (worker thread)
 
     def _work(self) -> None:
+        try:  # compile the pose-graph kernels and load the vocabulary now, not at the first keyframe
+            warm_kernels(["mpslam_ros.geometry.lie", "mpslam_ros.solvers.kernels", "mpslam_ros.problems.pgo"])
+            if not getattr(self.config, "vocabulary_path", ""):
+                from mpslam_ros.slam.place_recognition import default_vocabulary
+
+                default_vocabulary()
+        except Exception as exc:
+            self.get_logger().error(f"kernel warm-up failed ({type(exc).__name__}: {exc}); continuing")
         while True:
             with self._wake:
                 while not self._queue and not self._stop:
@@ -218,16 +226,18 @@ class LoopClosureNode(Node):
         if self.tf is not None:
             self.tf.sendTransform(tf_msg)
         loops = lc.loops()
+        # markers follow the corrected poses, so they are re-sent with every correction
+        edges = []
+        for edge in loops:
+            a, b = loop_keyframe_ids(edge)
+            if a in corrected and b in corrected:
+                edges.append((corrected[a][:3, 3], corrected[b][:3, 3]))
+        self.pub_markers.publish(msgs.loop_markers(edges, stamp_ns, self.map_frame))
         if len(loops) != self._last_loop_count:
             self._last_loop_count = len(loops)
-            edges = []
-            for edge in loops:
-                a, b = loop_keyframe_ids(edge)
-                if a in corrected and b in corrected:
-                    edges.append((corrected[a][:3, 3], corrected[b][:3, 3]))
-            self.pub_markers.publish(msgs.loop_markers(edges, stamp_ns, self.map_frame))
             if loops:
-                self.get_logger().info(f"loops closed: {len(loops)}")
+                a, b = loop_keyframe_ids(loops[-1])
+                self.get_logger().info(f"loops closed: {len(loops)} (latest: keyframe {a} -> {b})")
 
     def _publish_periodic(self) -> None:
         stamp = self.get_clock().now().nanoseconds

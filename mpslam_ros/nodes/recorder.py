@@ -72,6 +72,7 @@ class OutputRecorder:
     def __init__(self, domain_id: Optional[int] = None, camera_info_topic: str = "/camera/left/camera_info",
                  keep_clouds: bool = True) -> None:
         self.data = Recording()
+        self.errors: list = []  # exceptions raised while handling a message
         self._lock = threading.Lock()
         self._keep_clouds = keep_clouds
         self._context = Context()
@@ -92,7 +93,10 @@ class OutputRecorder:
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self._context.ok():
-            self._executor.spin_once(timeout_sec=0.05)
+            try:
+                self._executor.spin_once(timeout_sec=0.05)
+            except Exception as exc:  # keep recording; the error is kept for the caller to see
+                self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._lock:

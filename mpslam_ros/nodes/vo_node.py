@@ -273,7 +273,7 @@ class VisualOdometryNode(Node):
         if self.do_warmup:
             t0 = time.perf_counter()
             try:
-                _warm_kernels()
+                warm_kernels(VO_KERNEL_MODULES)
                 self.get_logger().info(f"kernels ready in {time.perf_counter() - t0:.1f} s")
             except Exception as exc:  # kernels then compile on first use; the node still works
                 self.get_logger().error(f"kernel warm-up failed ({type(exc).__name__}: {exc}); continuing")
@@ -388,13 +388,19 @@ class VisualOdometryNode(Node):
             f"dropped {s['frames_dropped']} (VO busy), missed {s['frames_missed']} (stamp gaps), bad messages {s['bad_messages']}")
 
 
-def _warm_kernels() -> None:
-    """Compile (or load from cache) the numba kernels, as ``mpslam warmup`` does."""
-    import argparse
+#: Modules whose numba kernels visual odometry runs (``mpslam warmup`` compiles them all).
+VO_KERNEL_MODULES = ["mpslam_ros.geometry.lie", "mpslam_ros.solvers.kernels", "mpslam_ros.problems.ba",
+                     "mpslam_ros.slam.vo"]
 
-    from mpslam_ros.cli import warmup
 
-    warmup.main(argparse.Namespace(verbose=False))
+def warm_kernels(modules) -> None:
+    """Import each module and call its ``warmup()`` if it has one (compile or load from cache)."""
+    import importlib
+
+    for name in modules:
+        warm = getattr(importlib.import_module(name), "warmup", None)
+        if warm is not None:
+            warm()
 
 
 def main(args=None) -> int:
