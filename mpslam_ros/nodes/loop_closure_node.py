@@ -82,6 +82,7 @@ class LoopClosureNode(Node):
         self._stop = False
         self._next_id = 0
         self._stamps: dict = {}  # keyframe id -> stamp_ns
+        self._last_stamp = -1  # of this session's keyframes (a loaded map may come from another clock)
         self.keyframes_received = 0
         self.keyframes_processed = 0
         self._last_loop_count = -1
@@ -162,7 +163,7 @@ class LoopClosureNode(Node):
                 self._waiting_for_K.pop(0)
                 self.bad.reject("vo/keyframes/features", "no CameraInfo received yet on vo/keyframes/camera_info")
             return
-        last = max(self._stamps.values(), default=-1)
+        last = self._last_stamp
         try:
             stamp = msgs.time_to_ns(features.header.stamp)
             if stamp <= last:
@@ -173,6 +174,7 @@ class LoopClosureNode(Node):
             return
         with self._wake:
             self._stamps[kf.id] = kf.stamp_ns
+            self._last_stamp = kf.stamp_ns
             self._next_id += 1
             self._queue.append(kf)
             self._wake.notify()
@@ -282,11 +284,13 @@ class LoopClosureNode(Node):
 
     def _load_map(self) -> str:
         path = self._require_path()
-        loaded = self._lc_cls.load(path)
+        loaded = self._lc_cls.load(path, config=self.config)
         with self._lock:
             old, self.lc = self.lc, loaded
-            # keyframes of the loaded map keep their ids; new ones continue after them
-            self._next_id = max(loaded.corrected_poses(), default=-1) + 1
+            # keyframes of the loaded map keep their ids and stamps; new ones continue after them
+            self._stamps = {int(r.id): int(r.stamp_ns) for r in loaded.db}
+            self._next_id = max(self._stamps, default=-1) + 1
+            self._last_stamp = -1
         if old is not None:
             old.close()
         self._last_loop_count = -1
@@ -300,6 +304,7 @@ class LoopClosureNode(Node):
             self._queue.clear()
             self._stamps.clear()
             self._next_id = 0
+            self._last_stamp = -1
         old.close()
         self._last_loop_count = -1
         self.get_logger().info("map reset")

@@ -1,0 +1,115 @@
+"""loop_closure_node as a process: keyframes made by the real VO on synthetic frames arrive as the
+standard messages vo_node sends; the corrected path follows, and the ~/save_map, ~/reset and
+~/load_map services (std_srvs/Trigger) save, clear and restore the map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("std_srvs", reason="std_srvs is not installed (pip install ros-std-srvs)")
+
+from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
+
+N_FRAMES = 80
+
+
+def make_keyframes():
+    from mpslam_ros.sim.sequences import load_or_generate
+    from mpslam_ros.slam.vo import VisualOdometry, VOConfig
+
+    seq = load_or_generate("household", 12.0, 3, progress=False)
+    vo = VisualOdometry(seq.rig, VOConfig(window_size=5))
+    keyframes = []
+    for k, frame in enumerate(seq):
+        if k >= N_FRAMES:
+            break
+        result = vo.process(frame)
+        if result.keyframe is not None:
+            keyframes.append(result.keyframe)
+    return seq, keyframes
+
+
+def call(node, client, timeout=30.0):
+    import time
+
+    from std_srvs.srv import Trigger
+
+    assert client.wait_for_service(timeout_sec=timeout), client.srv_name
+    future = client.call_async(Trigger.Request())
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert future.done(), f"{client.srv_name} did not answer"
+    return future.result()
+
+
+def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+    from nav_msgs.msg import Odometry
+    from std_srvs.srv import Trigger
+
+    from mpslam_ros.datatypes import CameraIntrinsics
+    from mpslam_ros.nodes import msgs
+    from mpslam_ros.nodes.recorder import OutputRecorder
+    from mpslam_ros.slam.loop_closure import LoopClosure
+
+    seq, keyframes = make_keyframes()
+    assert len(keyframes) >= 3
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.setenv(key, ros_env[key])
+    map_path = tmp_path / "map.npz"
+    params = {"/**": extrinsic_params(seq.rig.T_body_left), "loop_closure_node": {"map_path": str(map_path)}}
+    with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec, \
+            SlamGraph(tmp_path / "logs", ros_env, params=params) as graph:
+        node = rec.node
+        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        pub_info = node.create_publisher(CameraInfo, "/vo/keyframes/camera_info", latched)
+        pub_features = node.create_publisher(PointCloud2, "/vo/keyframes/features", reliable)
+        pub_pose = node.create_publisher(Odometry, "/vo/keyframes/pose", reliable)
+        clients = {name: node.create_client(Trigger, f"/loop_closure_node/{name}")
+                   for name in ("save_map", "reset", "load_map")}
+        graph.start_node("loop_closure_node")
+        assert clients["save_map"].wait_for_service(timeout_sec=300), graph.log("loop_closure_node")
+        K = keyframes[0].K
+        cam = CameraIntrinsics(seq.rig.left.width, seq.rig.left.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+        for kf in keyframes:
+            features, pose = msgs.keyframe_to_msgs(kf, "camera_left", "odom", "base_link")
+            pub_features.publish(features)  # before the camera model: the node must hold it
+            pub_pose.publish(pose)
+        pub_info.publish(msgs.intrinsics_to_camera_info(cam, keyframes[0].stamp_ns, "camera_left"))
+
+        def path_len(r):
+            t = r.path_trajectory(corrected=True)
+            return 0 if t is None else len(t)
+
+        assert rec.wait_for(lambda r: path_len(r) == len(keyframes), timeout=120), graph.log("loop_closure_node")
+        path = rec.path_trajectory(corrected=True)
+        assert path.stamps_ns.tolist() == [kf.stamp_ns for kf in keyframes]
+        # no loop in this short stretch: the corrected poses are the odometry poses
+        np.testing.assert_allclose(path.poses, np.array([kf.T_world_body for kf in keyframes]), atol=1e-6)
+
+        saved = call(node, clients["save_map"])
+        assert saved.success, saved.message
+        assert f"{len(keyframes)} keyframes" in saved.message
+        assert len(LoopClosure.load(map_path).corrected_poses()) == len(keyframes)
+
+        reset = call(node, clients["reset"])
+        assert reset.success, reset.message
+        map_path.rename(tmp_path / "first.npz")  # keep the full map; save the empty one in its place
+        saved_empty = call(node, clients["save_map"])
+        assert saved_empty.success and "saved 0 keyframes" in saved_empty.message, saved_empty.message
+        (tmp_path / "first.npz").rename(map_path)
+
+        loaded = call(node, clients["load_map"])
+        assert loaded.success and f"loaded {len(keyframes)} keyframes" in loaded.message, loaded.message
+        rec.data.corrected_path = None
+        assert rec.wait_for(lambda r: path_len(r) == len(keyframes), timeout=30)
+        assert rec.path_trajectory(corrected=True).stamps_ns.tolist() == [kf.stamp_ns for kf in keyframes]
+        assert graph.stop("loop_closure_node") == 0
+    log = graph.log("loop_closure_node")
+    assert "Traceback" not in log and "map saved" in log and "map loaded" in log and "map reset" in log, log[-3000:]
