@@ -179,8 +179,9 @@ class SyntheticSequence:
     def frame(self, i: int) -> StereoFrame:
         if self._left is None:
             return self.render_frame(i, depth=self.with_depth)
-        return StereoFrame(stamp_ns=int(self.stamps_ns[i]), left=np.asarray(self._left[i]),
-                           right=np.asarray(self._right[i]),
+        # Copies: the cache is a read-only memory map, and consumers may edit their images.
+        return StereoFrame(stamp_ns=int(self.stamps_ns[i]), left=np.array(self._left[i]),
+                           right=np.array(self._right[i]),
                            depth=self.depth(i) if self.with_depth else None,
                            gt_T_world_body=self.poses[i].copy(), index=i)
 
