@@ -74,8 +74,10 @@ class SolverOptions:
     cg_max_iterations: int = 300
     #: Initial diagonal shift of the IC(0) factor (relative to the unit diagonal); x10 on breakdown.
     ic_shift: float = 1e-8
-    #: Rebuild the "static" IC factor when CG needs more than this many iterations (0: never).
-    ic_rebuild_cg_iterations: int = 0
+    #: The IC/ict factor is static (built once per solve) but rebuilt at the current linearisation when a
+    #: CG solve needs more than this many iterations (0: never). Without it an odometry-initialised
+    #: 5,000-pose graph took 100 LM iterations (30k CG iterations); with 30: 12 LM iterations.
+    ic_rebuild_cg_iterations: int = 30
     #: Trust region radius (1 / lambda, unit-diagonal scaled system) at the start. Ceres uses 1e4; pose
     #: graphs have eigenvalues far below 1e-4 (long chains), where such damping stalls LM for many steps.
     initial_trust_region_radius: float = 1e8
@@ -473,7 +475,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         summary.termination = f"maximum iterations ({options.max_iterations}) reached"
 
     summary.final_cost = cost
-    summary.ic_shift = ic_shift if options.preconditioner == "ic0" else 0.0
+    summary.ic_shift = ic_shift if options.preconditioner in ("ic0", "ict") else 0.0
     summary.time_s = time.perf_counter() - t_start
     return summary
 
