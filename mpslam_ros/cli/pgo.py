@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="g2o file to optimise")
     parser.add_argument("-o", "--output", help="write the optimised graph here (same g2o format)")
     parser.add_argument("--precision", default="mixed", choices=["fp64", "fp32", "fp16", "mixed"],
-                        help="precision preset: fp64 reference, fp32, naive fp16, or mixed (fp16 "
-                             "preconditioner and Jacobian storage, fp32 CG, fp64 state) (default: %(default)s)")
+                        help="precision preset: fp64 reference, fp32, naive fp16 (no scaling, every "
+                             "operation rounded to fp16), or mixed (Cholesky factor stored in fp16, fp32 "
+                             "Jacobian/CG/residuals, fp64 state) (default: %(default)s)")
     parser.add_argument("--init", default=None, choices=["file", "odometry", "chordal"],
                         help="initial guess: the file's VERTEX lines, the odometry chain, or a chordal "
                              "relaxation (default: file if it has vertices, else chordal)")
