@@ -167,3 +167,56 @@ def drifting_pose_graph(gt_poses: np.ndarray, seed: int = 0, odom_sigma_m: float
     info = lambda sr, st: np.diag([sr ** -2] * 3 + [st ** -2] * 3)
     return DriftingPoseGraph(gt_poses, np.array(odo), info(odom_sigma_rad, odom_sigma_m), loops,
                              info(loop_sigma_rad, loop_sigma_m))
+
+
+@dataclass
+class DetectionStats:
+    """Loop detection quality against ground truth (see :func:`loop_detection_stats`)."""
+
+    accepted: int
+    true_positives: int
+    false_positives: int
+    revisits: int  # keyframes with a true earlier revisit
+    detected_revisits: int  # of those, keyframes with an accepted loop
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.accepted if self.accepted else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.detected_revisits / self.revisits if self.revisits else 1.0
+
+
+def loop_detection_stats(loops, gt_poses: np.ndarray, min_gap: int, max_distance_m: float = 1.0,
+                         max_angle_rad: float = 0.5, max_error_m: float = 0.25,
+                         max_error_rad: float = 0.05) -> DetectionStats:
+    """Precision of accepted loops and recall over true revisits.
+
+    A loop is true when its relative pose agrees with the ground truth within ``max_error_m`` /
+    ``max_error_rad`` (a loop claiming the right place but the wrong pose is false). Keyframe j is a
+    revisit when a keyframe at least ``min_gap`` earlier is within ``max_distance_m`` and
+    ``max_angle_rad`` of it (a loop the scene allows).
+    """
+    pos = gt_poses[:, :3, 3]
+    fwd = gt_poses[:, :3, 0]
+
+    def near(i, j):
+        return (np.linalg.norm(pos[i] - pos[j]) < max_distance_m) and (fwd[i] @ fwd[j] > np.cos(max_angle_rad))
+
+    def correct(e):
+        T_gt = np.linalg.inv(gt_poses[e.match_id]) @ gt_poses[e.query_id]
+        err = np.linalg.inv(T_gt) @ e.T_match_query
+        angle = np.arccos(np.clip((np.trace(err[:3, :3]) - 1) / 2, -1, 1))
+        return np.linalg.norm(err[:3, 3]) < max_error_m and angle < max_error_rad
+
+    tp = sum(bool(correct(e)) for e in loops)
+    with_loop = {e.query_id for e in loops if correct(e)}
+    revisits = 0
+    for j in range(min_gap, len(gt_poses)):
+        d = np.linalg.norm(pos[: j - min_gap + 1] - pos[j], axis=1)
+        c = fwd[: j - min_gap + 1] @ fwd[j]
+        if np.any((d < max_distance_m) & (c > np.cos(max_angle_rad))):
+            revisits += 1
+    detected = len([j for j in with_loop if j >= min_gap])
+    return DetectionStats(len(loops), int(tp), len(loops) - int(tp), revisits, detected)

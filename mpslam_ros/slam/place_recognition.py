@@ -275,11 +275,11 @@ def train_from_images(images: Sequence[np.ndarray], max_features: int = 600, bra
 
 
 def default_vocabulary(cache_dir: Optional[Union[str, Path]] = None, scene: str = "household",
-                       duration_s: float = 30.0, every_nth: int = 5) -> BinaryVocabulary:
+                       duration_s: float = 60.0, every_nth: int = 10) -> BinaryVocabulary:
     """The package's vocabulary: loaded from the cache, else trained on a rendered synthetic scene.
 
-    Training uses ORB on every ``every_nth`` left image of ``scene`` (seed 12345, not used by any
-    test sequence) and takes well under a minute; the result is cached as
+    Training renders every ``every_nth`` left image of ``scene`` (seed 12345, a house no test
+    sequence uses), runs FAST + ORB on them and trains a 10 x 3 tree; the result is cached as
     ``<cache>/vocabulary_<scene>_k10_L3.npz``.
     """
     cache = Path(cache_dir) if cache_dir else vocabulary_cache_dir()
@@ -289,10 +289,11 @@ def default_vocabulary(cache_dir: Optional[Union[str, Path]] = None, scene: str 
             return BinaryVocabulary.load(path)
         except ValueError:
             pass  # a damaged cache entry is simply retrained
-    from mpslam_ros.sim.sequences import load_or_generate
+    from mpslam_ros.sim.sequences import SyntheticSequence, cached_world
 
-    seq = load_or_generate(scene, duration_s, 12345)
-    images = [f.left for i, f in enumerate(seq) if i % every_nth == 0]
+    seed = 12345
+    seq = SyntheticSequence(scene, duration_s, seed, world=cached_world(seed))
+    images = [seq.render_frame(i).left for i in range(0, len(seq), every_nth)]
     vocab = train_from_images(images)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
