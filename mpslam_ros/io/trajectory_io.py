@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from mpslam_ros.datatypes import Trajectory
 from mpslam_ros.io.errors import DataError
 
-PathLike = "str | os.PathLike"
+PathLike = Union[str, os.PathLike]
 FORMATS = ("tum", "kitti", "euroc")
 
 
