@@ -6,7 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from mpslam_ros.cli import main as cli_main
+import argparse
+
+from mpslam_ros.cli import pgo as pgo_cli
 from mpslam_ros.geometry import lie
 from mpslam_ros.io.g2o import initial_guess, read_g2o
 from mpslam_ros.problems.pgo import PoseGraph, PoseGraphProblem, optimize_pose_graph, pgo_options, pose_graph_cost
@@ -152,6 +154,14 @@ def test_pose_graph_bad_inputs():
         g.add_pose(np.full((4, 4), np.nan))
     with pytest.raises(ValueError, match="empty pose graph"):
         optimize_pose_graph(g)
+
+
+def cli_main(argv):
+    """Run ``mpslam pgo`` through its own parser (independent of the other subcommands' imports)."""
+    assert argv[0] == "pgo"
+    parser = argparse.ArgumentParser(prog="mpslam pgo")
+    pgo_cli.add_arguments(parser)
+    return pgo_cli.main(parser.parse_args(argv[1:]))
 
 
 def test_cli_pgo_json_and_output(data_dir, tmp_path, capsys):
