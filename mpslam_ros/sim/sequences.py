@@ -159,20 +159,18 @@ class SyntheticSequence:
         renderer = renderer or self.renderer
         o = self.options
         t = float(self.times_s[i])
-        images = []
         depth_img = np.empty((o.height, o.width), np.float32) if depth else None
+        views = self.camera_poses(self.poses[i])  # (T_world_left, T_world_right)
+        blur_views = (None, None)
+        if o.motion_blur_samples > 0:  # earlier poses within the exposure, averaged in
+            sub_t = t - o.exposure_time_s * np.linspace(0, 1, o.motion_blur_samples + 1)[1:]
+            blur_views = tuple(list(v) for v in self.camera_poses(self.pose_at(sub_t)))
+        images = []
         for cam in (0, 1):
-            T_wl, T_wr = self.camera_poses(self.poses[i])
-            T = T_wl if cam == 0 else T_wr
-            blur = None
-            if o.motion_blur_samples > 0:
-                sub_t = t - o.exposure_time_s * np.linspace(0, 1, o.motion_blur_samples + 1)[1:]
-                sub_wl, sub_wr = self.camera_poses(self.pose_at(sub_t))
-                blur = list(sub_wl if cam == 0 else sub_wr)
             key = (self.seed * 1_000_003 + i) * 2 + cam + 1
-            images.append(renderer.render(T, noise_key=key, gain=self._gain(t), read_sigma=o.read_noise,
-                                               shot_k=o.shot_noise, blur_poses=blur,
-                                               depth_out=depth_img if cam == 0 else None))
+            images.append(renderer.render(views[cam], noise_key=key, gain=self._gain(t), read_sigma=o.read_noise,
+                                          shot_k=o.shot_noise, blur_poses=blur_views[cam],
+                                          depth_out=depth_img if cam == 0 else None))
         return StereoFrame(stamp_ns=int(self.stamps_ns[i]), left=images[0], right=images[1], depth=depth_img,
                            gt_T_world_body=self.poses[i].copy(), index=i)
 
