@@ -24,7 +24,7 @@ def generate_launch_description() -> LaunchDescription:
         package="mpslam_ros", executable="bag_player", name="bag_player", output="screen",
         arguments=[LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"),
                    "--wait-for", "/camera/left/image_raw", "/camera/right/image_raw",
-                   "/camera/left/camera_info", "/camera/right/camera_info"],
+                   "/camera/left/camera_info", "/camera/right/camera_info", "/vo/keyframes/camera_info"],
     )
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="rosbag2 to play (.mcap file or bag folder)"),

@@ -75,6 +75,10 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
                    for name in ("save_map", "reset", "load_map")}
         graph.start_node("loop_closure_node")
         assert clients["save_map"].wait_for_service(timeout_sec=300), graph.log("loop_closure_node")
+        # keyframe subscriptions appear once the node is warm (kernels, vocabulary); the recorder is the other one
+        assert rec.wait_for(lambda r: node.count_subscribers("/vo/keyframes/features") >= 2
+                            and node.count_subscribers("/vo/keyframes/pose") >= 2, timeout=300), \
+            graph.log("loop_closure_node")
         K = keyframes[0].K
         cam = CameraIntrinsics(seq.rig.left.width, seq.rig.left.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
         for kf in keyframes:

@@ -91,7 +91,7 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
             graph.start_node("loop_closure_node")
         player = graph.start_player(bag, rate=args.rate)
         print(f"nodes started (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, logs in {out / 'logs'}); "
-              "waiting for vo_node to subscribe ...", flush=True)
+              "the player starts once they subscribe ...", flush=True)
         with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr) as bar:
             while player.poll() is None:
                 if not graph.alive("vo_node"):

@@ -20,6 +20,8 @@ import yaml
 
 CAMERA_TOPICS = ["/camera/left/image_raw", "/camera/right/image_raw", "/camera/left/camera_info",
                  "/camera/right/camera_info"]
+#: Subscribed (only) by loop_closure_node, once it is warm (kernels compiled, vocabulary loaded).
+KEYFRAME_TOPIC = "/vo/keyframes/camera_info"
 
 
 def default_params_file() -> Path:
@@ -84,8 +86,11 @@ class SlamGraph:
             ros_args += ["--params-file", f]
         return self.start(name, f"mpslam_ros.nodes.{name}", ros_args=[*ros_args, *extra_ros_args])
 
-    def start_player(self, bag: str | Path, rate: float = 1.0, wait_for: Sequence[str] = CAMERA_TOPICS,
+    def start_player(self, bag: str | Path, rate: float = 1.0, wait_for: Optional[Sequence[str]] = None,
                      extra: Sequence[str] = ()) -> subprocess.Popen:
+        """Play ``bag``; by default once every started node subscribes (cameras; keyframes if loop closure)."""
+        if wait_for is None:
+            wait_for = CAMERA_TOPICS + ([KEYFRAME_TOPIC] if "loop_closure_node" in self.procs else [])
         args = [str(bag), "--rate", str(rate), "--wait-for", *wait_for, "--wait-timeout", "300", *extra]
         return self.start("bag_player", "mpslam_ros.nodes.bag_player", args=args)
 

@@ -96,13 +96,23 @@ class LoopClosureNode(Node):
         self.pub_markers = self.create_publisher(MarkerArray, "loop_closure/loop_markers", LATCHED)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.tf = try_tf_broadcaster(self) if self.publish_tf else None
-        self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
-        self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
-        self.create_subscription(CameraInfo, "vo/keyframes/camera_info", self._on_info, LATCHED)
+        # subscribe once the worker has warmed up (kernels, vocabulary): a player started with
+        # --wait-for /vo/keyframes/camera_info then starts when loop closure can keep up
+        self._warm = threading.Event()
+        self._subscribe_timer = self.create_timer(0.1, self._subscribe_when_warm)
         self.create_timer(max(self.publish_period, 0.05), self._publish_periodic)
         self._create_services()
         self._worker = threading.Thread(target=self._work, name="loop_closure_worker", daemon=True)
         self._worker.start()
+
+    def _subscribe_when_warm(self) -> None:
+        if not self._warm.is_set():
+            return
+        self._subscribe_timer.cancel()
+        self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
+        self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
+        self.create_subscription(CameraInfo, "vo/keyframes/camera_info", self._on_info, LATCHED)
+        self.get_logger().info(f"loop_closure_node ready: precision={self.precision}")
 
     def _create_services(self) -> None:
         try:
@@ -190,6 +200,7 @@ class LoopClosureNode(Node):
                 default_vocabulary()
         except Exception as exc:
             self.get_logger().error(f"kernel warm-up failed ({type(exc).__name__}: {exc}); continuing")
+        self._warm.set()
         while True:
             with self._wake:
                 while not self._queue and not self._stop:

@@ -193,7 +193,6 @@ class VisualOdometryNode(Node):
         stamp = msgs.time_to_ns(msg.header.stamp)
         if which == "left":
             self.frames_received += 1
-            self._count_missed(stamp)
         if stamp <= self._last_stamp[which]:
             self.bad.reject(topic, f"time went backwards ({stamp} ns after {self._last_stamp[which]} ns)")
             return
@@ -223,6 +222,8 @@ class VisualOdometryNode(Node):
             self.bad.reject(topic, f"image size {arr.shape[1]}x{arr.shape[0]} != CameraInfo "
                                    f"{size[1]}x{size[0]}")
             return
+        if which == "left":
+            self._count_missed(stamp)  # only accepted frames: a bogus future stamp must not count as a gap
         self._last_stamp[which] = stamp
         mine, theirs = (self._left, self._other) if which == "left" else (self._other, self._left)
         # the partner with the closest stamp within tolerance
