@@ -630,7 +630,9 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
     if options.linear_solver == "cholesky":
         J = layout.jacobian_csr(S64a, S64b)
         A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
-        y = spla.splu(A, permc_spec="MMD_AT_PLUS_A").solve(np.asarray(rhs, dtype=np.float64))
+        # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
+        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+        y = lu.solve(np.asarray(rhs, dtype=np.float64))
         summary.linear_solve_time_s += time.perf_counter() - t0
         return y, 0, bool(np.all(np.isfinite(y)))
 
