@@ -1,0 +1,37 @@
+"""`mpslam demo` end to end on a short synthetic bag: nodes + player as processes over DDS, a summary
+table with the ATE with and without loop closure, summary.json, TUM trajectories and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("rclpy")
+
+
+def test_mpslam_demo_runs_the_graph_and_reports_ate(tmp_path, ros_env):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpslam_ros", "demo", "--duration", "12", "--seed", "3", "--out", str(out),
+         "--domain-id", ros_env["ROS_DOMAIN_ID"]],  # default cache: the sequence of test_integration
+        env=ros_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for line in ("frames processed by VO", "dropped (VO busy)", "latency camera -> odometry", "loops closed",
+                 "ATE VO, all frames", "ATE with loop closure, keyframes"):
+        assert line in proc.stdout, proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bag_frames"] == 240
+    assert summary["frames_processed"] + summary["frames_dropped_vo_busy"] >= 235
+    assert summary["frames_processed"] >= 0.8 * summary["bag_frames"]
+    assert summary["keyframes"] >= 5
+    assert 0 < summary["ate_vo_m"] < 0.1
+    assert 0 < summary["ate_loop_closure_keyframes_m"] < 0.1
+    assert summary["latency_mean_ms"] > 0
+    assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
+    for name in ("trajectory.png", "errors.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tum = (out / "vo_odometry.tum").read_text().splitlines()
+    assert len([line for line in tum if line and not line.startswith("#")]) == summary["odometry_messages"]
