@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average N extra sub-exposure renders per image (motion blur; default 0 = off)")
     parser.add_argument("--exposure-variation", type=float, default=0.0, metavar="A",
                         help="slow auto-exposure gain changes of relative amplitude A, e.g. 0.2 (default 0)")
+    parser.add_argument("--supersample", type=int, default=1, metavar="S",
+                        help="S x S samples per pixel: anti-aliased object edges at S^2 the render time (default 1)")
     parser.add_argument("--cache-dir", default=None,
                         help="frame cache folder (default $MPSLAM_CACHE or ~/.cache/mpslam_ros)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
@@ -54,7 +56,8 @@ def main(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         print("mpslam synth: --duration must be positive")
         return 2
-    opts = SimOptions(motion_blur_samples=args.motion_blur, exposure_variation=args.exposure_variation)
+    opts = SimOptions(motion_blur_samples=args.motion_blur, exposure_variation=args.exposure_variation,
+                      supersample=args.supersample)
     t0 = time.perf_counter()
     seq = load_or_generate(args.scene, args.duration, args.seed, cache_dir=args.cache_dir, options=opts,
                            with_depth=args.depth)

@@ -24,7 +24,8 @@ import numpy as np
 from mpslam_ros.datatypes import CameraIntrinsics, StereoFrame, StereoRig, Trajectory
 
 #: Bump when rendering, world or trajectories change: old caches are then ignored.
-SIM_VERSION = 1
+#: 2: mip levels registered to texel centres (v1's pyramid shifted the texture with the level).
+SIM_VERSION = 2
 FRAME_RATE_HZ = 20.0
 #: First stamp of every synthetic sequence (a realistic ROS time, 2023-11-14).
 START_STAMP_NS = 1_700_000_000_000_000_000
@@ -44,9 +45,13 @@ class SimOptions:
     motion_blur_samples: int = 0  # extra sub-exposure renders averaged per image (0 = off)
     exposure_time_s: float = 0.01  # time span the blur samples cover
     exposure_variation: float = 0.0  # relative amplitude of slow auto-exposure gain changes
+    supersample: int = 1  # s x s samples per pixel (anti-aliased edges, s^2 the render time)
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        fields = asdict(self)
+        if fields["supersample"] == 1:  # added later: keeps the keys of existing caches
+            del fields["supersample"]
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def synthetic_rig(options: Optional[SimOptions] = None) -> StereoRig:
@@ -151,7 +156,7 @@ class SyntheticSequence:
         from mpslam_ros.sim.render import Renderer
 
         c = self.rig.left
-        return Renderer(self.world, c.width, c.height, c.fx, c.fy, c.cx, c.cy)
+        return Renderer(self.world, c.width, c.height, c.fx, c.fy, c.cx, c.cy, supersample=self.options.supersample)
 
     def render_frame(self, i: int, depth: bool = False, renderer=None) -> StereoFrame:
         """Render frame ``i`` (left, right and optionally depth) from scratch (with ``renderer``,

@@ -165,16 +165,21 @@ def make_texture(seed: int, size: int = TEXTURE_SIZE) -> np.ndarray:
 
 
 def build_mip_pyramid(texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian mip pyramid flattened into one array, and the start offset of each level.
+    """Mip pyramid flattened into one array, and the start offset of each level.
 
-    Each level is blurred with wrap-around borders, so the texture tiles seamlessly at all levels."""
+    Texel i of level l covers texels 2i and 2i+1 of level l-1, so texel centres stay registered
+    across levels (cv2.pyrDown would centre level l on texel 2i and shift the texture by half a
+    texel per level). Each level is a light Gaussian prefilter (with wrap-around borders, so the
+    texture tiles at every level) followed by a 2x2 average.
+    """
     levels = [texture]
     while levels[-1].shape[0] > 8:
-        prev = levels[-1]
+        prev = levels[-1].astype(np.float32)
         pad = 4
-        padded = np.pad(prev, pad, mode="wrap")
-        down = cv2.pyrDown(padded)[pad // 2: pad // 2 + prev.shape[0] // 2, pad // 2: pad // 2 + prev.shape[1] // 2]
-        levels.append(np.ascontiguousarray(down))
+        blurred = cv2.GaussianBlur(np.pad(prev, pad, mode="wrap"), (0, 0), 0.6)[pad:-pad, pad:-pad]
+        h, w = prev.shape
+        down = blurred.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        levels.append(np.clip(np.round(down), 0, 255).astype(np.uint8))
     offsets = np.cumsum([0] + [lv.size for lv in levels[:-1]]).astype(np.int64)
     return np.concatenate([lv.ravel() for lv in levels]), offsets
 
