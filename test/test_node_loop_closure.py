@@ -4,6 +4,8 @@ standard messages vo_node sends; the corrected path follows, and the ~/save_map,
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -114,6 +116,7 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
         rec.data.corrected_path = None
         assert rec.wait_for(lambda r: path_len(r) == len(keyframes), timeout=30)
         assert rec.path_trajectory(corrected=True).stamps_ns.tolist() == [kf.stamp_ns for kf in keyframes]
-        assert graph.stop("loop_closure_node") == 0
+        assert graph.stop("loop_closure_node", sig=signal.SIGTERM) == 0
     log = graph.log("loop_closure_node")
+    assert "shutting down (SIGTERM)" in log and "loop_closure_node summary" in log
     assert "Traceback" not in log and "map saved" in log and "map loaded" in log and "map reset" in log, log[-3000:]

@@ -141,3 +141,18 @@ def test_player_reports_missing_and_corrupt_bags(tmp_path, ros_env):
     assert proc.returncode == 2
     assert "corrupt.mcap: cannot open" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_player_stops_cleanly_mid_bag(tmp_path, ros_env):
+    import signal
+
+    bag = tmp_path / "bag"
+    write_test_bag(bag, "mcap")
+    proc = subprocess.Popen([_entry("bag_player"), str(bag), "--rate", "0.1"], env=ros_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(3.0)
+    assert proc.poll() is None  # 1.5 s of bag at rate 0.1 is still playing
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "shutting down (SIGTERM)" in out and "Traceback" not in out
