@@ -61,8 +61,10 @@ class LoopClosureConfig:
     #: Robust loss on loop edges ("cauchy", "huber" or "none") and its scale (whitened units).
     robust_loss: str = "cauchy"
     robust_scale: float = 3.0
-    #: After a solve, loops with whitened error above this (chi2 of 6 dof) are dropped.
+    #: After a converged solve, loops with whitened error above this (chi2 of 6 dof) are dropped.
     max_loop_chi2: float = 100.0
+    #: At most this many loops are dropped (one re-solve each) per background solve: bounds latency.
+    max_loop_drops_per_solve: int = 3
     #: LM iterations per background solve.
     max_iterations: int = 30
     #: Features kept per keyframe and keyframes keeping their appearance (memory bound).
@@ -83,6 +85,32 @@ class SolveRecord:
     initial_cost: float
     final_cost: float
     termination: str
+
+
+def build_pose_graph(order: List[int], loops: List[LoopEdge], odom: np.ndarray, config: LoopClosureConfig):
+    """PoseGraph of odometry edges between consecutive keyframes (``odom`` in ``order``) plus the
+    loop edges (robust), with the odometry information from ``config``."""
+    from mpslam_ros.problems.pgo import PoseGraph
+
+    graph = PoseGraph(fix_first=True)
+    for T in odom:
+        graph.add_pose(T)
+    info_odom = np.diag([config.odometry_sigma_rad ** -2] * 3 + [config.odometry_sigma_m ** -2] * 3)
+    for k in range(1, len(odom)):
+        graph.add_edge(k - 1, k, np.linalg.inv(odom[k - 1]) @ odom[k], info_odom)
+    index = {kf_id: k for k, kf_id in enumerate(order)}
+    for e in loops:
+        graph.add_edge(index[e.match_id], index[e.query_id], e.T_match_query, e.information, robust=True)
+    return graph
+
+
+def pgo_solver_options(config: LoopClosureConfig):
+    """The SolverOptions of loop-closure PGO (precision preset, robust loss, iterations)."""
+    from mpslam_ros.solvers.lm import SolverOptions
+
+    loss = None if config.robust_loss in ("", "none") else config.robust_loss
+    return SolverOptions(precision=config.precision, robust_loss=loss, robust_scale=config.robust_scale,
+                         max_iterations=config.max_iterations)
 
 
 class LoopClosure:
@@ -139,13 +167,13 @@ class LoopClosure:
 
         Raises ``ValueError`` naming the keyframe on malformed input (the caller logs and drops it).
         """
-        rec = self._get_recognizer()
         stored = self.db.add(kf)
         with self._lock:
             self._index[stored.id] = len(self._order)
             self._order.append(stored.id)
         accepted = None
         if stored.has_appearance:
+            rec = self._get_recognizer()
             vec = rec.vocabulary.bow_vector(stored.descriptors)
             for cand_id, score in rec.query(stored.descriptors, vec):
                 result = verify_loop(stored, self.db.get(cand_id), self.verification, score)
@@ -216,28 +244,10 @@ class LoopClosure:
         return init
 
     def build_graph(self, order: List[int], loops: List[LoopEdge], odom: np.ndarray):
-        """PoseGraph of odometry edges between consecutive keyframes plus the loop edges."""
-        from mpslam_ros.problems.pgo import PoseGraph
-
-        cfg = self.config
-        graph = PoseGraph(fix_first=True)
-        for T in odom:
-            graph.add_pose(T)
-        info_odom = np.diag([cfg.odometry_sigma_rad ** -2] * 3 + [cfg.odometry_sigma_m ** -2] * 3)
-        for k in range(1, len(odom)):
-            graph.add_edge(k - 1, k, np.linalg.inv(odom[k - 1]) @ odom[k], info_odom)
-        index = {kf_id: k for k, kf_id in enumerate(order)}
-        for e in loops:
-            graph.add_edge(index[e.match_id], index[e.query_id], e.T_match_query, e.information, robust=True)
-        return graph
+        return build_pose_graph(order, loops, odom, self.config)
 
     def _solver_options(self):
-        from mpslam_ros.solvers.lm import SolverOptions
-
-        cfg = self.config
-        loss = None if cfg.robust_loss in ("", "none") else cfg.robust_loss
-        return SolverOptions(precision=cfg.precision, robust_loss=loss, robust_scale=cfg.robust_scale,
-                             max_iterations=cfg.max_iterations)
+        return pgo_solver_options(self.config)
 
     def _loop_chi2(self, poses: np.ndarray, loops: List[LoopEdge], index: Dict[int, int]) -> np.ndarray:
         from mpslam_ros.geometry.lie import se3_log
@@ -274,7 +284,9 @@ class LoopClosure:
             poses, summary = optimize_pose_graph(graph, plain, initial=init)
             chi2 = self._loop_chi2(poses, loops, index)
             worst = int(np.argmax(chi2)) if len(chi2) else -1
-            if worst < 0 or chi2[worst] <= self.config.max_loop_chi2:
+            # judge consistency only on a converged solution (an unconverged one is inconsistent anyway)
+            if (worst < 0 or chi2[worst] <= self.config.max_loop_chi2 or not summary.converged
+                    or len(rejected) >= self.config.max_loop_drops_per_solve):
                 break
             rejected.append((loops[worst], f"chi2 {chi2[worst]:.1f} after PGO"))
             loops = loops[:worst] + loops[worst + 1:]
