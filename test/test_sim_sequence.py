@@ -139,3 +139,22 @@ def test_motion_blur_and_exposure_options_change_images_as_expected(world):
     means = np.array([varying.render_frame(k).left.mean() / sharp.render_frame(k).left.mean()
                       for k in (0, 60, 120, 180)])
     assert np.ptp(means) > 0.05 and np.all((means > 0.6) & (means < 1.4))
+
+
+def test_concurrent_generators_render_once(tmp_path):
+    """Two processes asking for the same uncached sequence: one renders, the other waits and loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from mpslam_ros.sim.sequences import load_or_generate\n"
+            "s = load_or_generate('household', 0.5, seed=0, cache_dir=sys.argv[1], progress=True)\n"
+            "print('checksum', int(np.asarray(s[9].left, np.int64).sum()))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    assert sum(o[0].count("rendered 10 stereo frames") for o in outs) == 1
+    sums = {line for o in outs for line in o[0].splitlines() if line.startswith("checksum")}
+    assert len(sums) == 1
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1  # no leftover temporary folders

@@ -270,6 +270,31 @@ class SyntheticSequence:
         np.save(folder / "stamps_ns.npy", self.stamps_ns)
 
 
+def _lock_file(fh) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, the atomic rename still protects
+        return
+    fcntl.flock(fh, fcntl.LOCK_EX)
+
+
+def _generate_into(seq: SyntheticSequence, root: Path, folder: Path, progress: bool) -> None:
+    """Render into a temporary folder next to ``folder`` and rename it into place (atomic)."""
+    tmp = Path(tempfile.mkdtemp(prefix=seq.cache_key() + ".tmp", dir=root))
+    try:
+        t0 = time.perf_counter()
+        seq.render_all(tmp, progress=progress)
+        if progress:
+            print(f"rendered {len(seq)} stereo frames in {time.perf_counter() - t0:.1f} s -> {folder}")
+        try:
+            tmp.rename(folder)
+        except OSError:
+            pass  # another generator (without the lock) won the race: its result is identical
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_or_generate(scene: str, duration_s: float, seed: int = 0, cache_dir: Optional[str | os.PathLike] = None,
                      options: Optional[SimOptions] = None, with_depth: bool = False,
                      progress: bool = True) -> SyntheticSequence:
@@ -281,18 +306,10 @@ def load_or_generate(scene: str, duration_s: float, seed: int = 0, cache_dir: Op
     folder = root / seq.cache_key()
     if not (folder / "meta.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=seq.cache_key() + ".tmp", dir=root))
-        try:
-            t0 = time.perf_counter()
-            seq.render_all(tmp, progress=progress)
-            if progress:
-                print(f"rendered {len(seq)} stereo frames in {time.perf_counter() - t0:.1f} s -> {folder}")
-            try:
-                tmp.rename(folder)  # atomic: a concurrent generator may have won the race
-            except OSError:
-                pass
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        # One generator per cache entry across processes: others wait, then load its result.
+        with open(root / f".{seq.cache_key()}.lock", "w") as lock:
+            _lock_file(lock)
+            if not (folder / "meta.json").is_file():
+                _generate_into(seq, root, folder, progress)
     seq.attach_cache(folder)
     return seq
