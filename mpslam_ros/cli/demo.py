@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,9 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         player = graph.start_player(bag, rate=args.rate)
         print(f"nodes started (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, logs in {out / 'logs'}); "
               "the player starts once they subscribe ...", flush=True)
-        with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr) as bar:
+        # a redirected stderr gets a line every few seconds instead of a redraw per frame
+        with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr,
+                  mininterval=0.2 if sys.stderr.isatty() else 5.0) as bar:
             while player.poll() is None:
                 if not graph.alive("vo_node"):
                     raise RuntimeError("vo_node exited early:\n" + graph.log("vo_node")[-3000:])
@@ -215,7 +218,13 @@ def print_summary(s: dict) -> None:
     print("-" * (width + 30))
 
 
+def _raise_interrupt(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(args: argparse.Namespace) -> int:
+    # SIGTERM unwinds like Ctrl-C, so the node processes are stopped (never left running)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bag, rig, gt, n_frames = prepare_bag(args)
