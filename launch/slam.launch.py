@@ -2,6 +2,10 @@
 
     ros2 launch mpslam_ros slam.launch.py [params_file:=...] [use_sim_time:=true] [namespace:=robot1]
         [left_image:=/stereo/left/image_rect] [right_image:=...] [left_info:=...] [right_info:=...]
+        [depth_image:=...]
+
+vo_node's camera inputs are remapped from the launch arguments; loop_closure_node only listens to
+vo_node (vo/keyframes/*), so it needs no remapping.
 """
 
 import os
@@ -24,6 +28,7 @@ def generate_launch_description() -> LaunchDescription:
         ("camera/right/image_raw", LaunchConfiguration("right_image")),
         ("camera/left/camera_info", LaunchConfiguration("left_info")),
         ("camera/right/camera_info", LaunchConfiguration("right_info")),
+        ("camera/depth/image_raw", LaunchConfiguration("depth_image")),
     ]
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
@@ -38,9 +43,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="left CameraInfo topic"),
         DeclareLaunchArgument("right_info", default_value="/camera/right/camera_info",
                               description="right CameraInfo topic"),
+        DeclareLaunchArgument("depth_image", default_value="/camera/depth/image_raw",
+                              description="depth image topic (vo_node mode 'rgbd')"),
         Node(package="mpslam_ros", executable="vo_node", name="vo_node", namespace=namespace, output="screen",
              parameters=[params_file, {"use_sim_time": use_sim_time}], remappings=camera_remaps),
         Node(package="mpslam_ros", executable="loop_closure_node", name="loop_closure_node", namespace=namespace,
-             output="screen", parameters=[params_file, {"use_sim_time": use_sim_time}],
-             remappings=camera_remaps[2:3]),
+             output="screen", parameters=[params_file, {"use_sim_time": use_sim_time}]),
     ])
