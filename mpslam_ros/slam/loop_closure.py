@@ -48,7 +48,7 @@ class LoopClosureConfig:
     #: The most recent keyframes are never loop candidates.
     exclude_recent: int = 20
     #: Candidates verified per keyframe (best scores first).
-    max_candidates: int = 3
+    max_candidates: int = 5
     #: Minimum PnP inliers of an accepted loop.
     min_inliers: int = 25
     #: Minimum number of 4x4 image-grid cells covered by the inliers.

@@ -28,7 +28,7 @@ class VerificationConfig:
     #: Largest Hamming distance (of 256 bits) for a match.
     max_hamming: int = 80
     ransac_px: float = 3.0
-    ransac_iterations: int = 300
+    ransac_iterations: int = 1000
     #: Minimum PnP inliers after refinement.
     min_inliers: int = 25
     #: The image is cut into a 4x4 grid; inliers must fall into at least this many cells.
