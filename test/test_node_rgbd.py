@@ -41,8 +41,9 @@ def test_vo_node_rgbd_mode(tmp_path, ros_env, monkeypatch):
         diag = rec.data.diagnostics["vo_node: visual odometry"]
         odo = rec.odometry_trajectory()
     assert "mode=rgbd" in log and "baseline=0.000 m" in log and "Traceback" not in log, log[-3000:]
-    assert int(diag["frames_processed"]) == len(seq), diag
-    assert diag["bad_messages"] == "0"
-    assert len(odo) >= len(seq) - 1, (diag, len(odo))
+    # every frame (the first too: held until its CameraInfo) was processed or, VO busy, dropped and counted
+    assert int(diag["frames_processed"]) + int(diag["frames_dropped"]) == len(seq), diag
+    assert diag["bad_messages"] == "0" and diag["frames_missed"] == "0", diag
+    assert len(odo) == int(diag["odometry_published"]) >= 0.8 * len(seq), (diag, len(odo))
     assert ate(seq.ground_truth(), odo).rmse < ATE_BOUND_M
     assert rec.count("vo/keyframes/features") >= 2

@@ -81,10 +81,10 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypat
         odo = rec.odometry_trajectory()
         diag = rec.data.diagnostics["vo_node: visual odometry"]
 
-    # all frames but (at most) the one that arrived before its CameraInfo were processed in real time
-    assert len(odo) >= n_frames - 2, log[-2000:]
-    assert int(diag["frames_dropped"]) + int(diag["frames_missed"]) <= 2
-    assert float(diag["rate_hz"]) > 15.0
+    # every frame arrived; each was processed or (VO busy) dropped and counted
+    assert int(diag["frames_received"]) == n_frames and int(diag["frames_missed"]) == 0, diag
+    assert int(diag["frames_processed"]) + int(diag["frames_dropped"]) == n_frames, diag
+    assert len(odo) >= 0.8 * n_frames, (diag, log[-2000:])
     # relative motion of base_link agrees with the ground truth (the camera moves ~2 cm here)
     gt = np.loadtxt(mav0 / "state_groundtruth_estimate0" / "data.csv", delimiter=",", comments="#")
     gt_pos = np.array([np.interp(odo.stamps_ns, gt[:, 0], gt[:, k]) for k in (1, 2, 3)]).T
@@ -94,5 +94,5 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypat
     gt_rel = (gt_pos - gt_pos[0]) @ R_w_b0
     vo_rel = np.array([(np.linalg.inv(odo.poses[0]) @ T)[:3, 3] for T in odo.poses])
     err = np.linalg.norm(vo_rel - gt_rel, axis=1)
-    assert err.max() < 0.03, f"max relative position error {err.max():.3f} m"
+    assert err.max() < 0.03, f"max relative position error {err.max():.3f} m ({diag})"
     assert rec.count("vo/keyframes/features") >= 1
