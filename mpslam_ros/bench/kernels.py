@@ -25,7 +25,8 @@ DEFAULT_FILES = ["sphere2500.g2o", "city10000.g2o", "parking-garage.g2o"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", help=f"g2o files (default: {', '.join(DEFAULT_FILES)} in {DEFAULT_DIR})")
-    parser.add_argument("--repeat", type=int, default=30, help="calls per timing, median reported (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=30,
+                        help="calls per timing, median reported (default: %(default)s)")
 
 
 def _median_time(fn, repeat: int) -> float:

@@ -432,7 +432,8 @@ def _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_
         stats[4] = 0.0 if b_norm == 0.0 else 1.0
         return 0
     t0 = cycle_counter()
-    _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm, r, tmp, z, half)
+    _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm,
+                          r, tmp, z, half)
     t_pc += cycle_counter() - t0
     p = z.copy()
     rz = _dot(r, z, half)
@@ -463,7 +464,8 @@ def _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_
         if rel <= rtol:
             break
         t0 = cycle_counter()
-        _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm, r, tmp, z, half)
+        _apply_preconditioner(pc_kind, bd_vals, bd_col, bd_size, bd_off, L_indptr, L_indices, L_vals, L_perm,
+                          r, tmp, z, half)
         t_pc += cycle_counter() - t0
         rz_new = _dot(r, z, half)
         beta = _rnd(rz_new / rz, half)
