@@ -185,3 +185,35 @@ def test_cli_pgo_reports_malformed_file(tmp_path, capsys):
     bad.write_text("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nEDGE_SE2 0 1 1 0 x 1 0 0 1 0 1\n")
     assert cli_main(["pgo", str(bad)]) == 2
     assert "bad.g2o:3:" in capsys.readouterr().err
+
+
+def test_prior_fixes_the_gauge_like_a_fixed_pose():
+    graph, gt = _loop_graph(seed=2)
+    fixed_poses, _ = optimize_pose_graph(graph, SolverOptions(precision="fp64"))
+    free = PoseGraph(fix_first=False)
+    for T in graph.poses:
+        free.add_pose(T)
+    p = graph.problem()
+    for i, j, Zi, R in zip(p.edge_i, p.edge_j, p.Zinv, p.sqrt_info):
+        free.add_edge(int(i), int(j), lie.se3_inverse(Zi), R.T @ R)
+    with pytest.raises(ValueError, match="gauge is free"):
+        optimize_pose_graph(free)
+    free.add_prior(0, graph.poses[0], np.eye(6) * 1e8)
+    prior_poses, s = optimize_pose_graph(free, SolverOptions(precision="mixed"))
+    assert s.converged
+    assert np.allclose(prior_poses[:, :3, 3], fixed_poses[:, :3, 3], atol=1e-4)
+    # the prior's Jacobian matches finite differences
+    q = free.problem(prior_poses)
+    q.poses[0] = q.poses[0] @ lie.se3_exp(np.full(6, 1e-3))
+    k = free.num_edges - 1
+    _, Ja, Jb = q.evaluate(True)
+    assert np.all(Jb[k] == 0.0)
+    num = np.zeros((6, 6))
+    for c in range(6):
+        for sign in (1, -1):
+            d = np.zeros(6)
+            d[c] = sign * 1e-6
+            r = free.problem(q.poses)
+            r.poses[0] = r.poses[0] @ lie.se3_exp(d)
+            num[:, c] += sign * r.evaluate(False)[0][k] / 2e-6
+    assert np.allclose(num, Ja[k], rtol=1e-5, atol=1e-3)

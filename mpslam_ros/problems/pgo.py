@@ -30,8 +30,8 @@ from mpslam_ros.solvers.precision import get_preset
 def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
     for k in range(ei.shape[0]):
         Ti = poses[ei[k]]
-        Tj = poses[ej[k]]
-        Tij = lie.se3_compose(lie.se3_inverse(Ti), Tj)
+        prior = ej[k] < 0
+        Tij = Ti if prior else lie.se3_compose(lie.se3_inverse(Ti), poses[ej[k]])
         E = lie.se3_compose(Zinv[k], Tij)
         e = lie.se3_log(E)
         R = sqrt_info[k]
@@ -43,6 +43,12 @@ def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
         if jac:
             Jri = lie.se3_right_jacobian_inv(e)
             RJ = lie._mm(R, Jri)
+            if prior:  # e = log(Z^-1 T_i): d e / d d_i = Jr^-1(e)
+                for a in range(6):
+                    for b in range(6):
+                        Ja[k, a, b] = RJ[a, b]
+                        Jb[k, a, b] = 0.0
+                continue
             Ad = lie.se3_adjoint(lie.se3_inverse(Tij))  # Ad(T_j^-1 T_i)
             M = lie._mm(RJ, Ad)
             for a in range(6):
@@ -55,8 +61,8 @@ def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
 def _se2_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
     for k in range(ei.shape[0]):
         Ti = poses[ei[k]]
-        Tj = poses[ej[k]]
-        Tij = lie._mm(lie.se2_inverse(Ti), Tj)
+        prior = ej[k] < 0
+        Tij = Ti if prior else lie._mm(lie.se2_inverse(Ti), poses[ej[k]])
         e = lie.se2_log(lie._mm(Zinv[k], Tij))
         R = sqrt_info[k]
         for a in range(3):
@@ -66,6 +72,12 @@ def _se2_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
             r[k, a] = s
         if jac:
             RJ = lie._mm(R, lie.se2_right_jacobian_inv(e))
+            if prior:
+                for a in range(3):
+                    for b in range(3):
+                        Ja[k, a, b] = RJ[a, b]
+                        Jb[k, a, b] = 0.0
+                continue
             M = lie._mm(RJ, lie.se2_adjoint(lie.se2_inverse(Tij)))
             for a in range(3):
                 for b in range(3):
@@ -131,8 +143,8 @@ class PoseGraphProblem:
             raise ValueError("empty pose graph: no edges")
         if n == 0:
             raise ValueError("empty pose graph: no poses")
-        if min(self.edge_i.min(), self.edge_j.min()) < 0 or max(self.edge_i.max(), self.edge_j.max()) >= n:
-            raise ValueError(f"an edge refers to a pose outside 0..{n - 1}")
+        if self.edge_i.min() < 0 or self.edge_j.min() < -1 or max(self.edge_i.max(), self.edge_j.max()) >= n:
+            raise ValueError(f"an edge refers to a pose outside 0..{n - 1} (edge_j = -1 marks a prior)")
         if not np.all(np.isfinite(self.poses)):
             bad = int(np.flatnonzero(~np.isfinite(self.poses).reshape(n, -1).all(1))[0])
             raise ValueError(f"pose {bad} contains NaN or inf")
@@ -189,8 +201,8 @@ class PoseGraph:
     """An SE(3) pose graph built incrementally (keyframes + odometry and loop-closure edges).
 
     Edge ``(i, j, T_ij, information)`` measures ``T_i^-1 T_j`` with a 6x6 information matrix in
-    (rotation, translation) order. Pose 0 is fixed (gauge) unless ``fix_first=False`` and other
-    poses are fixed with :meth:`fix`. Loop edges can be marked ``robust=True`` to get the robust
+    (rotation, translation) order. Pose 0 is fixed (gauge) unless ``fix_first=False``; other
+    poses are fixed with :meth:`fix`, or softly anchored with :meth:`add_prior`. Loop edges can be marked ``robust=True`` to get the robust
     loss of :class:`SolverOptions` (``robust_loss="huber"`` or ``"cauchy"``).
     """
 
@@ -230,6 +242,26 @@ class PoseGraph:
         self._robust.append(bool(robust))
         return k
 
+    def add_prior(self, i: int, T_world_pose: np.ndarray, information: np.ndarray) -> int:
+        """A prior ``log(T^-1 T_i)`` on pose i (GTSAM's PriorFactor); with ``fix_first=False`` it fixes the gauge."""
+        n = len(self._poses)
+        k = len(self._edge_i)
+        if not 0 <= i < n:
+            raise ValueError(f"prior {k}: pose {i} does not exist (0..{n - 1})")
+        T = np.asarray(T_world_pose, dtype=np.float64)
+        info = np.asarray(information, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError(f"prior {k}: pose must be a finite 4x4 matrix")
+        if info.shape != (6, 6) or not np.all(np.isfinite(info)):
+            raise ValueError(f"prior {k}: information must be a finite 6x6 matrix")
+        sqrt_information(info[None], where=f"prior {k} on pose {i}")
+        self._edge_i.append(i)
+        self._edge_j.append(-1)
+        self._meas.append(T.copy())
+        self._info.append(0.5 * (info + info.T))
+        self._robust.append(False)
+        return k
+
     def fix(self, i: int) -> None:
         self._fixed.add(int(i))
 
@@ -247,8 +279,8 @@ class PoseGraph:
 
     def problem(self, initial: Optional[np.ndarray] = None) -> PoseGraphProblem:
         fixed = sorted(self._fixed | ({0} if self.fix_first and self._poses else set()))
-        if not fixed:
-            raise ValueError("pose graph has no fixed pose: the gauge is free (fix one pose)")
+        if not fixed and not any(j < 0 for j in self._edge_j):
+            raise ValueError("pose graph has no fixed pose and no prior: the gauge is free (fix one pose)")
         poses = self.poses if initial is None else np.asarray(initial, dtype=np.float64)
         if len(poses) != self.num_poses:
             raise ValueError(f"initial has {len(poses)} poses, graph has {self.num_poses}")
