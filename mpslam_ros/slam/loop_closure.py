@@ -15,13 +15,14 @@ Outputs (what the ROS node publishes): :meth:`corrected_poses` (T_map_body per k
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Deque, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -133,7 +134,8 @@ class LoopClosure:
         #: Latest PGO solution (T_map_body) for the first len(_solution) keyframes.
         self._solution = np.zeros((0, 4, 4))
         self.solves: List[SolveRecord] = []
-        self.verification_log: List[Tuple[int, int, float, str]] = []  # (query, candidate, score, reason)
+        #: Recent verifications (query, candidate, score, reason; "" = accepted), bounded in memory.
+        self.verification_log: Deque[Tuple[int, int, float, str]] = collections.deque(maxlen=10000)
         # background worker
         self._wake = threading.Condition(self._lock)
         self._requested = 0  # solve requests (generation counter)
