@@ -75,8 +75,9 @@ class SolverOptions:
     #: Initial diagonal shift of the IC(0) factor (relative to the unit diagonal); x10 on breakdown.
     ic_shift: float = 1e-8
     #: The IC/ict factor is static (built once per solve) but rebuilt at the current linearisation when a
-    #: CG solve needs more than this many iterations (0: never). Without it an odometry-initialised
-    #: 5,000-pose graph took 100 LM iterations (30k CG iterations); with 30: 12 LM iterations.
+    #: CG solve needs more than this many iterations *and* took longer than building the factor did
+    #: (0: never rebuild). Never rebuilding, an odometry-initialised 5,000-pose graph took 100 LM
+    #: iterations (30k CG iterations); with rebuilds, 12.
     ic_rebuild_cg_iterations: int = 30
     #: Trust region radius (1 / lambda, unit-diagonal scaled system) at the start. Ceres uses 1e4; pose
     #: graphs have eigenvalues far below 1e-4 (long chains), where such damping stalls LM for many steps.
@@ -345,8 +346,8 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     radius = options.initial_trust_region_radius
     decrease_factor = 2.0
     col_scale = None
-    pc = None  # static IC factor (kept across iterations)
-    ic_shift = options.ic_shift
+    # static factor (kept across iterations), its shift, build time and fill-reducing order
+    pc_state = {"pc": None, "shift": options.ic_shift, "build_s": 0.0}
     colnorm = np.empty(layout.n)
     bd64 = np.empty(layout.bd_total)
     step_full = np.zeros(layout.n_full)
@@ -402,10 +403,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
 
         # ---- linear solve
         y, cg_its, ok = _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half,
-                                      vec_dtype, bd64, tps, state={"pc": pc, "shift": ic_shift})
-        if isinstance(ok, dict):
-            pc, ic_shift = ok["pc"], ok["shift"]
-            ok = ok["ok"]
+                                      vec_dtype, bd64, tps, pc_state)
         summary.cg_iterations += cg_its
         summary.iterations += 1
 
@@ -475,7 +473,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         summary.termination = f"maximum iterations ({options.max_iterations}) reached"
 
     summary.final_cost = cost
-    summary.ic_shift = ic_shift if options.preconditioner in ("ic0", "ict") else 0.0
+    summary.ic_shift = pc_state["shift"] if options.preconditioner in ("ic0", "ict") else 0.0
     summary.time_s = time.perf_counter() - t_start
     return summary
 
@@ -522,7 +520,8 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
             pc = pc.cast(storage)
             pc.storage = storage
             state["pc"] = pc
-            summary.preconditioner_time_s += time.perf_counter() - t0
+            state["build_s"] = time.perf_counter() - t0
+            summary.preconditioner_time_s += state["build_s"]
             return pc
         diag = A.diagonal()
         indptr, indices, data = _ic0_lower(A)
@@ -547,6 +546,7 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
         pc = pc.cast(storage)
         pc.storage = storage
         state["pc"] = pc
+        state["build_s"] = time.perf_counter() - t0
     summary.preconditioner_time_s += time.perf_counter() - t0
     return pc
 
@@ -650,13 +650,16 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.jacobian_product_time_s += stats[3] / tps
         return y, int(its), stats[4] == 0.0
 
+    t_cg = time.perf_counter()
     y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
     if not ok and preset.fallback_to_fp32 and (preset.jacobian_storage == "fp16"
                                                or preset.preconditioner_storage == "fp16"):
         summary.fp16_fallbacks += 1
         y, its2, ok = run(S64a.astype(np.float32), S64b.astype(np.float32), "fp32", np.dtype(np.float32), False)
         its += its2
+    t_cg = time.perf_counter() - t_cg
     if (options.ic_rebuild_cg_iterations and options.preconditioner in ("ic0", "ict")
-            and its > options.ic_rebuild_cg_iterations):
-        state["pc"] = None  # next iteration rebuilds the factor at the current linearisation
-    return y, its, dict(ok=ok, pc=state.get("pc"), shift=state["shift"])
+            and its > options.ic_rebuild_cg_iterations and t_cg > state.get("build_s", 0.0)):
+        # the stale factor cost more CG time than a new one costs to build: rebuild it next iteration
+        state["pc"] = None
+    return y, its, ok
