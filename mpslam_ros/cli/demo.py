@@ -148,6 +148,9 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
         "bad_messages": int(vo_diag.get("bad_messages", 0)),
         "vo_rate_hz": float(vo_diag.get("rate_hz", 0.0)),
         "vo_time_per_frame_ms": float(vo_diag.get("time_total_ms", 0.0)),
+        # mean time of each VO stage over the last frames (BA: per keyframe, where it runs)
+        "vo_stage_ms": {k[len("time_"):-len("_ms")]: float(v) for k, v in vo_diag.items()
+                        if k.startswith("time_") and k.endswith("_ms") and k != "time_total_ms"},
         "latency_mean_ms": 1e3 * float(np.mean(lat)) if len(lat) else None,
         "latency_p95_ms": 1e3 * float(np.percentile(lat, 95)) if len(lat) else None,
         "keyframes": rec.count("vo/keyframes/features"),
@@ -203,6 +206,7 @@ def print_summary(s: dict) -> None:
         ("  missed (never arrived)", fmt(s["frames_missed_transport"])),
         ("VO rate", f"{s['vo_rate_hz']:.1f} Hz"),
         ("VO time per frame", f"{s['vo_time_per_frame_ms']:.1f} ms"),
+        ("  bundle adjustment per keyframe", fmt(s["vo_stage_ms"].get("ba"), " ms")),
         ("latency camera -> odometry", f"mean {fmt(s['latency_mean_ms'], ' ms')}, p95 {fmt(s['latency_p95_ms'], ' ms')}"),
         ("keyframes", fmt(s["keyframes"])),
         ("loops closed", fmt(s["loops_closed"])),
