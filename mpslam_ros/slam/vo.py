@@ -60,6 +60,11 @@ class VOConfig:
     ba_iterations: int = 5
     #: Run window BA on each keyframe (False: PnP-only odometry).
     ba_enabled: bool = True
+    #: CG preconditioner of the window BA ("block_jacobi", "ic0" or "none").
+    ba_preconditioner: str = "block_jacobi"
+    #: Robust loss of the window BA ("huber", "cauchy" or "none") and its scale in pixels.
+    ba_robust_loss: str = "huber"
+    ba_robust_scale_px: float = 2.0
     #: Features kept per keyframe (one per grid cell, cells sized to give about this many).
     max_features: int = 220
     min_feature_distance: float = 12.0
@@ -417,11 +422,12 @@ class VisualOdometry:
         self._trk_ids = kf_ids[with_lm].copy()
         self._trk_kf_uv = self._trk_pts.copy()
         # 6. sliding-window BA, then slide
+        self._slide_window()
         t = time.perf_counter()
         if cfg.ba_enabled and _solve_window is not None and len(self._window) >= 2:
             self._bundle_adjust()
         timings["ba"] = time.perf_counter() - t
-        self._slide_window()
+        self._slide_window()  # BA culling may leave landmarks unobserved
         self._T_cw = self._window[-1].T_cw.copy()
         self._last_kf_stamp = frame.stamp_ns
         self._last_kf_T_cw = self._T_cw.copy()
@@ -481,7 +487,11 @@ class VisualOdometry:
         points_w = np.array([self._landmarks[int(i)] for i in lm_ids])
         fixed = np.zeros(len(win), bool)
         fixed[0] = True  # gauge: the oldest keyframe in the window stays where it is
-        options = _SolverOptions(precision=cfg.precision, max_iterations=cfg.ba_iterations)
+        options = _SolverOptions(
+            precision=cfg.precision, max_iterations=cfg.ba_iterations,
+            preconditioner=cfg.ba_preconditioner,
+            robust_loss=None if cfg.ba_robust_loss in ("", "none") else cfg.ba_robust_loss,
+            robust_scale=cfg.ba_robust_scale_px / cfg.sigma_px)
         T_new, P_new, _summary = _solve_window(
             T_cw, points_w, np.asarray(obs_cam, np.int64), np.asarray(obs_pt, np.int64),
             np.asarray(obs_uv, np.float64).reshape(-1, 2), np.asarray(obs_ur, np.float64),
