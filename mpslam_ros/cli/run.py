@@ -29,6 +29,7 @@ import numpy as np
 HELP = "run visual odometry (+ loop closure) over a dataset offline; write trajectory, timings, report, plots"
 DESCRIPTION = __doc__
 
+DRIFT_SEGMENTS_M = (1.0, 10.0)
 STAGES = ("rectify", "track", "pnp", "stereo", "detect", "descriptors", "ba", "total")
 
 
@@ -166,20 +167,26 @@ def evaluate(run: RunOutput, poses: Optional[np.ndarray] = None) -> Optional[dic
     if gt is None or len(run.stamps_ns) < 2:
         return None
     from mpslam_ros.datatypes import Trajectory
-    from mpslam_ros.evaluation.metrics import ate, rpe
+    from mpslam_ros.evaluation.metrics import associate, ate, rpe
 
     est = Trajectory(run.stamps_ns, run.poses if poses is None else poses)
     a = ate(gt, est, align="se3")
     out = {"ate_rmse_m": float(a.rmse), "ate_max_m": float(a.max)}
+    # Also anchored at the first pose only (no fitting): how far the odometry wanders from truth.
+    ref_m, est_m = associate(gt, est)
+    anchor = ref_m.poses[0] @ np.linalg.inv(est_m.poses[0])
+    start = ate(ref_m, Trajectory(est_m.stamps_ns, anchor @ est_m.poses), align="none")
+    out["start_aligned_rmse_m"] = float(start.rmse)
+    out["start_aligned_max_m"] = float(start.max)
     length = _path_length(gt)
     out["gt_path_length_m"] = length
-    if length > 1.5:
-        r = rpe(gt, est, delta=1.0, unit="m")
-        out["rpe_trans_per_m_rmse"] = float(r.rmse)
-        out["drift_percent"] = 100.0 * float(r.rmse)
-        rot = getattr(r, "rot_rmse_deg", None)
-        if rot is not None:
-            out["drift_deg_per_m"] = float(rot)
+    # Drift: RPE over pose pairs `seg` metres apart along the ground-truth path, per metre.
+    for seg in DRIFT_SEGMENTS_M:
+        if length < 1.5 * seg:
+            continue
+        r = rpe(gt, est, delta=seg, unit="m", all_pairs=True, pairs_from_reference=True)
+        out[f"drift_{seg:g}m_trans_percent"] = 100.0 * r.rmse / seg
+        out[f"drift_{seg:g}m_rot_deg_per_m"] = r.rot_rmse_deg / seg
     return out
 
 
