@@ -132,10 +132,10 @@ def pose_jacobian_left(Jproj, P, nrows, out):
         out[r, 0] = a
         out[r, 1] = b
         out[r, 2] = c
-        # row @ -[P]x = row x P  (cross product of the row with P)
-        out[r, 3] = b * P[2] - c * P[1]
-        out[r, 4] = c * P[0] - a * P[2]
-        out[r, 5] = a * P[1] - b * P[0]
+        # row @ -[P]x = P x row
+        out[r, 3] = P[1] * c - P[2] * b
+        out[r, 4] = P[2] * a - P[0] * c
+        out[r, 5] = P[0] * b - P[1] * a
 
 
 # ---------------------------------------------------------------------------------------------

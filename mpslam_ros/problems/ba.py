@@ -1,0 +1,395 @@
+"""Bundle adjustment on the shared mixed-precision optimiser: VO sliding windows and BAL problems.
+
+Two problems implement the solver protocol (:mod:`mpslam_ros.solvers.problem`) with camera-point
+residual blocks (block ``a`` = camera, block ``b`` = landmark), so the same LM + CGNR + kernels that
+run pose graphs run BA:
+
+- :class:`WindowProblem`: keyframe poses ``T_cw`` (SE(3)) and landmarks (XYZ) seen by an
+  undistorted pinhole (2 rows) or a rectified stereo pair (3 rows: ``u_l, v, u_r``);
+- :class:`BALProblemModel`: the BAL camera (rotation, translation, f, k1, k2; 9 parameters) and
+  landmarks, for the public benchmark files.
+
+Residual = predicted - observed, in pixels (Ceres' convention; the sign does not change the cost
+``0.5 * sum rho(|r|^2)``). Poses are updated on the left, ``R <- Exp(phi) R, t <- Exp(phi) t + rho``
+(delta = (rho, phi)): a retraction of SE(3) with the same first-order action as the exponential map,
+``d P_c / d delta = [I | -[P_c]x]``, cheaper to apply, and exact in fp64.
+
+Gauge: the caller fixes keyframes (``fixed_cams``; the window's oldest by default) rather than adding
+a marginalisation prior. A prior would carry the dropped keyframes' information but makes a dense
+pose-pose block over the whole window, which the matrix-free CGNR (per-observation 2x6 + 2x3
+Jacobian blocks) cannot store in its block layout; the VO window is re-anchored at every keyframe
+and the fixed oldest keyframe holds the information already absorbed by earlier windows.
+
+Points that project behind a camera (depth < 1e-6) contribute zero residual and Jacobian at that
+evaluation instead of a NaN (the robust loss and the LM step control then handle them).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from numba import njit
+
+from mpslam_ros.geometry.camera import project_bal, project_radtan, project_stereo, pose_jacobian_left
+
+
+# ---------------------------------------------------------------------------------------------
+# numba kernels: residuals + Jacobians, and the fp64 retraction
+
+
+@njit(nogil=True, cache=True)
+def _eval_window(R, t, pts, obs_cam, obs_pt, obs_uv, obs_ur, fx, fy, cx, cy, baseline,
+                 want_jac, res, Ja, Jb):
+    K = obs_cam.shape[0]
+    rows = res.shape[1]
+    P = np.empty(3)
+    proj = np.empty(3)
+    Jp = np.zeros((3, 3))
+    Jpose = np.empty((3, 6))
+    for k in range(K):
+        c = obs_cam[k]
+        j = obs_pt[k]
+        for a in range(3):
+            P[a] = R[c, a, 0] * pts[j, 0] + R[c, a, 1] * pts[j, 1] + R[c, a, 2] * pts[j, 2] + t[c, a]
+        stereo = rows == 3 and not np.isnan(obs_ur[k])
+        if stereo:
+            ok = project_stereo(P, fx, fy, cx, cy, baseline, proj, Jp)
+            nr = 3
+        else:
+            ok = project_radtan(P, fx, fy, cx, cy, 0.0, 0.0, 0.0, 0.0, 0.0, proj, Jp)
+            nr = 2
+        for r in range(rows):
+            res[k, r] = 0.0
+        if ok:
+            res[k, 0] = proj[0] - obs_uv[k, 0]
+            res[k, 1] = proj[1] - obs_uv[k, 1]
+            if stereo:
+                res[k, 2] = proj[2] - obs_ur[k]
+        if want_jac:
+            for r in range(rows):
+                for d in range(6):
+                    Ja[k, r, d] = 0.0
+                for d in range(3):
+                    Jb[k, r, d] = 0.0
+            if ok:
+                pose_jacobian_left(Jp, P, nr, Jpose)
+                for r in range(nr):
+                    for d in range(6):
+                        Ja[k, r, d] = Jpose[r, d]
+                    for d in range(3):  # d P_c / d P_w = R
+                        Jb[k, r, d] = Jp[r, 0] * R[c, 0, d] + Jp[r, 1] * R[c, 1, d] + Jp[r, 2] * R[c, 2, d]
+
+
+@njit(nogil=True, cache=True)
+def _eval_bal(R, t, intr, pts, obs_cam, obs_pt, obs_uv, want_jac, res, Ja, Jb):
+    K = obs_cam.shape[0]
+    P = np.empty(3)
+    uv = np.empty(2)
+    JP = np.empty((2, 3))
+    Ji = np.empty((2, 3))
+    Jpose = np.empty((2, 6))
+    for k in range(K):
+        c = obs_cam[k]
+        j = obs_pt[k]
+        for a in range(3):
+            P[a] = R[c, a, 0] * pts[j, 0] + R[c, a, 1] * pts[j, 1] + R[c, a, 2] * pts[j, 2] + t[c, a]
+        ok = project_bal(P, intr[c, 0], intr[c, 1], intr[c, 2], uv, JP, Ji)
+        res[k, 0] = uv[0] - obs_uv[k, 0] if ok else 0.0
+        res[k, 1] = uv[1] - obs_uv[k, 1] if ok else 0.0
+        if want_jac:
+            if ok:
+                pose_jacobian_left(JP, P, 2, Jpose)
+            for r in range(2):
+                for d in range(6):
+                    Ja[k, r, d] = Jpose[r, d] if ok else 0.0
+                for d in range(3):
+                    Ja[k, r, 6 + d] = Ji[r, d] if ok else 0.0
+                    Jb[k, r, d] = (JP[r, 0] * R[c, 0, d] + JP[r, 1] * R[c, 1, d] + JP[r, 2] * R[c, 2, d]) if ok else 0.0
+
+
+@njit(nogil=True, cache=True)
+def _so3_exp(w, out):
+    """Rodrigues: out = Exp(w) (3x3), series for tiny angles."""
+    th2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2]
+    if th2 < 1e-16:
+        a = 1.0 - th2 / 6.0
+        b = 0.5 - th2 / 24.0
+    else:
+        th = np.sqrt(th2)
+        a = np.sin(th) / th
+        b = (1.0 - np.cos(th)) / th2
+    x, y, z = w[0], w[1], w[2]
+    out[0, 0] = 1.0 - b * (y * y + z * z)
+    out[0, 1] = -a * z + b * x * y
+    out[0, 2] = a * y + b * x * z
+    out[1, 0] = a * z + b * x * y
+    out[1, 1] = 1.0 - b * (x * x + z * z)
+    out[1, 2] = -a * x + b * y * z
+    out[2, 0] = -a * y + b * x * z
+    out[2, 1] = a * x + b * y * z
+    out[2, 2] = 1.0 - b * (x * x + y * y)
+
+
+@njit(nogil=True, cache=True)
+def _retract_cameras(R, t, delta, dim, fixed):
+    """``R <- Exp(phi) R``, ``t <- Exp(phi) t + rho`` per camera (delta block = (rho, phi, extra...))."""
+    E = np.empty((3, 3))
+    w = np.empty(3)
+    tmp = np.empty((3, 3))
+    for c in range(R.shape[0]):
+        if fixed[c]:
+            continue
+        o = c * dim
+        w[0], w[1], w[2] = delta[o + 3], delta[o + 4], delta[o + 5]
+        _so3_exp(w, E)
+        for a in range(3):
+            for b in range(3):
+                tmp[a, b] = E[a, 0] * R[c, 0, b] + E[a, 1] * R[c, 1, b] + E[a, 2] * R[c, 2, b]
+        t0, t1, t2 = t[c, 0], t[c, 1], t[c, 2]
+        for a in range(3):
+            t[c, a] = E[a, 0] * t0 + E[a, 1] * t1 + E[a, 2] * t2 + delta[o + a]
+            for b in range(3):
+                R[c, a, b] = tmp[a, b]
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems (the solver protocol)
+
+
+class _CameraPointProblem:
+    """Shared layout of the BA problems: blocks 0..n-1 cameras, n..n+m-1 points."""
+
+    dim_b = 3
+
+    def _init_layout(self, n_cams: int, obs_cam: np.ndarray, obs_pt: np.ndarray, fixed_cams) -> None:
+        self.n_cams = n_cams
+        self.n_points = len(self.points)
+        self.obs_cam = np.ascontiguousarray(obs_cam, dtype=np.int64)
+        self.obs_pt = np.ascontiguousarray(obs_pt, dtype=np.int64)
+        self.block_a = self.obs_cam
+        self.block_b = self.obs_pt + n_cams
+        self.parameter_block_sizes = np.concatenate(
+            [np.full(n_cams, self.dim_a, dtype=np.int64), np.full(self.n_points, 3, dtype=np.int64)])
+        fixed = np.zeros(n_cams + self.n_points, dtype=bool)
+        if fixed_cams is not None:
+            fixed[:n_cams] = np.asarray(fixed_cams, dtype=bool)
+        self.fixed_blocks = fixed
+        self.fixed_cams = np.ascontiguousarray(fixed[:n_cams])
+
+    @property
+    def num_observations(self) -> int:
+        return len(self.obs_cam)
+
+    def _alloc(self, jacobians: bool):
+        K, m = len(self.obs_cam), self.residual_dim
+        res = np.empty((K, m))
+        if not jacobians:
+            return res, np.empty((0, m, self.dim_a)), np.empty((0, m, 3))
+        return res, np.empty((K, m, self.dim_a)), np.empty((K, m, 3))
+
+    def cost(self) -> float:
+        """0.5 * |r|^2 (no robust loss) at the current state."""
+        r, _, _ = self.evaluate(jacobians=False)
+        return 0.5 * float(np.sum(r * r))
+
+    def retract(self, delta: np.ndarray) -> None:
+        delta = np.ascontiguousarray(delta, dtype=np.float64)
+        nc = self.n_cams * self.dim_a
+        _retract_cameras(self.R, self.t, delta[:nc], self.dim_a, self.fixed_cams)
+        if self.dim_a > 6:
+            extra = delta[:nc].reshape(self.n_cams, self.dim_a)[:, 6:]
+            self.intrinsics_free[~self.fixed_cams] += extra[~self.fixed_cams]
+        self.points += delta[nc:].reshape(self.n_points, 3)
+
+    def get_state(self):
+        return (self.R.copy(), self.t.copy(), self.points.copy(), self._extra_state())
+
+    def set_state(self, state) -> None:
+        R, t, pts, extra = state
+        self.R[:] = R
+        self.t[:] = t
+        self.points[:] = pts
+        self._set_extra_state(extra)
+
+    def _extra_state(self):
+        return None
+
+    def _set_extra_state(self, extra) -> None:
+        pass
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    bad = ~np.isfinite(a)
+    if np.any(bad):
+        idx = np.argwhere(bad)[0]
+        raise ValueError(f"{name}: non-finite value at index {tuple(int(i) for i in idx)}")
+
+
+class WindowProblem(_CameraPointProblem):
+    """A VO sliding window: SE(3) keyframe poses (world->camera) + XYZ landmarks, undistorted
+    pinhole (mono rows) or rectified stereo (``obs_ur`` finite -> a third row ``u_r``)."""
+
+    dim_a = 6
+
+    def __init__(self, T_cw: np.ndarray, points_w: np.ndarray, obs_cam, obs_pt, obs_uv, obs_ur,
+                 intrinsics: Sequence[float], baseline: float, fixed_cams=None) -> None:
+        T_cw = np.asarray(T_cw, dtype=np.float64).reshape(-1, 4, 4)
+        self.R = np.ascontiguousarray(T_cw[:, :3, :3])
+        self.t = np.ascontiguousarray(T_cw[:, :3, 3])
+        self.points = np.array(points_w, dtype=np.float64).reshape(-1, 3)
+        n = len(T_cw)
+        obs_cam = np.asarray(obs_cam).ravel()
+        obs_pt = np.asarray(obs_pt).ravel()
+        K = len(obs_cam)
+        self.obs_uv = np.ascontiguousarray(obs_uv, dtype=np.float64).reshape(-1, 2)
+        self.obs_ur = (np.full(K, np.nan) if obs_ur is None
+                       else np.ascontiguousarray(obs_ur, dtype=np.float64).ravel())
+        if K == 0:
+            raise ValueError("solve_window: no observations")
+        if len(obs_pt) != K or len(self.obs_uv) != K or len(self.obs_ur) != K:
+            raise ValueError(f"solve_window: obs_cam has {K} entries but obs_pt {len(obs_pt)}, "
+                             f"obs_uv {len(self.obs_uv)}, obs_ur {len(self.obs_ur)}")
+        if obs_cam.min() < 0 or obs_cam.max() >= n:
+            raise ValueError(f"solve_window: obs_cam index out of range [0, {n}) "
+                             f"(observation {int(np.argmax((obs_cam < 0) | (obs_cam >= n)))})")
+        if obs_pt.min() < 0 or obs_pt.max() >= len(self.points):
+            bad = int(np.argmax((obs_pt < 0) | (obs_pt >= len(self.points))))
+            raise ValueError(f"solve_window: obs_pt index out of range [0, {len(self.points)}) (observation {bad})")
+        _check_finite("solve_window T_cw", T_cw)
+        _check_finite("solve_window points_w", self.points)
+        _check_finite("solve_window obs_uv", self.obs_uv)
+        fx, fy, cx, cy = (float(v) for v in intrinsics)
+        self.intrinsics = (fx, fy, cx, cy)
+        self.baseline = float(baseline)
+        self.residual_dim = 3 if np.any(np.isfinite(self.obs_ur)) else 2
+        if fixed_cams is None:  # default gauge: the oldest keyframe
+            fixed_cams = np.zeros(n, dtype=bool)
+            fixed_cams[0] = True
+        self._init_layout(n, obs_cam, obs_pt, fixed_cams)
+
+    def evaluate(self, jacobians: bool = True):
+        res, Ja, Jb = self._alloc(jacobians)
+        fx, fy, cx, cy = self.intrinsics
+        _eval_window(self.R, self.t, self.points, self.obs_cam, self.obs_pt, self.obs_uv, self.obs_ur,
+                     fx, fy, cx, cy, self.baseline, jacobians, res, Ja, Jb)
+        return (res, Ja, Jb) if jacobians else (res, None, None)
+
+    def poses(self) -> np.ndarray:
+        """float64[n,4,4] current T_cw."""
+        T = np.zeros((self.n_cams, 4, 4))
+        T[:, :3, :3] = self.R
+        T[:, :3, 3] = self.t
+        T[:, 3, 3] = 1.0
+        return T
+
+
+class BALProblemModel(_CameraPointProblem):
+    """A BAL problem as a solver problem: 9-parameter cameras (pose update + f, k1, k2) and points.
+
+    BAL stores rotations as Rodrigues vectors; the state here is the rotation matrix (updated on
+    the left in fp64), converted back by :meth:`to_bal`. ``fixed_cams`` defaults to none: BAL
+    problems are solved with their gauge freedom left to the LM damping, as Ceres does.
+    """
+
+    dim_a = 9
+    residual_dim = 2
+
+    def __init__(self, bal, fixed_cams=None) -> None:
+        from mpslam_ros.geometry.camera import rodrigues_to_matrix
+
+        self.R = np.ascontiguousarray(rodrigues_to_matrix(bal.cameras[:, :3]))
+        self.t = np.ascontiguousarray(bal.cameras[:, 3:6], dtype=np.float64)
+        self.intrinsics_free = np.ascontiguousarray(bal.cameras[:, 6:9], dtype=np.float64)
+        self.points = np.array(bal.points, dtype=np.float64)
+        self.obs_uv = np.ascontiguousarray(bal.obs_uv, dtype=np.float64)
+        if len(bal.obs_cam) == 0:
+            raise ValueError("BAL problem has no observations")
+        self._init_layout(len(bal.cameras), bal.obs_cam, bal.obs_pt, fixed_cams)
+
+    def evaluate(self, jacobians: bool = True):
+        res, Ja, Jb = self._alloc(jacobians)
+        _eval_bal(self.R, self.t, self.intrinsics_free, self.points, self.obs_cam, self.obs_pt,
+                  self.obs_uv, jacobians, res, Ja, Jb)
+        return (res, Ja, Jb) if jacobians else (res, None, None)
+
+    def _extra_state(self):
+        return self.intrinsics_free.copy()
+
+    def _set_extra_state(self, extra) -> None:
+        self.intrinsics_free[:] = extra
+
+    def to_bal(self, template):
+        """A :class:`~mpslam_ros.io.bal.BALProblem` with the current estimate and ``template``'s observations."""
+        from mpslam_ros.geometry.camera import matrix_to_rodrigues
+        from mpslam_ros.io.bal import BALProblem
+
+        cams = np.concatenate([matrix_to_rodrigues(self.R), self.t, self.intrinsics_free], axis=1)
+        return BALProblem(cams, self.points.copy(), template.obs_cam.copy(), template.obs_pt.copy(),
+                          template.obs_uv.copy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _default_options(options):
+    if options is not None:
+        return options
+    from mpslam_ros.solvers.lm import SolverOptions
+
+    return SolverOptions()
+
+
+def _solve(problem, options):
+    """Run the configured linear solver: ``linear_solver == "schur"`` -> fp64 Schur reference,
+    anything else -> the shared LM + CGNR in the options' precision."""
+    if getattr(options, "linear_solver", None) == "schur":
+        from mpslam_ros.solvers.schur import solve_schur
+
+        return solve_schur(problem, options)
+    from mpslam_ros.solvers.lm import solve
+
+    return solve(problem, options)
+
+
+def solve_window(T_cw: np.ndarray, points_w: np.ndarray, obs_cam: np.ndarray, obs_pt: np.ndarray,
+                 obs_uv: np.ndarray, obs_ur: Optional[np.ndarray], intrinsics: Sequence[float],
+                 baseline: float, fixed_cams: Optional[np.ndarray] = None, options=None
+                 ) -> Tuple[np.ndarray, np.ndarray, object]:
+    """Bundle-adjust one VO window; returns ``(T_cw_new float64[n,4,4], points_w_new float64[m,3], summary)``.
+
+    ``obs_ur`` holds the right-image u of rectified stereo observations (NaN for mono ones);
+    ``fixed_cams`` (bool[n]) fixes the gauge (default: the oldest keyframe). ``options`` is a
+    :class:`~mpslam_ros.solvers.lm.SolverOptions` (precision, robust loss, max_iterations, ...);
+    ``options.linear_solver = "schur"`` runs the fp64 Schur-complement reference instead of CGNR.
+    Raises ValueError naming the input for inconsistent sizes, out-of-range indices or NaN/inf.
+    """
+    problem = WindowProblem(T_cw, points_w, obs_cam, obs_pt, obs_uv, obs_ur, intrinsics, baseline, fixed_cams)
+    summary = _solve(problem, _default_options(options))
+    return problem.poses(), problem.points.copy(), summary
+
+
+def solve_bal(bal, options=None):
+    """Bundle-adjust a :class:`~mpslam_ros.io.bal.BALProblem`; returns ``(optimised BALProblem, summary)``."""
+    problem = BALProblemModel(bal)
+    summary = _solve(problem, _default_options(options))
+    return problem.to_bal(bal), summary
+
+
+def warmup() -> None:
+    """Compile (or load from cache) the BA kernels on a tiny problem."""
+    from mpslam_ros.problems.window_synth import make_window
+
+    w = make_window(0, num_keyframes=6, num_landmarks=20, track_length=(3, 6), stereo=True)
+    p = WindowProblem(*w.solve_args())
+    p.evaluate(True)
+    p.retract(np.zeros(6 * p.n_cams + 3 * p.n_points))
+    from mpslam_ros.io.bal import BALProblem
+
+    bal = BALProblem(np.array([[0.01, 0.02, 0.03, 0.1, 0.2, -5.0, 500.0, 1e-7, 1e-13]]),
+                     np.array([[0.1, 0.2, 0.3]]), np.array([0]), np.array([0]), np.array([[1.0, 2.0]]))
+    b = BALProblemModel(bal)
+    b.evaluate(True)
+    b.retract(np.zeros(12))
