@@ -20,8 +20,10 @@ pose-pose block over the whole window, which the matrix-free CGNR (per-observati
 Jacobian blocks) cannot store in its block layout; the VO window is re-anchored at every keyframe
 and the fixed oldest keyframe holds the information already absorbed by earlier windows.
 
-Points that project behind a camera (depth < 1e-6) contribute zero residual and Jacobian at that
-evaluation instead of a NaN (the robust loss and the LM step control then handle them).
+Points that project behind a camera (depth < 1e-6) get a constant residual of INVALID_RESIDUAL px
+per row and a zero Jacobian instead of a NaN: a constant keeps the gradient clean, and being large it
+stops LM from accepting a step that "removes" observations by pushing points behind the cameras
+(with a zero residual such a step would look like a cost decrease).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from numba import njit
 
 from mpslam_ros.geometry.camera import project_bal, project_radtan, project_stereo, pose_jacobian_left
 
+
+#: Residual (pixels, per row) of an observation whose point is behind the camera.
+INVALID_RESIDUAL = 1.0e4
 
 # ---------------------------------------------------------------------------------------------
 # numba kernels: residuals + Jacobians, and the fp64 retraction
@@ -61,7 +66,7 @@ def _eval_window(R, t, pts, obs_cam, obs_pt, obs_uv, obs_ur, fx, fy, cx, cy, bas
             ok = project_radtan(P, fx, fy, cx, cy, 0.0, 0.0, 0.0, 0.0, 0.0, proj, Jp)
             nr = 2
         for r in range(rows):
-            res[k, r] = 0.0
+            res[k, r] = 0.0 if ok else INVALID_RESIDUAL
         if ok:
             res[k, 0] = proj[0] - obs_uv[k, 0]
             res[k, 1] = proj[1] - obs_uv[k, 1]
@@ -96,8 +101,8 @@ def _eval_bal(R, t, intr, pts, obs_cam, obs_pt, obs_uv, want_jac, res, Ja, Jb):
         for a in range(3):
             P[a] = R[c, a, 0] * pts[j, 0] + R[c, a, 1] * pts[j, 1] + R[c, a, 2] * pts[j, 2] + t[c, a]
         ok = project_bal(P, intr[c, 0], intr[c, 1], intr[c, 2], uv, JP, Ji)
-        res[k, 0] = uv[0] - obs_uv[k, 0] if ok else 0.0
-        res[k, 1] = uv[1] - obs_uv[k, 1] if ok else 0.0
+        res[k, 0] = uv[0] - obs_uv[k, 0] if ok else INVALID_RESIDUAL
+        res[k, 1] = uv[1] - obs_uv[k, 1] if ok else INVALID_RESIDUAL
         if want_jac:
             if ok:
                 pose_jacobian_left(JP, P, 2, Jpose)
