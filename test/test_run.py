@@ -24,6 +24,12 @@ def test_run_synthetic_writes_trajectory_timings_report_plots(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     traj = read_trajectory(out / "trajectory.tum")
     assert len(traj) == 160
+    # keyframe poses are the odometry at the keyframes' stamps; no corrected file without loop closure
+    kfs = read_trajectory(out / "keyframes_vo.tum")
+    assert 2 <= len(kfs) == report_keyframes(out) and set(kfs.stamps_ns.tolist()) <= set(traj.stamps_ns.tolist())
+    at = {int(t): P for t, P in zip(traj.stamps_ns, traj.poses)}
+    np.testing.assert_allclose(kfs.poses, [at[int(t)] for t in kfs.stamps_ns], atol=1e-6)
+    assert not (out / "keyframes_corrected.tum").exists()
     rows = list(csv.DictReader(open(out / "timings.csv")))
     assert len(rows) == 160 and rows[0]["state"] == "initializing"
     assert all(float(r["total_ms"]) > 0 for r in rows)
@@ -35,6 +41,35 @@ def test_run_synthetic_writes_trajectory_timings_report_plots(tmp_path, capsys):
     assert report["timings"]["total"]["median_ms"] > 0
     text = capsys.readouterr().out
     assert "ate_rmse_m" in text and "p95 ms" in text
+
+
+def report_keyframes(out: Path) -> int:
+    return json.loads((out / "report.json").read_text())["keyframes"]
+
+
+def test_run_with_loop_closure_writes_corrected_keyframes_and_survives_a_bad_keyframe(tmp_path, monkeypatch):
+    """Loop closure on: keyframes_corrected.tum holds the pose-graph output for every keyframe; a
+    keyframe the loop closure rejects (ValueError) is reported and dropped, the run goes on."""
+    from mpslam_ros.slam.loop_closure import LoopClosure
+
+    original = LoopClosure.add_keyframe
+    calls = []
+
+    def add_keyframe(self, kf):
+        calls.append(kf.id)
+        if len(calls) == 2:
+            raise ValueError(f"keyframe {kf.id}: pose has NaN")
+        return original(self, kf)
+
+    monkeypatch.setattr(LoopClosure, "add_keyframe", add_keyframe)
+    out = tmp_path / "lc"
+    assert mpslam(["run", "household:8", "--window", "10", "--no-plots", "--no-progress", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames"] == 160 and report["keyframes"] == len(calls) >= 3
+    kf_vo, kf_corr = read_trajectory(out / "keyframes_vo.tum"), read_trajectory(out / "keyframes_corrected.tum")
+    assert kf_vo.stamps_ns.tolist() == kf_corr.stamps_ns.tolist() and len(kf_vo) == len(calls)
+    assert np.all(np.isfinite(kf_corr.poses))
+    assert report["keyframes_dropped_by_loop_closure"] == [calls[1]]
 
 
 def test_run_euroc_stays_within_2cm(tmp_path):

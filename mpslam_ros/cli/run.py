@@ -7,6 +7,8 @@ with a progress bar, and writes to OUTDIR:
 
 - ``trajectory.tum``: body poses (the frame the dataset's ground truth uses: EuRoC body, synthetic
   base_link), loop-closure corrected when it is on; ``trajectory_vo.tum``: raw odometry;
+- ``keyframes_vo.tum`` / ``keyframes_corrected.tum``: the keyframe poses before and after loop
+  closure (the pose graph's own output; the second only with loop closure on);
 - ``timings.csv``: per frame stamp, tracking state, tracked features and the time of every stage;
 - ``report.txt`` / ``report.json``: frames, states, speed (median / p95 per stage) and, when the
   dataset has ground truth, ATE and RPE (drift per metre travelled);
@@ -71,6 +73,8 @@ class RunOutput:
     loops: int = 0
     wall_s: float = 0.0
     ground_truth: object = None
+    #: keyframe id -> (stamp_ns, T_odom_body from VO, T_map_body after loop closure)
+    keyframes: Dict[int, tuple] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -85,6 +89,8 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
     stamps, poses, states, tracked, timings, reasons = [], [], [], [], [], []
     kf_of_frame: List[int] = []  # last keyframe id at or before each frame (-1: none yet)
     kf_pose: Dict[int, np.ndarray] = {}
+    kf_stamp: Dict[int, int] = {}
+    dropped_keyframes: List[int] = []
     last_kf = -1
     bar = None
     if progress:
@@ -105,8 +111,14 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
             if res.keyframe is not None:
                 last_kf = res.keyframe.id
                 kf_pose[last_kf] = res.keyframe.T_world_body.copy()
+                kf_stamp[last_kf] = res.keyframe.stamp_ns
                 if lc is not None:
-                    lc.add_keyframe(res.keyframe)
+                    try:
+                        lc.add_keyframe(res.keyframe)
+                    except ValueError as exc:  # a malformed keyframe: report it, keep the odometry going
+                        logging.getLogger("mpslam_ros.loop_closure").warning(
+                            "keyframe %d (stamp %d) dropped by loop closure: %s", last_kf, res.stamp_ns, exc)
+                        dropped_keyframes.append(last_kf)
             stamps.append(res.stamp_ns)
             poses.append(res.T_world_body)
             states.append(res.tracking_state)
@@ -125,6 +137,7 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
     poses_vo = np.array(poses).reshape(-1, 4, 4)
     corrected = poses_vo.copy()
     loops = 0
+    kf_corr: Dict[int, np.ndarray] = {}
     if lc is not None:
         lc.wait_idle(timeout=120.0)
         kf_corr = lc.corrected_poses()
@@ -137,7 +150,10 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
         lc.close()
     return RunOutput(source.name, np.asarray(stamps, np.int64), poses_vo, corrected, states,
                      np.asarray(tracked), timings, reasons, num_keyframes=len(kf_pose), loops=loops,
-                     wall_s=wall, ground_truth=source.ground_truth())
+                     wall_s=wall, ground_truth=source.ground_truth(),
+                     keyframes={kid: (kf_stamp[kid], kf_pose[kid], kf_corr.get(kid, kf_pose[kid]))
+                                for kid in sorted(kf_pose)},
+                     extra={"keyframes_dropped_by_loop_closure": dropped_keyframes})
 
 
 def _make_loop_closure():
@@ -228,6 +244,12 @@ def write_outputs(out_dir: Path, run: RunOutput, settings: dict, plots: bool = T
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tum(out_dir / "trajectory.tum", Trajectory(run.stamps_ns, run.poses))
     write_tum(out_dir / "trajectory_vo.tum", Trajectory(run.stamps_ns, run.poses_vo))
+    if run.keyframes:
+        rows = list(run.keyframes.values())
+        kf_stamps = np.array([r[0] for r in rows], np.int64)
+        write_tum(out_dir / "keyframes_vo.tum", Trajectory(kf_stamps, np.array([r[1] for r in rows])))
+        if settings.get("loop_closure"):
+            write_tum(out_dir / "keyframes_corrected.tum", Trajectory(kf_stamps, np.array([r[2] for r in rows])))
     with open(out_dir / "timings.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["frame", "stamp_ns", "state", "num_tracked"] + [f"{s}_ms" for s in STAGES])
@@ -243,7 +265,7 @@ def write_outputs(out_dir: Path, run: RunOutput, settings: dict, plots: bool = T
               "states": {s: run.states.count(s) for s in set(run.states)},
               "keyframes": run.num_keyframes, "loops": run.loops, "wall_s": run.wall_s,
               "frames_per_s": len(run.states) / max(run.wall_s, 1e-9), "timings": table,
-              "metrics_vo": metrics_vo, "metrics": metrics}
+              "metrics_vo": metrics_vo, "metrics": metrics, **run.extra}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     if plots and run.ground_truth is not None and len(run.stamps_ns) > 1:
         _plots(out_dir, run)

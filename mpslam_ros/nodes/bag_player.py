@@ -28,6 +28,10 @@ from mpslam_ros.nodes.msgs import ns_to_time
 from mpslam_ros.nodes.runtime import run_node
 
 
+#: seconds to wait after every --wait-for topic is matched, before the first message
+MATCH_SETTLE_S = 0.5
+
+
 class BagError(RuntimeError):
     """The bag cannot be opened or read; the message names the bag and the reason."""
 
@@ -113,14 +117,25 @@ class BagPlayerNode(Node):
         deadline = time.monotonic() + self.options.wait_timeout
         pending = list(self.options.wait_for)
         while pending and not self._stop.is_set():
-            pending = [t for t in pending if self.count_subscribers(t) == 0]
+            pending = [t for t in pending if self._subscriber_count(t) == 0]
             if not pending:
+                # the writer side matches a moment before the reader side; a volatile reader
+                # loses what is sent in between, so give the readers a moment
+                self._stop.wait(MATCH_SETTLE_S)
                 break
             if time.monotonic() > deadline:
                 self.get_logger().warning(f"no subscriber on {pending} after {self.options.wait_timeout:g} s; "
                                           "playing anyway")
                 break
             time.sleep(0.1)
+
+    def _subscriber_count(self, topic: str) -> int:
+        """Matched DDS readers for a topic this player publishes (the ROS graph can list a
+        subscriber before its endpoints match, and what is sent before the match is lost);
+        graph subscribers for any other topic (e.g. a node's keyframe input, a readiness sign)."""
+        name = topic if topic.startswith("/") else "/" + topic
+        publisher = self._topic_publishers.get(name) or self._topic_publishers.get(topic)
+        return publisher.get_subscription_count() if publisher is not None else self.count_subscribers(topic)
 
     def _play_once(self) -> None:
         opts = self.options

@@ -82,10 +82,11 @@ class OutputRecorder:
         self._executor.add_node(self.node)
         # deep queues: a starved recorder thread must not lose odometry it is asked to count
         reliable = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        self._subscriptions = {}
         for topic, cls in OUTPUT_TOPICS.items():
             # best effort subscribers match both reliable and best-effort publishers
             qos = qos_profile_sensor_data if cls in (PointCloud2,) else reliable
-            self.node.create_subscription(cls, topic, self._callback(topic), qos)
+            self._subscriptions[topic] = self.node.create_subscription(cls, topic, self._callback(topic), qos)
         self.node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, qos_profile_sensor_data)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="recorder", daemon=True)
@@ -156,6 +157,31 @@ class OutputRecorder:
             cam = dict(self.data.camera_arrival)
             odo = list(self.data.odometry)
         return np.array([t - cam[s] for s, _, t in odo if s in cam], dtype=np.float64)
+
+    def diagnostics(self, name: str) -> dict:
+        """The latest values of the diagnostic status ``name`` ({} before the first one)."""
+        with self._lock:
+            return dict(self.data.diagnostics.get(name, {}))
+
+    def wait_for_frames_done(self, n_frames: int, timeout: float, name: str = "vo_node: visual odometry") -> bool:
+        """Wait until vo_node reports every one of ``n_frames`` frames processed or dropped and all
+        its odometry has arrived here (diagnostics come once a second, so a fixed sleep can read a
+        stale report)."""
+        def done(r: "OutputRecorder") -> bool:
+            d = r.diagnostics(name)
+            return (bool(d) and int(d["frames_processed"]) + int(d["frames_dropped"]) >= n_frames
+                    and r.count("vo/odometry") >= int(d["odometry_published"]))
+        return self.wait_for(done, timeout)
+
+    def matched_publishers(self, topic: str) -> int:
+        """Publishers whose DDS writers are matched with this recorder's reader on ``topic``."""
+        return self._subscriptions[topic].get_publisher_count()
+
+    def wait_for_publishers(self, topics, timeout: float) -> bool:
+        """Wait until every topic's reader is matched with a publisher. The ROS graph can list a
+        publisher before its DDS endpoints match, and messages sent before the match are lost to
+        this (volatile) reader, so a test that counts messages waits on this before data flows."""
+        return self.wait_for(lambda r: all(r.matched_publishers(t) > 0 for t in topics), timeout)
 
     def wait_for(self, predicate, timeout: float, poll: float = 0.1) -> bool:
         deadline = time.monotonic() + timeout
