@@ -24,6 +24,8 @@ DURATION_S = 12.0
 SCENE = "household"
 #: ATE (m, SE(3)-aligned RMSE) the VO odometry must reach on the short synthetic bag.
 ATE_BOUND_M = 0.10
+#: topics whose messages the tests count: the recorder must be matched with their publishers first
+OUTPUTS_COUNTED = ["vo/odometry", "vo/keyframes/features", "loop_closure/path", "/diagnostics"]
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,7 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
     with _graph(tmp_path, ros_env, seq) as graph:
         graph.start_node("vo_node")
         graph.start_node("loop_closure_node")
+        assert recorder.wait_for_publishers(OUTPUTS_COUNTED, timeout=300), graph.log("vo_node")
         graph.start_player(bag, rate=1.0)
         # inject once both nodes are demonstrably processing (loop closure published a path)
         assert recorder.wait_for(lambda r: r.count("vo/odometry") >= 20 and r.count("loop_closure/path") >= 1,
@@ -119,6 +122,7 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
         last = recorder.odometry_trajectory().stamps_ns[-1]
         injector.send_bad_inputs(seq.rig, int(last))
         _wait_player(graph, timeout=400)
+        assert recorder.wait_for_frames_done(len(seq), timeout=120), recorder.diagnostics("vo_node: visual odometry")
         n_kf = recorder.count("vo/keyframes/features")
         recorder.wait_for(lambda r: r.data.diagnostics.get("loop_closure_node: loop closure", {}).get(
             "keyframes_processed") == str(n_kf), timeout=30)
@@ -174,6 +178,7 @@ def test_odometry_keeps_flowing_when_loop_closure_is_killed(tmp_path, ros_env, s
     with _graph(tmp_path, ros_env, seq) as graph:
         graph.start_node("vo_node")
         lc = graph.start_node("loop_closure_node")
+        assert recorder.wait_for_publishers(OUTPUTS_COUNTED, timeout=300), graph.log("vo_node")
         graph.start_player(bag, rate=1.0)
         assert recorder.wait_for(lambda r: r.count("vo/keyframes/features") >= 2, timeout=300), graph.log("vo_node")
         assert recorder.wait_for(lambda r: r.count("loop_closure/path") >= 1, timeout=30), \

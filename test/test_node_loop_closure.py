@@ -5,6 +5,7 @@ standard messages vo_node sends; the corrected path follows, and the ~/save_map,
 from __future__ import annotations
 
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -78,9 +79,12 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
         graph.start_node("loop_closure_node")
         assert clients["save_map"].wait_for_service(timeout_sec=300), graph.log("loop_closure_node")
         # keyframe subscriptions appear once the node is warm (kernels, vocabulary); the recorder is the other one
-        assert rec.wait_for(lambda r: node.count_subscribers("/vo/keyframes/features") >= 2
-                            and node.count_subscribers("/vo/keyframes/pose") >= 2, timeout=300), \
+        # (matched DDS readers: the graph can list a subscriber before what is published reaches it)
+        assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
+                            and pub_pose.get_subscription_count() >= 2
+                            and r.matched_publishers("loop_closure/path") > 0, timeout=300), \
             graph.log("loop_closure_node")
+        time.sleep(0.5)  # the readers match a moment after the writers
         K = keyframes[0].K
         cam = CameraIntrinsics(seq.rig.left.width, seq.rig.left.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
         for kf in keyframes:

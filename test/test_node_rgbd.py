@@ -4,8 +4,8 @@ ground truth."""
 
 from __future__ import annotations
 
-import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
@@ -30,12 +30,15 @@ def test_vo_node_rgbd_mode(tmp_path, ros_env, monkeypatch):
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec:
         with SlamGraph(tmp_path / "logs", ros_env, params=params) as graph:
             graph.start_node("vo_node")
+            assert rec.wait_for_publishers(["vo/odometry", "/diagnostics"], timeout=300), graph.log("vo_node")
             player = graph.start_player(bag, wait_for=["/camera/left/image_raw", "/camera/depth/image_raw",
                                                        "/camera/left/camera_info"])
             player.wait(timeout=400)
             assert player.returncode == 0, graph.log("bag_player")
-            rec.wait_for(lambda r: r.count("vo/odometry") >= len(seq), timeout=10)
-            time.sleep(1.2)
+            missing = lambda: sorted(set(range(len(seq))) - set(  # noqa: E731  (frame indices without odometry)
+                np.searchsorted(seq.ground_truth().stamps_ns, rec.odometry_trajectory().stamps_ns).tolist()))
+            assert rec.wait_for_frames_done(len(seq), timeout=120), (rec.diagnostics("vo_node: visual odometry"),
+                                                                      missing())
             assert graph.stop("vo_node") == 0
         log = graph.log("vo_node")
         diag = rec.data.diagnostics["vo_node: visual odometry"]

@@ -4,7 +4,6 @@ played by bag_player; the node's odometry follows the ground truth and keyframes
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -70,11 +69,11 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypat
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec:
         with SlamGraph(tmp_path / "logs", ros_env, params={"/**": extrinsic_params(T_body_left)}) as graph:
             graph.start_node("vo_node")
+            assert rec.wait_for_publishers(["vo/odometry", "/diagnostics"], timeout=300), graph.log("vo_node")
             player = graph.start_player(bag, rate=1.0)
             player.wait(timeout=400)
             assert player.returncode == 0, graph.log("bag_player")
-            rec.wait_for(lambda r: r.count("vo/odometry") >= n_frames - 2, timeout=10)
-            time.sleep(1.2)  # one more diagnostics period
+            assert rec.wait_for_frames_done(n_frames, timeout=120), rec.diagnostics("vo_node: visual odometry")
             assert graph.stop("vo_node") == 0
         log = graph.log("vo_node")
         assert "Traceback" not in log, log[-3000:]

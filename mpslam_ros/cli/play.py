@@ -26,7 +26,10 @@ def add_player_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for --wait-for subscribers before giving up (default 60)")
     parser.add_argument("--delay", type=float, default=0.0,
                         help="seconds to sleep before the first message (after --wait-for)")
-    parser.add_argument("--qos-depth", type=int, default=10, help="publisher queue depth (default 10)")
+    parser.add_argument("--qos-depth", type=int, default=100,
+                        help="publisher queue depth (default 100): messages a reliable subscriber has not yet "
+                             "acknowledged stay this long for resending, so a briefly starved subscriber "
+                             "loses nothing")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
 
 

@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from mpslam_ros.datatypes import CameraIntrinsics, FrameResult, StereoFrame, StereoRig
@@ -74,6 +74,10 @@ class VisualOdometryNode(Node):
                             "QoS of the camera subscriptions: 'reliable' (matches reliable publishers such as "
                             "bag_player; no transport loss of large images) or 'sensor_data' (best effort: "
                             "needed for drivers that publish best effort)")
+        image_queue_depth = declare(self, "image_queue_depth", 30,
+                                    "DDS queue depth of each camera subscription: deep enough that a briefly "
+                                    "busy executor loses nothing (the VO's own queue, max_pending_frames, "
+                                    "decides what is dropped, and counts it)")
         self.max_pending = declare(self, "max_pending_frames", 10,
                                    "frames waiting for VO (absorbs keyframe bundle-adjustment spikes); when full the oldest is dropped and counted")
         self.path_period = declare(self, "path_publish_period_s", 1.0, "seconds between vo/path messages")
@@ -132,8 +136,8 @@ class VisualOdometryNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.tf = try_tf_broadcaster(self) if self.publish_tf else None
 
-        self.image_qos = qos_profile_sensor_data if image_qos == "sensor_data" else QoSProfile(
-            depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_qos = QoSProfile(depth=max(1, image_queue_depth), reliability=(
+            ReliabilityPolicy.BEST_EFFORT if image_qos == "sensor_data" else ReliabilityPolicy.RELIABLE))
         other = "camera/right/image_raw" if self.mode == "stereo" else "camera/depth/image_raw"
         self.topics = {"left": "camera/left/image_raw", "other": other}
         self._info_topics = ["camera/left/camera_info"] + (
