@@ -200,7 +200,7 @@ def test_cgnr_solves_damped_normal_equations(pc_kind, storage):
     stats = np.zeros(6)
     its = K.cgnr(Sa, Sb, col_a, col_b, rhs64.astype(vt), lam, pc_kind, to_storage(bd, storage), cols, sizes, offs,
                  Lfull.indptr.astype(np.int64), Lfull.indices.astype(np.int64), to_storage(Lfull.data, storage),
-                 np.zeros(0, dtype=np.int64), 500, 1e-5, False, x, stats)
+                 np.zeros(0, dtype=np.int64), np.zeros(1, dtype=vt), 0, 1.0, 500, 1e-5, 0.0, False, x, stats)
     Aref = (lambda J: J.T @ J)(_dense(from_storage(Sa).astype(np.float64), from_storage(Sb).astype(np.float64),
                                       col_a, col_b, n)) + lam * np.eye(n)
     ref = np.linalg.solve(Aref, rhs64.astype(vt).astype(np.float64))
@@ -209,6 +209,105 @@ def test_cgnr_solves_damped_normal_equations(pc_kind, storage):
     assert np.linalg.norm(x - ref) <= tol * np.linalg.norm(ref)
     if pc_kind == K.PC_IC and storage == "fp64":
         assert its <= 2  # exact factor: one or two iterations
+
+
+def _block_spd(nb=40, d=6, seed=12):
+    """A random SPD matrix with a sparse d x d block pattern (a chain plus a few long-range blocks)."""
+    rng = np.random.default_rng(seed)
+    n = nb * d
+    A = np.zeros((n, n))
+    pairs = [(i, i + 1) for i in range(nb - 1)] + [(int(a), int(b)) for a, b in rng.integers(0, nb, (15, 2)) if a != b]
+    for a, b in pairs:
+        Jk = rng.standard_normal((d, 2 * d))
+        idx = np.r_[a * d:(a + 1) * d, b * d:(b + 1) * d]
+        A[np.ix_(idx, idx)] += Jk.T @ Jk
+    return A + 1e-3 * np.eye(n), n
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_block_ldl_solve_inverts_the_factored_matrix(storage):
+    """C C^T = L D L^T split into blocks: the block solve equals solving with C C^T (up to storage rounding)."""
+    d = 6
+    A, n = _block_spd(d=d)
+    C = sp.csr_matrix(np.linalg.cholesky(A))  # complete factor: its pattern is block aligned
+    indptr, indices, U64, Dinv64, inv_scale = K.block_ldl_from_cholesky(C, d)
+    assert 2.0**13 < np.abs(U64).max() <= 2.0**14 and np.log2(inv_scale) == np.round(np.log2(inv_scale))
+    assert indptr[-1] == len(indices) and np.all(indices < np.repeat(np.arange(n // d), np.diff(indptr)))
+    vt = VEC[storage]
+    Us = to_storage(U64, storage)
+    Dinv = Dinv64.astype(vt)
+    # reference built from the stored (rounded) blocks
+    L = np.eye(n)
+    rows = np.repeat(np.arange(n // d), np.diff(indptr))
+    Ublk = from_storage(Us).astype(np.float64).reshape(-1, d, d) * inv_scale
+    for I, J, blk in zip(rows, indices, Ublk):
+        L[I * d:(I + 1) * d, J * d:(J + 1) * d] = blk
+    D = np.zeros((n, n))
+    for I in range(n // d):
+        D[I * d:(I + 1) * d, I * d:(I + 1) * d] = np.linalg.inv(Dinv64.reshape(-1, d, d)[I])
+    r = np.random.default_rng(13).standard_normal(n).astype(vt)
+    z = np.empty_like(r)
+    K.block_ldl_solve(indptr, indices, Us, Dinv, d, inv_scale, r, np.empty_like(r), z)
+    ref = np.linalg.solve(L @ D @ L.T, r.astype(np.float64))
+    assert np.linalg.norm(z - ref) <= RTOL[storage] * 100 * np.linalg.norm(ref)
+    if storage == "fp64":  # and L D L^T is the factored matrix itself
+        assert np.allclose(L @ D @ L.T, A, rtol=1e-10, atol=1e-10 * np.abs(A).max())
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_cgnr_with_block_ldl_preconditioner(storage):
+    """PC_BLOCK_LDL in CGNR (with a permutation): exact factor -> converges in a couple of iterations."""
+    d = 3
+    Ja, Jb, col_a, col_b, n = _block_problem(seed=14, Kn=150, da=d, db=d, n_a=8, n_b=22)
+    lam = 1e-2
+    A = (lambda J: J.T @ J)(_dense(Ja, Jb, col_a, col_b, n)) + lam * np.eye(n)
+    nb = n // d
+    bperm = np.random.default_rng(15).permutation(nb)
+    perm = (bperm[:, None] * d + np.arange(d)).ravel().astype(np.int64)  # block-aligned order
+    C = sp.csr_matrix(np.linalg.cholesky(A[np.ix_(perm, perm)]))
+    indptr, indices, U64, Dinv64, inv_scale = K.block_ldl_from_cholesky(C, d)
+    vt = VEC[storage]
+    rhs64 = np.random.default_rng(16).standard_normal(n)
+    x = np.empty(n, dtype=vt)
+    stats = np.zeros(6)
+    Sa, Sb = to_storage(Ja, storage), to_storage(Jb, storage)
+    empty_i = np.zeros(1, dtype=np.int64)
+    its = K.cgnr(Sa, Sb, col_a, col_b, rhs64.astype(vt), lam, K.PC_BLOCK_LDL, to_storage(np.zeros(1), storage),
+                 empty_i, empty_i, empty_i, indptr, indices, to_storage(U64, storage), perm, Dinv64.astype(vt), d,
+                 inv_scale, 200, 1e-6, 0.0, False, x, stats)
+    Aref = (lambda J: J.T @ J)(_dense(from_storage(Sa).astype(np.float64), from_storage(Sb).astype(np.float64),
+                                      col_a, col_b, n)) + lam * np.eye(n)
+    ref = np.linalg.solve(Aref, rhs64.astype(vt).astype(np.float64))
+    assert stats[4] == 0.0 and its > 0
+    assert np.linalg.norm(x - ref) <= (1e-5 if storage == "fp64" else 2e-3) * np.linalg.norm(ref)
+    if storage == "fp64":
+        assert its <= 2
+
+
+def test_cgnr_step_tolerance_requires_small_updates():
+    """With step_rtol the residual test alone no longer stops CG: at least 2 iterations, and the
+    answer is closer to the solution along the badly preconditioned directions."""
+    Ja, Jb, col_a, col_b, n = _block_problem(seed=17, Kn=150, da=3, db=3, n_a=8, n_b=22)
+    lam = 1e-3
+    A = (lambda J: J.T @ J)(_dense(Ja, Jb, col_a, col_b, n)) + lam * np.eye(n)
+    rhs = np.random.default_rng(18).standard_normal(n)
+    ref = np.linalg.solve(A, rhs)
+    # a deliberately perturbed (5 %) exact factor: a good but imperfect preconditioner
+    Cp = np.linalg.cholesky(A) * (1.0 + 0.05 * np.random.default_rng(19).standard_normal((n, n)))
+    Lp = sp.csr_matrix(np.tril(Cp))
+    Lp.sort_indices()
+    empty_i = np.zeros(1, dtype=np.int64)
+    errs, iters = {}, {}
+    for step_rtol in (0.0, 1e-3):
+        x = np.empty(n)
+        stats = np.zeros(6)
+        iters[step_rtol] = K.cgnr(Ja, Jb, col_a, col_b, rhs, lam, K.PC_IC, np.zeros(1), empty_i, empty_i, empty_i,
+                                  Lp.indptr.astype(np.int64), Lp.indices.astype(np.int64), Lp.data,
+                                  np.zeros(0, dtype=np.int64), np.zeros(1), 0, 1.0, 100, 0.3, step_rtol, False, x,
+                                  stats)
+        errs[step_rtol] = np.linalg.norm(x - ref) / np.linalg.norm(ref)
+    assert iters[1e-3] >= 2 and iters[1e-3] > iters[0.0]
+    assert errs[1e-3] < 1e-2 < errs[0.0]
 
 
 def test_power_of_two_scale_is_exact_and_bounded():

@@ -1,8 +1,9 @@
 """``mpslam bench kernels``: time each block-sparse kernel per storage precision on real pose graphs.
 
 For each g2o file: linearise at the chordal initial guess, scale as the solver does, build the
-IC(0) and the static Cholesky (``ict``) factors, then time (median of ``--repeat`` calls, single
-thread) J p, J^T q, the pair of triangular solves and the CGNR iteration with values stored in
+IC(0) and the static Cholesky (``ict``) factors (the latter also as ``ict-block``: 6x6/3x3 block
+L D L^T, one index per block, fp32 inverse pivots, as the pose-graph solver stores it), then time
+(median of ``--repeat`` calls, single thread) J p, J^T q, the pair of triangular solves and the CGNR iteration with values stored in
 fp64, fp32 and fp16 (uint16 + vcvtph2ps). Bytes are of the stored values only (indices are the same
 for every precision and listed separately).
 """
@@ -70,6 +71,10 @@ def bench_file(path: Path, repeat: int) -> List[dict]:
             break
         shift *= 10
     factors["ic0"] = (ip, ix, L0, np.zeros(0, dtype=np.int64))
+    # the same complete factor as "ict", in the block-minimum-degree order and the d x d block L D L^T layout
+    # the pose-graph solver uses (off-diagonal blocks in the storage format, inverse pivots in the vector format)
+    blk = _Preconditioner(np.dtype(np.float64))
+    _build_ict(SolverOptions(), SolverSummary(), A, {"shift": 1e-8}, blk, lay, block=True)
     rows = []
     rng = np.random.default_rng(0)
     for storage in ("fp64", "fp32", "fp16"):
@@ -96,11 +101,32 @@ def bench_file(path: Path, repeat: int) -> List[dict]:
 
             def cg():
                 K.cgnr(Ja_s, Jb_s, lay.col_a, lay.col_b, p, 1e-6, K.PC_IC, Ls[:1], lay.bd_col, lay.bd_size,
-                       lay.bd_off, fip, fix, Ls, perm, 10, 0.0, False, x, stats)
+                       lay.bd_off, fip, fix, Ls, perm, np.zeros(1, dtype=vt), 0, 1.0, 10, 0.0, 0.0, False, x, stats)
 
             t_cg = _median_time(cg, max(3, repeat // 5)) / 10.0
             rows.append(dict(base, factor=name, factor_nnz=len(fval), factor_bytes=Ls.nbytes,
                              index_bytes=fip.nbytes + fix.nbytes, tri_ms=1e3 * t_tri, cg_iter_ms=1e3 * t_cg))
+        if blk.kind == K.PC_BLOCK_LDL:
+            Us = to_storage(blk.L64, storage)
+            Dinv = blk.L_diag64.astype(vt)
+
+            def tri_block():
+                K.block_ldl_solve(blk.L_indptr, blk.L_indices, Us, Dinv, blk.L_block, blk.L_inv_scale, p, tmp, out)
+
+            t_tri = _median_time(tri_block, repeat)
+            stats = np.zeros(6)
+            x = np.empty(lay.n, dtype=vt)
+
+            def cg_block():
+                K.cgnr(Ja_s, Jb_s, lay.col_a, lay.col_b, p, 1e-6, K.PC_BLOCK_LDL, Us[:1], lay.bd_col, lay.bd_size,
+                       lay.bd_off, blk.L_indptr, blk.L_indices, Us, blk.L_perm, Dinv, blk.L_block, blk.L_inv_scale,
+                       10, 0.0, 0.0, False, x, stats)
+
+            t_cg = _median_time(cg_block, max(3, repeat // 5)) / 10.0
+            rows.append(dict(base, factor="ict-block", factor_nnz=len(blk.L64) + len(Dinv),
+                             factor_bytes=Us.nbytes + Dinv.nbytes,
+                             index_bytes=blk.L_indptr.nbytes + blk.L_indices.nbytes, tri_ms=1e3 * t_tri,
+                             cg_iter_ms=1e3 * t_cg))
     return rows
 
 

@@ -71,6 +71,10 @@ class SolverOptions:
     ict_drop_tolerance: float = 0.0
     #: Inexact Newton forcing term: CG stops at |r| <= cg_tolerance * |rhs|.
     cg_tolerance: float = 1e-2
+    #: CG also requires its last update to be below this fraction of the step (``|alpha p| <= tol |x|``,
+    #: at least 2 iterations); None/0: off (BA). Pose graphs use 0.05 (:func:`~mpslam_ros.problems.pgo.pgo_options`):
+    #: the residual test alone accepted steps 8x too long along the near-null modes of a 5,000-pose chain.
+    cg_step_tolerance: Optional[float] = None
     cg_max_iterations: int = 300
     #: Initial diagonal shift of the IC(0) factor (relative to the unit diagonal); x10 on breakdown.
     ic_shift: float = 1e-8
@@ -79,6 +83,16 @@ class SolverOptions:
     #: (0: never rebuild). Never rebuilding, an odometry-initialised 5,000-pose graph took 100 LM
     #: iterations (30k CG iterations); with rebuilds, 12.
     ic_rebuild_cg_iterations: int = 30
+    #: With a factor built at an earlier linearisation, CG gets a budget of about one factor build's time
+    #: (at least ``ic_rebuild_cg_iterations``); if it does not converge within it, the factor is rebuilt at
+    #: once and CG rerun, instead of spending up to ``cg_max_iterations`` on a stale factor. None: off
+    #: (pose graphs turn it on in :func:`~mpslam_ros.problems.pgo.pgo_options`).
+    ic_stale_cg_budget: Optional[bool] = None
+    #: "ict" factor layout: "block" (d x d blocks, unit block-lower L in the preconditioner format with the
+    #: inverse diagonal blocks D^-1 in the CG vector format; used when every free block has the same size
+    #: and the CG arithmetic is not emulated fp16) or "scalar" (CSR of C = L sqrt(D) in the preconditioner format).
+    #: None: "scalar" (pose graphs use "block", :func:`~mpslam_ros.problems.pgo.pgo_options`).
+    ict_layout: Optional[str] = None
     #: Trust region radius (1 / lambda, unit-diagonal scaled system) at the start. Ceres uses 1e4; pose
     #: graphs have eigenvalues far below 1e-4 (long chains), where such damping stalls LM for many steps.
     initial_trust_region_radius: float = 1e8
@@ -102,6 +116,8 @@ class SolverOptions:
             raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}")
         if self.preconditioner not in PRECONDITIONERS:
             raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}")
+        if self.ict_layout not in (None, "block", "scalar"):
+            raise ValueError(f"ict_layout must be 'block' or 'scalar', got {self.ict_layout!r}")
         if self.robust_loss not in ROBUST_LOSSES:
             raise ValueError(f"robust_loss must be one of {ROBUST_LOSSES}, got {self.robust_loss!r}")
 
@@ -278,6 +294,11 @@ class _Preconditioner:
         self.L_vals = np.zeros(1, dtype=storage_dtype)
         self.L64: Optional[np.ndarray] = None
         self.L_perm = np.zeros(0, dtype=np.int64)
+        # block L D L^T layout (PC_BLOCK_LDL): fp64 off-diagonal blocks (scaled) and inverse diagonal blocks
+        self.L_diag64 = np.zeros(1)
+        self.L_diag = np.zeros(1)
+        self.L_block = 0
+        self.L_inv_scale = 1.0
         self.bd64: Optional[np.ndarray] = None
         self.storage: Optional[str] = None
 
@@ -287,6 +308,8 @@ class _Preconditioner:
             return K.bytes_of(self.bd_vals)
         if self.kind == K.PC_IC:
             return K.bytes_of(self.L_vals)
+        if self.kind == K.PC_BLOCK_LDL:
+            return K.bytes_of(self.L_vals, self.L_diag)
         return 0
 
     def cast(self, storage: str) -> "_Preconditioner":
@@ -294,8 +317,10 @@ class _Preconditioner:
         out.__dict__.update(self.__dict__)
         if self.kind == K.PC_BLOCK_JACOBI:
             out.bd_vals = to_storage(self.bd64, storage)
-        elif self.kind == K.PC_IC:
+        elif self.kind in (K.PC_IC, K.PC_BLOCK_LDL):
             out.L_vals = to_storage(self.L64, storage)
+            # the block pivots stay in the CG vector format (never fp16)
+            out.L_diag = self.L_diag64.astype(np.float64 if storage == "fp64" else np.float32)
         return out
 
 
@@ -400,6 +425,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
 
         lam = 0.0 if options.algorithm == "gn" else 1.0 / radius
         lam_s = lam * g * g
+        pc_state["linearisation"] = summary.successful_iterations  # J changes only when a step is accepted
 
         # ---- linear solve
         y, cg_its, ok = _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half,
@@ -487,7 +513,7 @@ def _log(summary, options, it, cost, gain, grad_max, step_norm, radius, cg_its, 
               f"radius {radius:.2e}  cg {cg_its:4d}  {'ok' if accepted else 'rejected'}")
 
 
-def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage):
+def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage, half=False):
     """Block-Jacobi (rebuilt each iteration) or the static IC(0) factor (built once, kept in ``state``)."""
     t0 = time.perf_counter()
     pc = _Preconditioner(np.dtype(np.float32))
@@ -513,10 +539,11 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
                 pc = pc.cast(storage)
                 pc.storage = storage
             return pc
+        state["built_at"] = state.get("linearisation")
         J = layout.jacobian_csr(S64a, S64b)
         A = (J.T @ J).tocsr()
         if options.preconditioner == "ict":
-            _build_ict(options, summary, A, state, pc, layout)
+            _build_ict(options, summary, A, state, pc, layout, block=options.ict_layout == "block" and not half)
             pc = pc.cast(storage)
             pc.storage = storage
             state["pc"] = pc
@@ -551,7 +578,7 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
     return pc
 
 
-def _build_ict(options, summary, A, state, pc, layout=None) -> None:
+def _build_ict(options, summary, A, state, pc, layout=None, block=False) -> None:
     """Static threshold-dropped Cholesky factor of A + shift diag(A), in minimum-degree order.
 
     The complete factor is computed once in fp64 (SuperLU with symmetric minimum-degree ordering and
@@ -607,6 +634,12 @@ def _build_ict(options, summary, A, state, pc, layout=None) -> None:
     pc.L_indices = C.indices.astype(np.int64)
     pc.L64 = C.data.astype(np.float64)
     pc.L_perm = perm
+    d = int(layout.bd_size[0]) if layout is not None and len(layout.bd_size) else 0
+    if (block and d > 1 and np.all(layout.bd_size == d) and np.array_equal(state["ict_perm"], perm)):
+        # block-aligned order (SuperLU kept the natural order of the block-permuted matrix): d x d blocks
+        pc.kind = K.PC_BLOCK_LDL
+        pc.L_indptr, pc.L_indices, pc.L64, pc.L_diag64, pc.L_inv_scale = K.block_ldl_from_cholesky(C, d)
+        pc.L_block = d
 
 
 def _block_minimum_degree(layout: "_Layout") -> np.ndarray:
@@ -636,22 +669,40 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.linear_solve_time_s += time.perf_counter() - t0
         return y, 0, bool(np.all(np.isfinite(y)))
 
-    def run(Sa_, Sb_, storage, vdt, half_):
-        pc = _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage)
+    def run(Sa_, Sb_, storage, vdt, half_, max_iter=options.cg_max_iterations):
+        pc = _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage, half_)
         summary.preconditioner_bytes = pc.nbytes
         t1 = time.perf_counter()
         y = np.empty(layout.n, dtype=vdt)
         stats = np.zeros(6)
         its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt), lam_s, pc.kind,
                      pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off, pc.L_indptr, pc.L_indices, pc.L_vals,
-                     pc.L_perm, options.cg_max_iterations, options.cg_tolerance, half_, y, stats)
-        summary.linear_solve_time_s += time.perf_counter() - t1
+                     pc.L_perm, pc.L_diag if pc.kind == K.PC_BLOCK_LDL else np.zeros(1, dtype=vdt), int(pc.L_block),
+                     float(pc.L_inv_scale), max_iter, options.cg_tolerance, float(options.cg_step_tolerance or 0.0),
+                     half_, y, stats)
+        dt = time.perf_counter() - t1
+        summary.linear_solve_time_s += dt
         summary.triangular_solve_time_s += stats[2] / tps
         summary.jacobian_product_time_s += stats[3] / tps
+        if its > 0:
+            state["cg_iteration_s"] = dt / its
         return y, int(its), stats[4] == 0.0
 
     t_cg = time.perf_counter()
-    y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+    stale = (options.ic_stale_cg_budget and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
+             and state.get("built_at") != state.get("linearisation") and state.get("cg_iteration_s", 0.0) > 0.0)
+    if stale:
+        # a factor from an earlier linearisation gets about one build's worth of CG iterations
+        budget = max(options.ic_rebuild_cg_iterations, int(state["build_s"] / state["cg_iteration_s"]) + 1)
+        stale = budget < options.cg_max_iterations
+    if stale:
+        y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half, budget)
+        if ok and its >= budget:
+            state["pc"] = None  # rebuild at this linearisation and solve again
+            y, its2, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+            its += its2
+    else:
+        y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
     if not ok and preset.fallback_to_fp32 and (preset.jacobian_storage == "fp16"
                                                or preset.preconditioner_storage == "fp16"):
         summary.fp16_fallbacks += 1
