@@ -100,19 +100,44 @@ def _retract(poses, delta, dim, se3):
                 poses[i] = lie._mm(poses[i], lie.se2_exp(d.copy()))
 
 
+#: Pose-graph defaults for the SolverOptions fields left at None (see :func:`pgo_options`).
+PGO_DEFAULTS = dict(cg_step_tolerance=0.05, ic_stale_cg_budget=True, ict_layout="block")
+
+
 def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:
-    """Options for pose graphs: as given, except that the "mixed" preset keeps its Jacobian in fp32.
+    """Options for pose graphs: as given, with the pose-graph defaults filled in and the "mixed" preset's
+    Jacobian kept in fp32.
 
     Issue 3's PGO policy puts fp16 only in the (static) Cholesky factor; the shared "mixed" preset also
     stores J in fp16 (the BA policy). Measured on parking-garage (condition number ~1e8): with an fp16 J
     in the CG products LM needs 50 iterations and stops 1.8e-4 above the optimum; with fp32 J it
     matches fp64 in 6 iterations.
+
+    Fields left at None get :data:`PGO_DEFAULTS`: the factor in 6x6 (3x3) blocks with fp32 pivots
+    (``ict_layout="block"``), CG stopped only once its updates are small (``cg_step_tolerance``: a
+    5,000-pose chain with an fp16 factor otherwise took 1-iteration CG steps 8x too long and 29 LM
+    iterations), and a factor from an older linearisation refreshed as soon as CG has spent one
+    build's time on it (``ic_stale_cg_budget``).
     """
     options = options or SolverOptions()
+    fill = {k: v for k, v in PGO_DEFAULTS.items() if getattr(options, k) is None}
+    if fill:
+        options = dataclasses.replace(options, **fill)
     preset = get_preset(options.precision)
     if preset.name == "mixed" and preset.jacobian_storage == "fp16":
         options = dataclasses.replace(options, precision=preset.with_overrides(jacobian_storage="fp32"))
     return options
+
+
+def _rigid_inverse(T: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of homogeneous rigid transforms [E, k+1, k+1] (SE(3) or SE(2)), vectorised."""
+    k = T.shape[-1] - 1
+    out = np.zeros_like(T)
+    Rt = np.swapaxes(T[:, :k, :k], 1, 2)
+    out[:, :k, :k] = Rt
+    out[:, :k, k] = -np.einsum("eab,eb->ea", Rt, T[:, :k, k])
+    out[:, k, k] = 1.0
+    return np.ascontiguousarray(out)
 
 
 def sqrt_information(information: np.ndarray, where: str = "edge") -> np.ndarray:
@@ -152,8 +177,7 @@ class PoseGraphProblem:
         if not np.all(np.isfinite(measurements)):
             bad = int(np.flatnonzero(~np.isfinite(measurements).reshape(E, -1).all(1))[0])
             raise ValueError(f"edge {bad} measurement contains NaN or inf")
-        inv = lie.se3_inverse if kind == "se3" else lie.se2_inverse
-        self.Zinv = np.ascontiguousarray(np.stack([inv(np.ascontiguousarray(Z)) for Z in measurements]))
+        self.Zinv = _rigid_inverse(measurements)
         self.sqrt_info = sqrt_information(np.asarray(information, dtype=np.float64))
         self.residual_dim = self.dim_a = self.dim_b = d
         self.block_a = self.edge_i
@@ -241,6 +265,38 @@ class PoseGraph:
         self._info.append(0.5 * (info + info.T))
         self._robust.append(bool(robust))
         return k
+
+    def add_edges(self, i: np.ndarray, j: np.ndarray, T_ij: np.ndarray, information: np.ndarray,
+                  robust: bool = False) -> np.ndarray:
+        """Many edges at once (same checks as :meth:`add_edge`, vectorised): ``i, j`` int[E], ``T_ij`` [E, 4, 4],
+        ``information`` [E, 6, 6] or one 6x6 for all. Returns the new edge indices."""
+        i = np.asarray(i, dtype=np.int64).ravel()
+        j = np.asarray(j, dtype=np.int64).ravel()
+        E = len(i)
+        T_ij = np.asarray(T_ij, dtype=np.float64).reshape(-1, 4, 4) if E else np.zeros((0, 4, 4))
+        info = np.asarray(information, dtype=np.float64)
+        if info.shape == (6, 6):
+            info = np.broadcast_to(info, (E, 6, 6))
+        n = len(self._poses)
+        k0 = len(self._edge_i)
+        if len(j) != E or len(T_ij) != E or info.shape != (E, 6, 6):
+            raise ValueError(f"edges {k0}..: i, j, T_ij and information must have matching lengths")
+        bad = (i < 0) | (i >= n) | (j < 0) | (j >= n) | (i == j)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"edge {k0 + k}: ({i[k]}, {j[k]}) must join two different existing poses (0..{n - 1})")
+        finite = np.isfinite(T_ij).all(axis=(1, 2)) & np.isfinite(info).all(axis=(1, 2))
+        if not finite.all():
+            k = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"edge {k0 + k}: measurement and information must be finite")
+        info = 0.5 * (info + np.swapaxes(info, 1, 2))
+        sqrt_information(info, where=f"edges {k0}..{k0 + E - 1}")
+        self._edge_i.extend(i.tolist())
+        self._edge_j.extend(j.tolist())
+        self._meas.extend(T_ij.copy())
+        self._info.extend(info)
+        self._robust.extend([bool(robust)] * E)
+        return np.arange(k0, k0 + E)
 
     def add_prior(self, i: int, T_world_pose: np.ndarray, information: np.ndarray) -> int:
         """A prior ``log(T^-1 T_i)`` on pose i (GTSAM's PriorFactor); with ``fix_first=False`` it fixes the gauge."""
