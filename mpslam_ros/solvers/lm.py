@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -76,6 +76,11 @@ class SolverOptions:
     #: the residual test alone accepted steps 8x too long along the near-null modes of a 5,000-pose chain.
     cg_step_tolerance: Optional[float] = None
     cg_max_iterations: int = 300
+    #: Problem-specific CG loop used instead of :func:`kernels.cgnr` when the preconditioner is block-Jacobi
+    #: (or none) and the arithmetic is not emulated fp16; signature of
+    #: :func:`mpslam_ros.solvers.cgnr_ba.cgnr_ba` (no ``cg_step_tolerance`` test). None: the shared kernel
+    #: (bundle adjustment sets its fused one in :func:`~mpslam_ros.problems.ba.ba_options`).
+    cgnr_kernel: Optional[Callable] = None
     #: Initial diagonal shift of the IC(0) factor (relative to the unit diagonal); x10 on breakdown.
     ic_shift: float = 1e-8
     #: The IC/ict factor is static (built once per solve) but rebuilt at the current linearisation when a
@@ -675,11 +680,16 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         t1 = time.perf_counter()
         y = np.empty(layout.n, dtype=vdt)
         stats = np.zeros(6)
-        its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt), lam_s, pc.kind,
-                     pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off, pc.L_indptr, pc.L_indices, pc.L_vals,
-                     pc.L_perm, pc.L_diag if pc.kind == K.PC_BLOCK_LDL else np.zeros(1, dtype=vdt), int(pc.L_block),
-                     float(pc.L_inv_scale), max_iter, options.cg_tolerance, float(options.cg_step_tolerance or 0.0),
-                     half_, y, stats)
+        if options.cgnr_kernel is not None and pc.kind in (K.PC_NONE, K.PC_BLOCK_JACOBI) and not half_:
+            its = options.cgnr_kernel(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt),
+                                      lam_s, pc.kind, pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off,
+                                      max_iter, options.cg_tolerance, y, stats)
+        else:
+            its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt), lam_s, pc.kind,
+                         pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off, pc.L_indptr, pc.L_indices, pc.L_vals,
+                         pc.L_perm, pc.L_diag if pc.kind == K.PC_BLOCK_LDL else np.zeros(1, dtype=vdt), int(pc.L_block),
+                         float(pc.L_inv_scale), max_iter, options.cg_tolerance, float(options.cg_step_tolerance or 0.0),
+                         half_, y, stats)
         dt = time.perf_counter() - t1
         summary.linear_solve_time_s += dt
         summary.triangular_solve_time_s += stats[2] / tps
