@@ -1,4 +1,9 @@
-"""``mpslam bench ba [FILES...]``: every precision mode + the fp64 Schur reference on BAL files."""
+"""``mpslam bench ba [FILES...]``: every precision mode + the fp64 Schur reference + Ceres on BAL files.
+
+Ceres runs through pycolmap's bundle adjuster (C++ Ceres with COLMAP's C++ reprojection cost
+functions; pyceres itself ships no reprojection cost, and a Python cost function would time the
+interpreter, not Ceres), single-threaded, with DENSE_SCHUR and ITERATIVE_SCHUR (Jacobi).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-HELP = "BA on BAL files: fp64/fp32/fp16/mixed CGNR vs the fp64 Schur reference (table)"
+HELP = "BA on BAL files: fp64/fp32/fp16/mixed CGNR vs the fp64 Schur reference and Ceres (table)"
 DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ba"
 
 #: (row label, SolverOptions keyword arguments)
@@ -19,39 +24,191 @@ MODES = [
     ("cgnr fp16 naive", dict(precision="fp16")),
     ("cgnr mixed", dict(precision="mixed")),
 ]
+#: Ceres linear solvers timed next to the modes (row label "ceres <name>").
+CERES_SOLVERS = ("DENSE_SCHUR", "ITERATIVE_SCHUR")
 
 
 def solver_options(mode_kw: dict, max_iterations: int, **extra):
-    from mpslam_ros.solvers.lm import SolverOptions
+    """BA options (:func:`mpslam_ros.problems.ba.ba_options`) for one table row."""
+    from mpslam_ros.problems.ba import ba_options
 
-    kw = dict(preconditioner="block_jacobi", max_iterations=max_iterations)
+    kw = dict(max_iterations=max_iterations)
     kw.update(mode_kw)
     kw.update(extra)
-    return SolverOptions(**kw)
+    return ba_options(**kw)
 
 
-def print_table(title: str, rows: list) -> None:
-    """rows: dicts with mode, final_cost, time_s, iterations, cg_iterations, jp_share."""
+def ceres_available() -> str:
+    """'' when pycolmap (Ceres) can be used, else the reason it cannot."""
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError as exc:  # the bench extra is optional
+        return f"pycolmap not installed ({exc})"
+    return ""
+
+
+def _ceres_solve(rec, config, linear_solver: str, max_iterations: int, function_tolerance: float,
+                 refine_intrinsics: bool) -> tuple:
+    """Run pycolmap's Ceres bundle adjuster on ``rec`` (updated in place); returns
+    (Ceres' final cost, iterations, seconds of the solve call)."""
+    import pycolmap
+    import pyceres
+
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.refine_focal_length = refine_intrinsics
+    opts.refine_extra_params = refine_intrinsics
+    opts.refine_principal_point = False
+    opts.print_summary = False
+    opts.ceres.auto_select_solver_type = False
+    so = opts.ceres.solver_options
+    so.linear_solver_type = getattr(pyceres.LinearSolverType, linear_solver)
+    if linear_solver == "ITERATIVE_SCHUR":
+        so.preconditioner_type = pyceres.PreconditionerType.JACOBI
+    so.max_num_iterations = max_iterations
+    so.function_tolerance = function_tolerance
+    so.num_threads = 1  # like our solver (one thread)
+    so.minimizer_progress_to_stdout = False
+    t0 = time.perf_counter()
+    adjuster = pycolmap.create_default_ceres_bundle_adjuster(opts, config, rec)
+    summary = adjuster.solve().ceres_summary
+    dt = time.perf_counter() - t0
+    return float(summary.final_cost), int(summary.num_successful_steps + summary.num_unsuccessful_steps), dt
+
+
+def _colmap_reconstruction(model: str, params: np.ndarray, T_cw, points, obs_cam, obs_pt, obs_uv):
+    """A pycolmap Reconstruction: image i has pose ``T_cw[i]`` (world -> camera) and COLMAP camera
+    ``params[i]`` (a 1-D ``params`` = one camera shared by all images, id 1; else camera i+1)."""
+    import pycolmap
+
+    rec = pycolmap.Reconstruction()
+    params = np.asarray(params, dtype=np.float64)
+    shared = params.ndim == 1
+    for c, p in enumerate([params] if shared else params):
+        rec.add_camera_with_trivial_rig(pycolmap.Camera(camera_id=c + 1, model=model, width=1, height=1,
+                                                        params=list(p)))
+    index_in_image = np.zeros(len(obs_cam), dtype=np.int64)
+    for i in range(len(T_cw)):
+        sel = np.flatnonzero(obs_cam == i)
+        index_in_image[sel] = np.arange(len(sel))
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(T_cw[i, :3, :3]), T_cw[i, :3, 3])
+        image = pycolmap.Image(image_id=i + 1, name=str(i), camera_id=1 if shared else i + 1,
+                               points2D=[pycolmap.Point2D(xy) for xy in obs_uv[sel]])
+        rec.add_image_with_trivial_frame(image, pose)
+    order = np.argsort(obs_pt, kind="stable")
+    starts = np.searchsorted(obs_pt[order], np.arange(len(points) + 1))
+    for j in range(len(points)):
+        track = pycolmap.Track()
+        for k in order[starts[j]:starts[j + 1]]:
+            track.add_element(int(obs_cam[k]) + 1, int(index_in_image[k]))
+        rec.add_point3D(points[j], track)
+    config = pycolmap.BundleAdjustmentConfig()
+    for i in range(len(T_cw)):
+        config.add_image(i + 1)
+    return rec, config
+
+
+def ceres_window(window, linear_solver: str, max_iterations: int, function_tolerance: float) -> tuple:
+    """Ceres on a mono :class:`~mpslam_ros.problems.window_synth.SyntheticWindow` (same start, same
+    fixed keyframes, PINHOLE camera held constant). Returns (cost of Ceres' solution evaluated by our
+    :class:`~mpslam_ros.problems.ba.WindowProblem`, iterations, seconds); the time counts the solve
+    only, not building the COLMAP reconstruction."""
+    fx, fy, cx, cy = window.intrinsics
+    rec, config = _colmap_reconstruction("PINHOLE", np.array([fx, fy, cx, cy]), window.T_cw_init,
+                                         window.points_init, window.obs_cam, window.obs_pt, window.obs_uv)
+    config.set_constant_cam_intrinsics(1)
+    for i in np.flatnonzero(window.fixed_cams):
+        config.set_constant_rig_from_world_pose(int(rec.image(int(i) + 1).frame_id))
+    _, its, dt = _ceres_solve(rec, config, linear_solver, max_iterations, function_tolerance, False)
+    from mpslam_ros.problems.ba import WindowProblem
+
+    T_cw, _ = _colmap_poses(rec, len(window.T_cw_init))
+    problem = WindowProblem(T_cw, _colmap_points(rec, len(window.points_init)), window.obs_cam, window.obs_pt,
+                            window.obs_uv, window.obs_ur, window.intrinsics, window.baseline, window.fixed_cams)
+    return problem.cost(), its, dt
+
+
+def ceres_bal(bal, linear_solver: str, max_iterations: int, function_tolerance: float) -> tuple:
+    """Ceres on a BAL problem via COLMAP's RADIAL camera (f, cx=cy=0, k1, k2; intrinsics refined).
+
+    BAL projects ``p = -P/P_z``; COLMAP ``p = P/P_z``. Rotating every camera frame by 180 deg about
+    x (``R' = diag(1,-1,-1) R``) gives ``u' = u`` and ``v' = -v``, so the observations' v is negated:
+    the residuals are the BAL residuals with the v sign flipped. One difference remains: COLMAP's
+    cost function gives a zero residual to a point behind its camera, where the BAL cost (ours,
+    Ceres' BAL example) still counts it (31 of problem-49's 10,863 observations at the start), so
+    Ceres minimises a slightly different cost. The returned cost is that of Ceres' solution under
+    the BAL cost (:class:`~mpslam_ros.problems.ba.BALProblemModel`), comparable with the other rows."""
+    from mpslam_ros.geometry.camera import rodrigues_to_matrix
+
+    flip = np.diag([1.0, -1.0, -1.0])
+    R = flip @ rodrigues_to_matrix(bal.cameras[:, :3])
+    T = np.zeros((bal.num_cameras, 4, 4))
+    T[:, :3, :3] = R
+    T[:, :3, 3] = bal.cameras[:, 3:6] @ flip.T
+    T[:, 3, 3] = 1.0
+    params = np.stack([bal.cameras[:, 6], np.zeros(bal.num_cameras), np.zeros(bal.num_cameras),
+                       bal.cameras[:, 7], bal.cameras[:, 8]], axis=1)
+    rec, config = _colmap_reconstruction("RADIAL", params, T, bal.points, bal.obs_cam, bal.obs_pt,
+                                         bal.obs_uv * np.array([1.0, -1.0]))
+    _, its, dt = _ceres_solve(rec, config, linear_solver, max_iterations, function_tolerance, True)
+    from mpslam_ros.geometry.camera import matrix_to_rodrigues
+    from mpslam_ros.io.bal import BALProblem
+    from mpslam_ros.problems.ba import BALProblemModel
+
+    T_cw, cam_params = _colmap_poses(rec, bal.num_cameras)
+    cams = np.concatenate([matrix_to_rodrigues(flip @ T_cw[:, :3, :3]), T_cw[:, :3, 3] @ flip.T,
+                           cam_params[:, [0, 3, 4]]], axis=1)
+    out = BALProblem(cams, _colmap_points(rec, bal.num_points), bal.obs_cam, bal.obs_pt, bal.obs_uv)
+    return BALProblemModel(out).cost(), its, dt
+
+
+def _colmap_poses(rec, n: int):
+    """(T_cw float64[n,4,4], camera params float64[n,p]) of images 1..n."""
+    T = np.zeros((n, 4, 4))
+    params = []
+    for i in range(n):
+        image = rec.image(i + 1)
+        pose = image.cam_from_world() if callable(image.cam_from_world) else image.cam_from_world
+        T[i, :3] = pose.matrix()
+        T[i, 3, 3] = 1.0
+        params.append(np.asarray(rec.camera(image.camera_id).params, dtype=np.float64))
+    return T, np.array(params)
+
+
+def _colmap_points(rec, m: int) -> np.ndarray:
+    """float64[m,3]: the points in insertion order (COLMAP numbers them 1..m)."""
+    return np.array([rec.point3D(j + 1).xyz for j in range(m)], dtype=np.float64)
+
+
+def print_table(title: str, rows: list, ceres_ref: str = "ceres DENSE_SCHUR") -> None:
+    """rows: dicts with mode, final_cost, time_s, iterations, cg_iterations, jp_share (nan: not CGNR)."""
     best = min(r["final_cost"] for r in rows if np.isfinite(r["final_cost"]))
-    ref = next((r["time_s"] for r in rows if r["mode"].startswith("schur")), float("nan"))
+    ref = next((r["time_s"] for r in rows if r["mode"] == ceres_ref), float("nan"))
     print(f"\n{title}")
-    print(f"{'mode':16s} {'final cost':>14s} {'cost/best':>10s} {'time ms':>9s} {'t/schur':>8s} "
+    print(f"{'mode':22s} {'final cost':>14s} {'cost/best':>10s} {'time ms':>9s} {'t/ceres':>8s} "
           f"{'LM it':>6s} {'CG it':>7s} {'J-prod share':>12s}")
     for r in rows:
-        print(f"{r['mode']:16s} {r['final_cost']:14.6e} {r['final_cost'] / best:10.6f} {r['time_s'] * 1e3:9.1f} "
-              f"{r['time_s'] / ref:8.2f} {r['iterations']:6d} {r['cg_iterations']:7d} {r['jp_share']:12.0%}")
+        cg = f"{r['cg_iterations']:7d}" if r.get("cg_iterations") is not None else f"{'-':>7s}"
+        share = f"{r['jp_share']:12.0%}" if np.isfinite(r.get("jp_share", float("nan"))) else f"{'-':>12s}"
+        print(f"{r['mode']:22s} {r['final_cost']:14.6e} {r['final_cost'] / best:10.6f} {r['time_s'] * 1e3:9.1f} "
+              f"{r['time_s'] / ref:8.2f} {r['iterations']:6d} {cg} {share}")
+    print(f"t/ceres = time / {ceres_ref} time (both single-threaded)")
 
 
 def row_from(mode: str, s, dt: float) -> dict:
     lin = getattr(s, "linear_solve_time_s", 0.0)
     jp = getattr(s, "jacobian_product_time_s", 0.0)
+    cgnr = mode.startswith("cgnr")
     return dict(mode=mode, final_cost=s.final_cost, time_s=dt, iterations=s.iterations,
-                cg_iterations=s.cg_iterations, jp_share=(jp / lin) if lin > 0 else 0.0)
+                cg_iterations=s.cg_iterations if cgnr else None,
+                jp_share=(jp / lin) if cgnr and lin > 0 else float("nan"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", help=f"BAL files (default: every file in {DEFAULT_DIR})")
     parser.add_argument("--max-iterations", type=int, default=50, help="LM iterations per solve (default 50)")
+    parser.add_argument("--function-tolerance", type=float, default=1e-6,
+                        help="stop when a step lowers the cost by less than this fraction, every solver incl. "
+                             "Ceres (default 1e-6, Ceres' default)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -60,15 +217,22 @@ def main(args: argparse.Namespace) -> int:
 
     files = [Path(f) for f in args.files] or sorted(DEFAULT_DIR.glob("*.txt*"))
     warmup()
+    no_ceres = ceres_available()
     for f in files:
         bal = read_bal(f)
         rows = []
         for mode, kw in MODES:
             t0 = time.perf_counter()
-            _, s = solve_bal(bal, solver_options(kw, args.max_iterations))
+            _, s = solve_bal(bal, solver_options(kw, args.max_iterations, function_tolerance=args.function_tolerance))
             rows.append(row_from(mode, s, time.perf_counter() - t0))
+        if not no_ceres:
+            for ls in CERES_SOLVERS:
+                cost, its, dt = ceres_bal(bal, ls, args.max_iterations, args.function_tolerance)
+                rows.append(dict(mode=f"ceres {ls}", final_cost=cost, time_s=dt, iterations=its))
         print_table(f"{f.name}: {bal.num_cameras} cameras, {bal.num_points} points, "
                     f"{bal.num_observations} observations", rows)
     print("\nJ-prod share = time share of the CGNR linear solve spent in J p / J^T q products "
-          "(a time share, not a flop count). Ceres columns: not implemented.")
+          "(a time share, not a flop count).")
+    if no_ceres:
+        print(f"Ceres columns skipped: {no_ceres}")
     return 0

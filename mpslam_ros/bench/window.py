@@ -1,4 +1,4 @@
-"""``mpslam bench window``: synthetic VO-sized windows, every precision mode + the Schur reference."""
+"""``mpslam bench window``: synthetic VO-sized windows, every precision mode + the Schur reference + Ceres."""
 
 from __future__ import annotations
 
@@ -7,58 +7,85 @@ import time
 
 import numpy as np
 
-HELP = "sliding-window BA (50 keyframes, ~230 landmarks, ~2,750 observations): all modes, table"
+HELP = "sliding-window BA (50 keyframes, ~230 landmarks, ~2,750 observations): all modes and Ceres, table"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=1000, help="number of random windows (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="first window seed (default 0)")
-    parser.add_argument("--stereo", action="store_true", help="stereo observations (3 rows) instead of mono")
+    parser.add_argument("--stereo", action="store_true",
+                        help="stereo observations (3 rows) instead of mono (no Ceres rows: COLMAP has no stereo cost)")
+    parser.add_argument("--init", choices=["vo", "independent"], default="vo",
+                        help="starting point: 'vo' = previous window's solution + tracked newest keyframe "
+                             "(what VO solves), 'independent' = independent noise on every keyframe and "
+                             "landmark (a stress test); see problems/window_synth.py (default vo)")
     parser.add_argument("--max-iterations", type=int, default=10, help="LM iterations per window (default 10)")
+    parser.add_argument("--function-tolerance", type=float, default=1e-6,
+                        help="convergence: a step lowering the cost by less than this fraction, every solver "
+                             "incl. Ceres (default 1e-6, Ceres' default)")
+    parser.add_argument("--no-ceres", action="store_true", help="skip the Ceres rows")
 
 
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mpslam_ros.bench.ba import MODES, print_table, solver_options
+    from mpslam_ros.bench.ba import CERES_SOLVERS, MODES, ceres_available, ceres_window, print_table, solver_options
     from mpslam_ros.problems.ba import solve_window, warmup
     from mpslam_ros.problems.window_synth import make_window
 
     warmup()
-    costs = {m: [] for m, _ in MODES}
-    times = {m: [] for m, _ in MODES}
-    its = {m: [] for m, _ in MODES}
-    cgs = {m: [] for m, _ in MODES}
-    share = {m: [] for m, _ in MODES}
-    n_obs = []
+    no_ceres = "--no-ceres given" if args.no_ceres else (
+        "stereo windows (COLMAP's costs are mono)" if args.stereo else ceres_available())
+    labels = [m for m, _ in MODES] + ([] if no_ceres else [f"ceres {ls}" for ls in CERES_SOLVERS])
+    rec = {m: dict(cost=[], time=[], its=[], cg=[], share=[]) for m in labels}
+    optimum, n_obs = [], []
     for i in tqdm(range(args.count), desc="windows"):
-        w = make_window(args.seed + i, stereo=args.stereo)
+        w = make_window(args.seed + i, stereo=args.stereo, init=args.init)
         n_obs.append(w.num_observations)
+        # the window's minimum (untimed): fp64 Schur run far past convergence
+        _, _, ref = solve_window(*w.solve_args(), options=solver_options(
+            dict(linear_solver="schur"), 30, function_tolerance=1e-14))
+        optimum.append(ref.final_cost)
         for mode, kw in MODES:
-            opts = solver_options(kw, args.max_iterations, function_tolerance=1e-10)
+            opts = solver_options(kw, args.max_iterations, function_tolerance=args.function_tolerance)
             t0 = time.perf_counter()
             _, _, s = solve_window(*w.solve_args(), options=opts)
-            times[mode].append(time.perf_counter() - t0)
-            costs[mode].append(s.final_cost)
-            its[mode].append(s.iterations)
-            cgs[mode].append(s.cg_iterations)
+            dt = time.perf_counter() - t0
             lin = getattr(s, "linear_solve_time_s", 0.0)
-            share[mode].append(getattr(s, "jacobian_product_time_s", 0.0) / lin if lin > 0 else 0.0)
-    c64 = np.array(costs["cgnr fp64"])
+            r = rec[mode]
+            r["time"].append(dt)
+            r["cost"].append(s.final_cost)
+            r["its"].append(s.iterations)
+            r["cg"].append(s.cg_iterations)
+            r["share"].append(getattr(s, "jacobian_product_time_s", 0.0) / lin if lin > 0 else float("nan"))
+        if not no_ceres:
+            for ls in CERES_SOLVERS:
+                cost, its, dt = ceres_window(w, ls, args.max_iterations, args.function_tolerance)
+                r = rec[f"ceres {ls}"]
+                r["time"].append(dt)
+                r["cost"].append(cost)
+                r["its"].append(its)
+    opt = np.array(optimum)
     rows = []
-    for mode, _ in MODES:
-        rows.append(dict(mode=mode, final_cost=float(np.median(costs[mode])), time_s=float(np.median(times[mode])),
-                         iterations=int(np.median(its[mode])), cg_iterations=int(np.median(cgs[mode])),
-                         jp_share=float(np.mean(share[mode]))))
-    print_table(f"{args.count} windows ({'stereo' if args.stereo else 'mono'}), median over windows; "
-                f"observations median {int(np.median(n_obs))}", rows)
-    print("\nshare of windows whose final cost is within 1e-6 relative of cgnr fp64 "
-          "(and of schur fp64):")
-    cs = np.array(costs["schur fp64"])
-    for mode, _ in MODES:
-        c = np.array(costs[mode])
+    for m in labels:
+        r = rec[m]
+        cgnr = m.startswith("cgnr")
+        rows.append(dict(mode=m, final_cost=float(np.median(r["cost"])), time_s=float(np.median(r["time"])),
+                         iterations=int(np.median(r["its"])),
+                         cg_iterations=int(np.median(r["cg"])) if cgnr else None,
+                         jp_share=float(np.nanmean(r["share"])) if cgnr else float("nan")))
+    print_table(f"{args.count} windows ({'stereo' if args.stereo else 'mono'}, init {args.init}), median over "
+                f"windows; observations median {int(np.median(n_obs))}; <= {args.max_iterations} LM iterations, "
+                f"function tolerance {args.function_tolerance:g}", rows,
+                ceres_ref="ceres DENSE_SCHUR" if not no_ceres else "schur fp64")
+    c64 = np.array(rec["cgnr fp64"]["cost"])
+    print("\nshare of windows whose final cost is within 1e-6 relative of: cgnr fp64 | the window's minimum "
+          "(fp64 Schur, 30 its); 90th percentile time ms")
+    for m in labels:
+        c = np.array(rec[m]["cost"])
         a = np.mean(np.abs(c - c64) <= 1e-6 * c64)
-        b = np.mean(np.abs(c - cs) <= 1e-6 * cs)
-        print(f"  {mode:16s} {a:7.1%}   {b:7.1%}")
-    print("Ceres columns: not implemented.")
+        b = np.mean(np.abs(c - opt) <= 1e-6 * opt)
+        print(f"  {m:22s} {a:7.1%}  {b:7.1%}  {np.percentile(rec[m]['time'], 90) * 1e3:8.1f}")
+    if no_ceres:
+        print(f"Ceres rows skipped: {no_ceres}")
     return 0

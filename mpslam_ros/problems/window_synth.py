@@ -3,8 +3,20 @@
 A camera flies a smooth, gently curving path (EuRoC-like intrinsics, 752x480); landmarks are
 placed in front of the keyframes and tracked over a run of consecutive keyframes (like a KLT/ORB
 front end), giving by default 50 keyframes, ~230 landmarks and ~2,750 observations (a mono
-Jacobian of ~5,500 x 1,000). Observations get Gaussian pixel noise; the initial values the solver
-starts from are the ground truth perturbed (keyframes except the fixed ones, and all landmarks).
+Jacobian of ~5,500 x 1,000). Observations get Gaussian pixel noise. Two kinds of starting point:
+
+- ``init="independent"`` (the default): the ground truth with independent noise on every
+  keyframe (0.5 deg, 3 cm; except the fixed ones) and every landmark (5 cm). A stress test, far
+  from what VO hands its BA: neighbouring keyframes 7 cm apart get independent 3 cm errors, so the
+  initial relative motions are off by ~40%, and the noise has components along the window's weakly
+  observable directions (mono scale) that a sliding window never starts with.
+- ``init="vo"``: what a VO back end sees when a keyframe arrives. The older keyframes and the
+  landmarks they see come from the previous window's solution (the window without its newest
+  keyframe, bundle-adjusted to convergence with the fp64 Schur solver from the independent
+  perturbation above); the newest keyframe is the previous one composed with the true relative
+  motion plus tracking noise (``track_rotation_deg``, ``track_translation``), and landmarks first
+  seen by it are its true camera-frame points plus triangulation noise (``point_noise``) mapped
+  through that tracked pose.
 """
 
 from __future__ import annotations
@@ -66,7 +78,8 @@ def make_window(seed: int = 0, num_keyframes: int = 50, num_landmarks: int = 230
                 track_length: tuple = (8, 17), stereo: bool = False, baseline: float = 0.11,
                 pixel_noise: float = 0.5, rotation_noise_deg: float = 0.5,
                 translation_noise: float = 0.03, point_noise: float = 0.05,
-                num_fixed: int | None = None) -> SyntheticWindow:
+                num_fixed: int | None = None, init: str = "independent",
+                track_rotation_deg: float = 0.2, track_translation: float = 0.01) -> SyntheticWindow:
     """Generate one window.
 
     ``track_length``: each landmark is observed by a run of consecutive keyframes whose length is
@@ -74,7 +87,10 @@ def make_window(seed: int = 0, num_keyframes: int = 50, num_landmarks: int = 230
     ``stereo``: also observe the right-image u (3 residual rows per observation).
     ``num_fixed``: keyframes held fixed from the oldest (gauge); default 1 for stereo and 2 for
     mono (mono leaves the scale free, which the second fixed keyframe pins).
+    ``init``: "independent" or "vo" (see the module docstring).
     """
+    if init not in ("independent", "vo"):
+        raise ValueError(f"init must be 'independent' or 'vo', got {init!r}")
     rng = np.random.default_rng(seed)
     fx, fy, cx, cy, width, height = EUROC_LIKE
     n = num_keyframes
@@ -139,6 +155,40 @@ def make_window(seed: int = 0, num_keyframes: int = 50, num_landmarks: int = 230
         T_init[i, :3, :3] = _small_rotation(rng, np.deg2rad(rotation_noise_deg)) @ T_cw[i, :3, :3]
         T_init[i, :3, 3] += rng.normal(0.0, translation_noise, 3)
     points_init = points + rng.normal(0.0, point_noise, points.shape)
-    return SyntheticWindow(T_cw, points, T_init, points_init, np.asarray(obs_cam, dtype=np.int64),
-                           np.asarray(obs_pt, dtype=np.int64), uv, ur, (fx, fy, cx, cy), baseline,
-                           fixed, pixel_noise)
+    obs_cam = np.asarray(obs_cam, dtype=np.int64)
+    obs_pt = np.asarray(obs_pt, dtype=np.int64)
+    if init == "vo" and n - 1 > num_fixed:
+        T_init, points_init = _previous_window_start(rng, T_cw, points, T_init, points_init, obs_cam, obs_pt,
+                                                     uv, ur, (fx, fy, cx, cy), baseline, fixed,
+                                                     track_rotation_deg, track_translation, point_noise)
+    return SyntheticWindow(T_cw, points, T_init, points_init, obs_cam, obs_pt, uv, ur, (fx, fy, cx, cy),
+                           baseline, fixed, pixel_noise)
+
+
+def _previous_window_start(rng, T_true, points_true, T_init, points_init, obs_cam, obs_pt, uv, ur, intrinsics,
+                           baseline, fixed, track_rotation_deg, track_translation, point_noise):
+    """VO-style start: previous window (all keyframes but the newest) solved, newest one tracked."""
+    from mpslam_ros.problems.ba import solve_window
+    from mpslam_ros.solvers.lm import SolverOptions
+
+    n = len(T_true)
+    old_obs = obs_cam < n - 1
+    old_pts = np.bincount(obs_pt[old_obs], minlength=len(points_true)) >= 2
+    keep = old_obs & old_pts[obs_pt]
+    remap = np.cumsum(old_pts) - 1
+    T_prev, P_prev, _ = solve_window(
+        T_init[:n - 1], points_init[old_pts], obs_cam[keep], remap[obs_pt[keep]], uv[keep], ur[keep], intrinsics,
+        baseline, fixed[:n - 1],
+        options=SolverOptions(linear_solver="schur", max_iterations=30, function_tolerance=1e-12))
+    T_new = T_true[n - 1] @ np.linalg.inv(T_true[n - 2]) @ T_prev[n - 2]  # tracked relative motion
+    T_new[:3, :3] = _small_rotation(rng, np.deg2rad(track_rotation_deg)) @ T_new[:3, :3]
+    T_new[:3, 3] += rng.normal(0.0, track_translation, 3)
+    T_start = np.concatenate([T_prev, T_new[None]])
+    P_start = np.empty_like(points_true)
+    P_start[old_pts] = P_prev
+    new = ~old_pts
+    if np.any(new):  # first seen by the newest keyframe: triangulated in its frame, mapped by its tracked pose
+        p_c = points_true[new] @ T_true[n - 1, :3, :3].T + T_true[n - 1, :3, 3]
+        p_c += rng.normal(0.0, point_noise, p_c.shape)
+        P_start[new] = (p_c - T_new[:3, 3]) @ T_new[:3, :3]
+    return T_start, P_start
