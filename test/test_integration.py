@@ -122,7 +122,8 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
         last = recorder.odometry_trajectory().stamps_ns[-1]
         injector.send_bad_inputs(seq.rig, int(last))
         _wait_player(graph, timeout=400)
-        assert recorder.wait_for_frames_done(len(seq), timeout=120), recorder.diagnostics("vo_node: visual odometry")
+        assert recorder.wait_for_frames_done(len(seq), timeout=120), \
+            str(recorder.diagnostics("vo_node: visual odometry")) + graph.log("vo_node")[-2000:]
         n_kf = recorder.count("vo/keyframes/features")
         recorder.wait_for(lambda r: r.data.diagnostics.get("loop_closure_node: loop closure", {}).get(
             "keyframes_processed") == str(n_kf), timeout=30)

@@ -37,8 +37,8 @@ def test_vo_node_rgbd_mode(tmp_path, ros_env, monkeypatch):
             assert player.returncode == 0, graph.log("bag_player")
             missing = lambda: sorted(set(range(len(seq))) - set(  # noqa: E731  (frame indices without odometry)
                 np.searchsorted(seq.ground_truth().stamps_ns, rec.odometry_trajectory().stamps_ns).tolist()))
-            assert rec.wait_for_frames_done(len(seq), timeout=120), (rec.diagnostics("vo_node: visual odometry"),
-                                                                      missing())
+            assert rec.wait_for_frames_done(len(seq), timeout=120), \
+                f"{rec.diagnostics('vo_node: visual odometry')} missing {missing()}\n{graph.log('vo_node')[-2000:]}"
             assert graph.stop("vo_node") == 0
         log = graph.log("vo_node")
         diag = rec.data.diagnostics["vo_node: visual odometry"]

@@ -73,7 +73,8 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypat
             player = graph.start_player(bag, rate=1.0)
             player.wait(timeout=400)
             assert player.returncode == 0, graph.log("bag_player")
-            assert rec.wait_for_frames_done(n_frames, timeout=120), rec.diagnostics("vo_node: visual odometry")
+            assert rec.wait_for_frames_done(n_frames, timeout=120), \
+                f"{rec.diagnostics('vo_node: visual odometry')}\n{graph.log('vo_node')[-2000:]}"
             assert graph.stop("vo_node") == 0
         log = graph.log("vo_node")
         assert "Traceback" not in log, log[-3000:]
