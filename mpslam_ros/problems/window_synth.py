@@ -179,7 +179,7 @@ def _previous_window_start(rng, T_true, points_true, T_init, points_init, obs_ca
     T_prev, P_prev, _ = solve_window(
         T_init[:n - 1], points_init[old_pts], obs_cam[keep], remap[obs_pt[keep]], uv[keep], ur[keep], intrinsics,
         baseline, fixed[:n - 1],
-        options=SolverOptions(linear_solver="schur", max_iterations=30, function_tolerance=1e-12))
+        options=SolverOptions(linear_solver="schur", max_iterations=20, function_tolerance=1e-10))
     T_new = T_true[n - 1] @ np.linalg.inv(T_true[n - 2]) @ T_prev[n - 2]  # tracked relative motion
     T_new[:3, :3] = _small_rotation(rng, np.deg2rad(track_rotation_deg)) @ T_new[:3, :3]
     T_new[:3, 3] += rng.normal(0.0, track_translation, 3)
