@@ -18,7 +18,9 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from mpslam_ros.datatypes import Keyframe  # noqa: E402
-from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
+# KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
+# keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
 
 DURATION_S = 12.0
 SCENE = "household"
@@ -51,7 +53,8 @@ def recorder(ros_env, monkeypatch):
 
 
 def _graph(tmp_path, ros_env, seq) -> SlamGraph:
-    return SlamGraph(tmp_path / "logs", ros_env, params={"/**": extrinsic_params(seq.rig.T_body_left)})
+    return SlamGraph(tmp_path / "logs", ros_env, params={"/**": extrinsic_params(seq.rig.T_body_left),
+                                                              "vo_node": KEEP_EVERY_FRAME})
 
 
 def _wait_player(graph: SlamGraph, timeout: float) -> None:
@@ -122,7 +125,7 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
         last = recorder.odometry_trajectory().stamps_ns[-1]
         injector.send_bad_inputs(seq.rig, int(last))
         _wait_player(graph, timeout=400)
-        assert recorder.wait_for_frames_done(len(seq), timeout=120), \
+        assert recorder.wait_for_frames_done(len(seq), timeout=300), \
             str(recorder.diagnostics("vo_node: visual odometry")) + graph.log("vo_node")[-2000:]
         n_kf = recorder.count("vo/keyframes/features")
         recorder.wait_for(lambda r: r.data.diagnostics.get("loop_closure_node: loop closure", {}).get(

@@ -13,7 +13,9 @@ cv2 = pytest.importorskip("cv2")
 
 from mpslam_ros.datatypes import CameraIntrinsics  # noqa: E402
 from mpslam_ros.nodes import msgs  # noqa: E402
-from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
+# KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
+# keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
 
 
 def _euroc_camera(mav0, cam: str):
@@ -67,7 +69,8 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypat
     from mpslam_ros.nodes.recorder import OutputRecorder
 
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec:
-        with SlamGraph(tmp_path / "logs", ros_env, params={"/**": extrinsic_params(T_body_left)}) as graph:
+        with SlamGraph(tmp_path / "logs", ros_env, params={"/**": extrinsic_params(T_body_left),
+                                                           "vo_node": KEEP_EVERY_FRAME}) as graph:
             graph.start_node("vo_node")
             assert rec.wait_for_publishers(["vo/odometry", "/diagnostics"], timeout=300), graph.log("vo_node")
             player = graph.start_player(bag, rate=1.0)

@@ -47,6 +47,11 @@ def ros_environment(domain_id: Optional[int] = None, base: Optional[dict] = None
     return env
 
 
+#: vo_node parameters that queue every frame instead of dropping frames while VO is busy (offline
+#: processing of a bag, tests of what VO computes); live cameras want the default bounded queue
+KEEP_EVERY_FRAME = {"max_pending_frames": 100000}
+
+
 def extrinsic_params(T_body_left) -> dict:
     """``camera_extrinsic.*`` parameter values for a 4x4 T_body_left."""
     from mpslam_ros.nodes.msgs import rotation_to_quaternion
