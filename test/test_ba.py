@@ -163,3 +163,13 @@ def test_ceres_bal_matches_schur(data_dir):
     # above the BAL minimum under the BAL cost, and never below it
     assert ref.final_cost * (1 - 1e-9) <= cost <= 1.05 * ref.final_cost, (cost, ref.final_cost)
     assert cost < 0.02 * ref.initial_cost and its >= 1
+
+
+def test_bench_runs_blas_single_threaded():
+    import sys
+
+    from mpslam_ros.bench.ba import single_threaded_blas
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps")
+    assert single_threaded_blas() >= 1  # numpy's and scipy's OpenBLAS

@@ -38,6 +38,38 @@ def solver_options(mode_kw: dict, max_iterations: int, **extra):
     return ba_options(**kw)
 
 
+def single_threaded_blas() -> int:
+    """Limit every loaded OpenBLAS (numpy's, scipy's) to one thread; returns how many were set.
+
+    Every solver in the tables runs on one thread (ours, Ceres with ``num_threads=1``); the fp64
+    Schur reference's dense Cholesky would otherwise use OpenBLAS threads, which on this shared
+    2-core machine spin against other jobs (measured: 70 ms instead of 1 ms per 288x288 factor).
+    Same effect as ``OPENBLAS_NUM_THREADS=1`` set before Python starts. Linux only (reads /proc)."""
+    import ctypes
+
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return 0
+    count = 0
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads",
+                     "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(1)
+                count += 1
+                break
+    return count
+
+
 def ceres_available() -> str:
     """'' when pycolmap (Ceres) can be used, else the reason it cannot."""
     try:
@@ -184,14 +216,14 @@ def print_table(title: str, rows: list, ceres_ref: str = "ceres DENSE_SCHUR") ->
     best = min(r["final_cost"] for r in rows if np.isfinite(r["final_cost"]))
     ref = next((r["time_s"] for r in rows if r["mode"] == ceres_ref), float("nan"))
     print(f"\n{title}")
-    print(f"{'mode':22s} {'final cost':>14s} {'cost/best':>10s} {'time ms':>9s} {'t/ceres':>8s} "
+    print(f"{'mode':22s} {'final cost':>14s} {'cost/best':>10s} {'time ms':>9s} {'t/ref':>8s} "
           f"{'LM it':>6s} {'CG it':>7s} {'J-prod share':>12s}")
     for r in rows:
         cg = f"{r['cg_iterations']:7d}" if r.get("cg_iterations") is not None else f"{'-':>7s}"
         share = f"{r['jp_share']:12.0%}" if np.isfinite(r.get("jp_share", float("nan"))) else f"{'-':>12s}"
         print(f"{r['mode']:22s} {r['final_cost']:14.6e} {r['final_cost'] / best:10.6f} {r['time_s'] * 1e3:9.1f} "
               f"{r['time_s'] / ref:8.2f} {r['iterations']:6d} {cg} {share}")
-    print(f"t/ceres = time / {ceres_ref} time (both single-threaded)")
+    print(f"t/ref = time / {ceres_ref} time (all single-threaded)")
 
 
 def row_from(mode: str, s, dt: float) -> dict:
@@ -216,6 +248,7 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.problems.ba import solve_bal, warmup
 
     files = [Path(f) for f in args.files] or sorted(DEFAULT_DIR.glob("*.txt*"))
+    single_threaded_blas()
     warmup()
     no_ceres = ceres_available()
     for f in files:

@@ -29,10 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mpslam_ros.bench.ba import CERES_SOLVERS, MODES, ceres_available, ceres_window, print_table, solver_options
+    from mpslam_ros.bench.ba import (CERES_SOLVERS, MODES, ceres_available, ceres_window, print_table,
+                                     single_threaded_blas, solver_options)
     from mpslam_ros.problems.ba import solve_window, warmup
     from mpslam_ros.problems.window_synth import make_window
 
+    single_threaded_blas()
     warmup()
     no_ceres = "--no-ceres given" if args.no_ceres else (
         "stereo windows (COLMAP's costs are mono)" if args.stereo else ceres_available())
