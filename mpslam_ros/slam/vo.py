@@ -41,11 +41,10 @@ from mpslam_ros.frontend.rectify import Rectifier
 log = logging.getLogger("mpslam_ros.vo")
 
 try:  # the BA back end is another part of the package; VO degrades to PnP-only without it
-    from mpslam_ros.problems.ba import solve_window as _solve_window
-    from mpslam_ros.solvers.lm import SolverOptions as _SolverOptions
+    from mpslam_ros.problems.ba import ba_options as _ba_options, solve_window as _solve_window
 except ImportError:  # pragma: no cover - depends on the checkout
     _solve_window = None
-    _SolverOptions = None
+    _ba_options = None
 
 
 @dataclass
@@ -487,7 +486,8 @@ class VisualOdometry:
         points_w = np.array([self._landmarks[int(i)] for i in lm_ids])
         fixed = np.zeros(len(win), bool)
         fixed[0] = True  # gauge: the oldest keyframe in the window stays where it is
-        options = _SolverOptions(
+        # BA's tuned options (Ceres-like trust region and CG forcing term, fused CGNR), VO's budget
+        options = _ba_options(
             precision=cfg.precision, max_iterations=cfg.ba_iterations,
             preconditioner=cfg.ba_preconditioner,
             robust_loss=None if cfg.ba_robust_loss in ("", "none") else cfg.ba_robust_loss,
