@@ -27,11 +27,6 @@ def ros_env() -> dict:
     _domain_counter[0] += 1
     # Spread over 1..100 by worker pid so parallel pytest workers never share a domain.
     domain = 1 + (os.getpid() * 7 + _domain_counter[0]) % 100
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(domain),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        PYTHONUNBUFFERED="1",
-        RCUTILS_LOGGING_BUFFERED_STREAM="0",
-    )
-    return env
+    from mpslam_ros.nodes.graph import ros_environment  # no rclpy needed: plain environment handling
+
+    return ros_environment(domain)

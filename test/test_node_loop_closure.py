@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("std_srvs", reason="std_srvs is not installed (pip install ros-std-srvs)")
 
-from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import DDS_ENV_KEYS, SlamGraph, extrinsic_params  # noqa: E402
 
 N_FRAMES = 80
 
@@ -61,7 +61,7 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
 
     seq, keyframes = make_keyframes()
     assert len(keyframes) >= 3
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+    for key in DDS_ENV_KEYS:
         monkeypatch.setenv(key, ros_env[key])
     map_path = tmp_path / "map.npz"
     params = {"/**": extrinsic_params(seq.rig.T_body_left), "loop_closure_node": {"map_path": str(map_path)}}

@@ -15,7 +15,7 @@ from mpslam_ros.datatypes import CameraIntrinsics  # noqa: E402
 from mpslam_ros.nodes import msgs  # noqa: E402
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import DDS_ENV_KEYS, KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
 
 
 def _euroc_camera(mav0, cam: str):
@@ -28,8 +28,12 @@ def _euroc_camera(mav0, cam: str):
         w, h, fu, fv, cu, cv, np.array(y["distortion_coefficients"], float))
 
 
-def write_euroc_driver_bag(mav0, path) -> np.ndarray:
-    """Raw stereo images + calibrated CameraInfos (D, R, P as camera_calibration writes them)."""
+def write_euroc_driver_bag(mav0, path, first_info_frame: int = 0) -> np.ndarray:
+    """Raw stereo images + calibrated CameraInfos (D, R, P as camera_calibration writes them).
+
+    The CameraInfos start at frame ``first_info_frame``, as from a driver that publishes its first
+    images before its calibration is loaded.
+    """
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -48,13 +52,14 @@ def write_euroc_driver_bag(mav0, path) -> np.ndarray:
                                                        typestore=typestore)
             conns[side, "info"] = writer.add_connection(f"/camera/{side}/camera_info",
                                                         "sensor_msgs/msg/CameraInfo", typestore=typestore)
-        for png in sorted((mav0 / "cam0" / "data").glob("*.png")):
+        for i, png in enumerate(sorted((mav0 / "cam0" / "data").glob("*.png"))):
             stamp = int(png.stem)
             for side, folder, cam, R, P in (("left", "cam0", cam0, R1, P1), ("right", "cam1", cam1, R2, P2)):
                 img = cv2.imread(str(mav0 / folder / "data" / png.name), cv2.IMREAD_GRAYSCALE)
                 info = msgs.intrinsics_to_camera_info(cam, stamp, folder)
                 info.r, info.p = R.reshape(-1).tolist(), P.reshape(-1).tolist()
-                writer.write(conns[side, "info"], stamp, serialize_message(info))
+                if i >= first_info_frame:
+                    writer.write(conns[side, "info"], stamp, serialize_message(info))
                 writer.write(conns[side, "img"], stamp, serialize_message(msgs.numpy_to_image(img, stamp, folder)))
     return T_b_c0
 
@@ -62,9 +67,9 @@ def write_euroc_driver_bag(mav0, path) -> np.ndarray:
 def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypatch):
     mav0 = data_dir / "euroc_micro" / "mav0"
     bag = tmp_path / "euroc_micro"
-    T_body_left = write_euroc_driver_bag(mav0, bag)
+    T_body_left = write_euroc_driver_bag(mav0, bag, first_info_frame=10)  # 0.5 s of images before CameraInfo
     n_frames = len(list((mav0 / "cam0" / "data").glob("*.png")))
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+    for key in DDS_ENV_KEYS:
         monkeypatch.setenv(key, ros_env[key])
     from mpslam_ros.nodes.recorder import OutputRecorder
 
@@ -84,7 +89,10 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypat
         odo = rec.odometry_trajectory()
         diag = rec.data.diagnostics["vo_node: visual odometry"]
 
-    # every frame arrived; each was processed or (VO busy) dropped and counted
+    # every frame arrived, those before the first CameraInfo included (held, then replayed);
+    # each was processed or (VO busy) dropped and counted
+    assert "no CameraInfo received yet" not in log, log[-3000:]
+    assert int(diag["bad_messages"]) == 0 and int(diag["images_unpaired"]) == 0, diag
     assert int(diag["frames_received"]) == n_frames and int(diag["frames_missed"]) == 0, diag
     assert int(diag["frames_processed"]) + int(diag["frames_dropped"]) == n_frames, diag
     assert len(odo) >= 0.8 * n_frames, (diag, log[-2000:])

@@ -71,11 +71,11 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
     """Start the nodes and the player, record the outputs; returns the raw observations."""
     from tqdm import tqdm
 
-    from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params, ros_environment
+    from mpslam_ros.nodes.graph import DDS_ENV_KEYS, SlamGraph, extrinsic_params, ros_environment
 
     env = ros_environment(args.domain_id)
     # this process subscribes too: same domain and discovery range before rclpy starts
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    os.environ.update({k: env[k] for k in DDS_ENV_KEYS})
     from mpslam_ros.nodes.recorder import OutputRecorder
 
     params: dict = {"vo_node": {"precision": args.precision}, "loop_closure_node": {"precision": args.precision}}

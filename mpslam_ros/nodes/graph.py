@@ -37,13 +37,23 @@ def default_params_file() -> Path:
         return Path(sys.prefix) / "share" / "mpslam_ros" / "config" / "slam.yaml"
 
 
+#: the variables every process of one graph (nodes, player, an in-process recorder) must share
+DDS_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS")
+
+
 def ros_environment(domain_id: Optional[int] = None, base: Optional[dict] = None) -> dict:
-    """Environment for the graph's processes: own ROS_DOMAIN_ID, discovery kept on this host."""
+    """Environment for the graph's processes: own ROS_DOMAIN_ID, discovery kept on this host.
+
+    Fast DDS's default transports send messages over ~0.5 MB (a 640x480 16-bit depth image) as
+    fragmented UDP, which loses samples under load; LARGE_DATA (shared memory + TCP) carries them
+    whole. A value already in the environment is kept.
+    """
     env = dict(os.environ if base is None else base)
     if domain_id is None:
         domain_id = int(env.get("ROS_DOMAIN_ID") or random.randint(1, 100))
     env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
                RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     return env
 
 

@@ -78,6 +78,10 @@ class VisualOdometryNode(Node):
                                     "DDS queue depth of each camera subscription: deep enough that a briefly "
                                     "busy executor loses nothing (the VO's own queue, max_pending_frames, "
                                     "decides what is dropped, and counts it)")
+        self.calibration_wait_ns = int(1e9 * declare(
+            self, "calibration_wait_s", 5.0,
+            "images that arrive before the first CameraInfo are held for up to this span of image time, "
+            "then dropped and counted (drivers and players often deliver CameraInfo after the first images)"))
         self.max_pending = declare(self, "max_pending_frames", 10,
                                    "frames waiting for VO (absorbs keyframe bundle-adjustment spikes); when full the oldest is dropped and counted")
         self.path_period = declare(self, "path_publish_period_s", 1.0, "seconds between vo/path messages")
@@ -115,6 +119,7 @@ class VisualOdometryNode(Node):
         self.frames_processed = 0
         self.frames_dropped = 0
         self.frames_missed = 0
+        self.images_unpaired = 0  # images dropped because their partner (right / depth image) never came
         self.odometry_published = 0
         self._periods: collections.deque = collections.deque(maxlen=20)
         self.tracking_state = "waiting"
@@ -209,9 +214,10 @@ class VisualOdometryNode(Node):
             self.bad.reject(topic, str(exc))
             return
         if self._rig is None:
-            # hold a few images: drivers often send the first image just before its CameraInfo
+            # hold the images of the last calibration_wait_s until the CameraInfo arrives
             self._early.append((which, stamp, arr))
-            if len(self._early) > 6:
+            newest = max(s for _, s, _ in self._early)
+            while newest - self._early[0][1] > self.calibration_wait_ns:
                 early_which = self._early.pop(0)[0]
                 self.bad.reject(self.topics[early_which], "no CameraInfo received yet on " + " / ".join(
                     t for t in self._info_topics if t not in self._infos))
@@ -236,6 +242,7 @@ class VisualOdometryNode(Node):
             partner = theirs.pop(match)
             for s in [s for s in theirs if s < match]:  # older unpaired images will never pair now
                 del theirs[s]
+                self.images_unpaired += 1
             left, other = (arr, partner) if which == "left" else (partner, arr)
             left_stamp = stamp if which == "left" else match
             self._enqueue(left_stamp, left, other)
@@ -243,6 +250,7 @@ class VisualOdometryNode(Node):
             mine[stamp] = arr
             while len(mine) > 10:
                 mine.popitem(last=False)
+                self.images_unpaired += 1
 
     def _count_missed(self, stamp: int) -> None:
         """Frames lost before reaching the node (transport, queue overflow) show up as stamp gaps."""
@@ -360,6 +368,7 @@ class VisualOdometryNode(Node):
             "tracking_state": self.tracking_state, "num_tracked": self.num_tracked,
             "frames_received": self.frames_received, "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped, "frames_missed": self.frames_missed,
+            "images_unpaired": self.images_unpaired,
             "odometry_published": self.odometry_published,
             "bad_messages": self.bad.count,
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
@@ -390,7 +399,8 @@ class VisualOdometryNode(Node):
         s = self.stats()
         self.get_logger().info(
             f"vo_node summary: received {s['frames_received']} frames, processed {s['frames_processed']}, "
-            f"dropped {s['frames_dropped']} (VO busy), missed {s['frames_missed']} (stamp gaps), bad messages {s['bad_messages']}")
+            f"dropped {s['frames_dropped']} (VO busy), missed {s['frames_missed']} (stamp gaps), "
+            f"unpaired images {s['images_unpaired']}, bad messages {s['bad_messages']}")
 
 
 #: Modules whose numba kernels visual odometry runs (``mpslam warmup`` compiles them all).
