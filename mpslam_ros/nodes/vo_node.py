@@ -67,6 +67,10 @@ class VisualOdometryNode(Node):
             raise ValueError(f"parameter mode must be 'stereo' or 'rgbd', got {self.mode!r}")
         self.sync_tolerance_ns = int(1e9 * declare(
             self, "sync_tolerance_s", 0.002, "max stamp difference (s) between the two images of a pair"))
+        self.sync_queue_ns = int(1e9 * declare(
+            self, "sync_queue_s", 2.0,
+            "an image waits this long (image time) for its partner; covers one camera topic arriving later "
+            "than the other (large depth images lagged the colour images by > 0.5 s under load here)"))
         self.odom_frame = declare(self, "odom_frame", "odom", "frame of the odometry (parent of base_frame)")
         self.base_frame = declare(self, "base_frame", "base_link", "body frame of the robot")
         self.depth_scale = declare(self, "depth_scale", 0.001, "metres per unit of 16-bit depth images (RGB-D)")
@@ -248,7 +252,7 @@ class VisualOdometryNode(Node):
             self._enqueue(left_stamp, left, other)
         else:
             mine[stamp] = arr
-            while len(mine) > 10:
+            while stamp - next(iter(mine)) > self.sync_queue_ns:
                 mine.popitem(last=False)
                 self.images_unpaired += 1
 
