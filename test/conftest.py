@@ -30,3 +30,13 @@ def ros_env() -> dict:
     from mpslam_ros.nodes.graph import ros_environment  # no rclpy needed: plain environment handling
 
     return ros_environment(domain)
+
+
+@pytest.fixture
+def ros_env_in_process(ros_env, monkeypatch) -> dict:
+    """ros_env applied to this process too, for a test's own rclpy subscriber (recorder, probe node)."""
+    from mpslam_ros.nodes.graph import DDS_ENV_KEYS
+
+    for key in DDS_ENV_KEYS:
+        monkeypatch.setenv(key, ros_env[key])
+    return ros_env

@@ -20,7 +20,7 @@ rclpy = pytest.importorskip("rclpy")
 from mpslam_ros.datatypes import Keyframe  # noqa: E402
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import DDS_ENV_KEYS, KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
 
 DURATION_S = 12.0
 SCENE = "household"
@@ -42,12 +42,10 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture
-def recorder(ros_env, monkeypatch):
-    for key in DDS_ENV_KEYS:
-        monkeypatch.setenv(key, ros_env[key])
+def recorder(ros_env_in_process):
     from mpslam_ros.nodes.recorder import OutputRecorder
 
-    rec = OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    rec = OutputRecorder(domain_id=int(ros_env_in_process["ROS_DOMAIN_ID"]))
     yield rec
     rec.close()
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("std_srvs", reason="std_srvs is not installed (pip install ros-std-srvs)")
 
-from mpslam_ros.nodes.graph import DDS_ENV_KEYS, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
 
 N_FRAMES = 80
 
@@ -48,7 +48,7 @@ def call(node, client, timeout=30.0):
     return future.result()
 
 
-def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
+def test_loop_closure_node_services_and_path(tmp_path, ros_env, ros_env_in_process):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, PointCloud2
     from nav_msgs.msg import Odometry
@@ -61,8 +61,6 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, monkeypatch):
 
     seq, keyframes = make_keyframes()
     assert len(keyframes) >= 3
-    for key in DDS_ENV_KEYS:
-        monkeypatch.setenv(key, ros_env[key])
     map_path = tmp_path / "map.npz"
     params = {"/**": extrinsic_params(seq.rig.T_body_left), "loop_closure_node": {"map_path": str(map_path)}}
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec, \

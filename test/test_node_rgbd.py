@@ -12,13 +12,13 @@ pytest.importorskip("rclpy")
 
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import DDS_ENV_KEYS, KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
 
 DURATION_S = 6.0
 ATE_BOUND_M = 0.05
 
 
-def test_vo_node_rgbd_mode(tmp_path, ros_env, monkeypatch):
+def test_vo_node_rgbd_mode(tmp_path, ros_env, ros_env_in_process):
     from mpslam_ros.evaluation.metrics import ate
     from mpslam_ros.io.bags import write_bag
     from mpslam_ros.nodes.recorder import OutputRecorder
@@ -26,8 +26,6 @@ def test_vo_node_rgbd_mode(tmp_path, ros_env, monkeypatch):
 
     seq = load_or_generate("household", DURATION_S, 5, with_depth=True, progress=False)
     bag = write_bag(seq, tmp_path / "rgbd.mcap")
-    for key in DDS_ENV_KEYS:
-        monkeypatch.setenv(key, ros_env[key])
     params = {"/**": extrinsic_params(seq.rig.T_body_left), "vo_node": {"mode": "rgbd", **KEEP_EVERY_FRAME}}
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec:
         with SlamGraph(tmp_path / "logs", ros_env, params=params) as graph:

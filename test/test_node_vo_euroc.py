@@ -15,7 +15,7 @@ from mpslam_ros.datatypes import CameraIntrinsics  # noqa: E402
 from mpslam_ros.nodes import msgs  # noqa: E402
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import DDS_ENV_KEYS, KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
 
 
 def _euroc_camera(mav0, cam: str):
@@ -64,13 +64,11 @@ def write_euroc_driver_bag(mav0, path, first_info_frame: int = 0) -> np.ndarray:
     return T_b_c0
 
 
-def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, data_dir, monkeypatch):
+def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, ros_env_in_process, data_dir):
     mav0 = data_dir / "euroc_micro" / "mav0"
     bag = tmp_path / "euroc_micro"
     T_body_left = write_euroc_driver_bag(mav0, bag, first_info_frame=10)  # 0.5 s of images before CameraInfo
     n_frames = len(list((mav0 / "cam0" / "data").glob("*.png")))
-    for key in DDS_ENV_KEYS:
-        monkeypatch.setenv(key, ros_env[key])
     from mpslam_ros.nodes.recorder import OutputRecorder
 
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec:

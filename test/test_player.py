@@ -25,7 +25,6 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from mpslam_ros.datatypes import CameraIntrinsics  # noqa: E402
-from mpslam_ros.nodes.graph import DDS_ENV_KEYS  # noqa: E402
 from mpslam_ros.nodes.msgs import image_to_mono8, intrinsics_to_camera_info, numpy_to_image, time_to_ns  # noqa: E402
 
 N_FRAMES = 30
@@ -95,9 +94,7 @@ def _entry(name: str) -> str:
 
 
 @pytest.mark.parametrize("storage,rate", [("mcap", 2.0), ("sqlite3", 4.0)])
-def test_player_publishes_every_message_paced_with_clock(tmp_path, ros_env, monkeypatch, storage, rate):
-    for key in DDS_ENV_KEYS:
-        monkeypatch.setenv(key, ros_env[key])
+def test_player_publishes_every_message_paced_with_clock(tmp_path, ros_env, ros_env_in_process, storage, rate):
     bag = tmp_path / f"bag_{storage}"
     write_test_bag(bag, storage)
     listener = Listener(int(ros_env["ROS_DOMAIN_ID"]))

@@ -220,8 +220,7 @@ class VisualOdometryNode(Node):
         if self._rig is None:
             # hold the images of the last calibration_wait_s until the CameraInfo arrives
             self._early.append((which, stamp, arr))
-            newest = max(s for _, s, _ in self._early)
-            while newest - self._early[0][1] > self.calibration_wait_ns:
+            while stamp - self._early[0][1] > self.calibration_wait_ns:
                 early_which = self._early.pop(0)[0]
                 self.bad.reject(self.topics[early_which], "no CameraInfo received yet on " + " / ".join(
                     t for t in self._info_topics if t not in self._infos))
