@@ -12,6 +12,7 @@ HELP = "compile (or load from the on-disk cache) every numba kernel, so later ru
 KERNEL_MODULES = [
     "mpslam_ros.geometry.lie",
     "mpslam_ros.solvers.kernels",
+    "mpslam_ros.solvers.block_ldl",
     "mpslam_ros.problems.pgo",
     "mpslam_ros.problems.ba",
     "mpslam_ros.sim.render",
