@@ -173,3 +173,22 @@ def test_bench_runs_blas_single_threaded():
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc/self/maps")
     assert single_threaded_blas() >= 1  # numpy's and scipy's OpenBLAS
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fp64_gradient_takes_fp32_and_mixed_to_the_fp64_optimum(seed):
+    """Iterative refinement: with the fp64 gradient as CG right-hand side, fp32 and mixed LM converge
+    (tiny step) onto the fp64 optimum; with the residual-precision J^T r they stall near it."""
+    from mpslam_ros.problems.ba import ba_options
+
+    w = make_window(seed, init="vo")
+    T_ref, P_ref, ref = solve_window(*w.solve_args(), options=SolverOptions(
+        linear_solver="schur", max_iterations=50, function_tolerance=1e-16, parameter_tolerance=1e-14))
+    tight = dict(max_iterations=40, function_tolerance=1e-16, parameter_tolerance=1e-13, cg_tolerance=0.01)
+    for precision in ("fp32", "mixed"):
+        T, P, s = solve_window(*w.solve_args(), options=ba_options(precision=precision, fp64_gradient=True, **tight))
+        assert s.converged, (precision, s.termination)
+        assert abs(s.final_cost - ref.final_cost) <= 1e-12 * ref.final_cost
+        assert np.abs(P - P_ref).max() < 1e-5 and np.abs(T[:, :3, 3] - T_ref[:, :3, 3]).max() < 1e-5
+        off = solve_window(*w.solve_args(), options=ba_options(precision=precision, fp64_gradient=False, **tight))[2]
+        assert not off.converged and off.iterations == 40  # stalls on its rounded gradient

@@ -146,3 +146,24 @@ def test_pnp_rejects_outliers_and_recovers_pose():
     ur = 400 * (Pc[:, 0] - 0.1) / Pc[:, 2] + 320 + rng.normal(0, 0.5, 150)
     est2 = estimate_pose(Pw, uv, ur, intr, 0.1, T_cw_prior=np.eye(4))
     assert est2.covariance_diag[:3].sum() < est.covariance_diag[:3].sum()
+
+
+def test_pnp_ransac_is_deterministic_given_its_inputs():
+    """VO runs must be reproducible: OpenCV's PnP RANSAC samples with its own fixed-seed RNG, so the
+    same inputs give the bit-identical pose whatever happened before (global RNG state included)."""
+    rng = np.random.default_rng(5)
+    intr = (400.0, 400.0, 320.0, 240.0)
+    Pc = np.column_stack([rng.uniform(-2, 2, 150), rng.uniform(-1.5, 1.5, 150), rng.uniform(2, 8, 150)])
+    uv = np.column_stack([400 * Pc[:, 0] / Pc[:, 2] + 320, 400 * Pc[:, 1] / Pc[:, 2] + 240])
+    uv += rng.normal(0, 0.5, uv.shape)
+    out = rng.choice(150, 60, replace=False)  # 40 % outliers: RANSAC's sampling matters
+    uv[out] += rng.uniform(3, 60, (60, 2)) * rng.choice([-1, 1], (60, 2))
+    ur = np.full(150, np.nan)
+    poses = []
+    for seed in (None, 1, 12345):
+        if seed is not None:
+            cv2.setRNGSeed(seed)
+        est = estimate_pose(Pc, uv, ur, intr, 0.1, T_cw_prior=np.eye(4))
+        poses.append((est.T_cw.copy(), est.inliers.copy()))
+    for T, inl in poses[1:]:
+        assert np.array_equal(T, poses[0][0]) and np.array_equal(inl, poses[0][1])

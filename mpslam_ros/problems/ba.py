@@ -358,13 +358,18 @@ def ba_options(**overrides):
       that their fp32 inverses break the preconditioner, and fp32/mixed CG ran into its 300-iteration
       cap on the first step of ~15% of VO windows (fp64: 2 iterations);
     - ``cgnr_kernel``: :func:`mpslam_ros.solvers.cgnr_ba.cgnr_ba`, the CG loop with fused J^T J
-      products (one pass over the Jacobian per iteration; ~30% less time per CG iteration).
+      products (one pass over the Jacobian per iteration; ~30% less time per CG iteration);
+    - ``fp64_gradient=True``: the CG right-hand side is LM's fp64 gradient rounded once (mixed-precision
+      iterative refinement), not J^T r in the residual precision: free (LM computes the fp64 gradient
+      anyway) and the fixed point of fp32 / mixed is the fp64 optimum. With the fp32 J^T r, fp32 and
+      mixed stalled ~1e-5 m from it and ran into any iteration cap on synthetic windows; with the fp64
+      gradient they converge onto it (test_fp64_gradient_takes_fp32_and_mixed_to_the_fp64_optimum).
     """
     from mpslam_ros.solvers.cgnr_ba import cgnr_ba
     from mpslam_ros.solvers.lm import SolverOptions
 
     kw = dict(preconditioner="block_jacobi", cg_tolerance=0.1, function_tolerance=1e-6, max_iterations=10,
-              initial_trust_region_radius=1e4, cgnr_kernel=cgnr_ba)
+              initial_trust_region_radius=1e4, cgnr_kernel=cgnr_ba, fp64_gradient=True)
     kw.update(overrides)
     return SolverOptions(**kw)
 

@@ -112,6 +112,10 @@ class SolverOptions:
     robust_scale: float = 1.0
     #: Wall-clock limit in seconds (0: none).
     max_time_s: float = 0.0
+    #: Right-hand side of the normal equations from the fp64 gradient (rounded once to the CG vector
+    #: format) instead of the residual-precision J^T r: mixed-precision iterative refinement, whose
+    #: fixed point is the fp64 optimum whatever the precision of J and CG (not for emulated fp16).
+    fp64_gradient: bool = False
     verbose: bool = False
 
     def validate(self) -> None:
@@ -413,10 +417,15 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         grad_max = float(np.abs(grad / (col_scale * g * g)).max())
         Ra = round_to(S64a, preset.residual)
         Rb = round_to(S64b, preset.residual)
-        rhs = np.empty(layout.n, dtype=vec_dtype)
-        K.jac_t_matvec(Ra, Rb, layout.col_a, layout.col_b, round_to(gr.ravel(), preset.residual).astype(vec_dtype),
-                       rhs, half)
-        rhs = -rhs
+        if options.fp64_gradient and not half:
+            # iterative refinement: the fp64 gradient, rounded once to the CG vector format, so LM's
+            # fixed point is the fp64 optimum (the low precision only perturbs the step)
+            rhs = (-grad).astype(vec_dtype)
+        else:
+            rhs = np.empty(layout.n, dtype=vec_dtype)
+            K.jac_t_matvec(Ra, Rb, layout.col_a, layout.col_b,
+                           round_to(gr.ravel(), preset.residual).astype(vec_dtype), rhs, half)
+            rhs = -rhs
         if preset.jacobian_storage == preset.residual and preset.residual != "fp16":
             Sa, Sb = Ra, Rb
         else:
