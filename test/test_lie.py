@@ -117,3 +117,15 @@ def test_quaternion_roundtrip():
         q = lie.rot_to_quat(R)
         assert q[3] >= 0.0 and np.isclose(np.linalg.norm(q), 1.0)
         assert np.allclose(lie.quat_to_rot(*q), R, atol=1e-12)
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-7, 1e-3, 0.5, 2.5])
+def test_allocation_free_se3_right_jacobian_inv_equals_the_composed_one(angle):
+    rng = np.random.default_rng(5)
+    J = np.empty((6, 6))
+    work = np.empty((12, 3, 3))
+    for _ in range(10):
+        w = rng.standard_normal(3)
+        xi = np.concatenate([angle * w / np.linalg.norm(w), rng.standard_normal(3)])
+        lie.se3_right_jacobian_inv_into(xi, J, work)
+        assert np.allclose(J, lie.se3_right_jacobian_inv(xi), rtol=0, atol=1e-13)

@@ -28,6 +28,9 @@ from mpslam_ros.solvers.precision import get_preset
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
+    Jri = np.empty((6, 6))
+    RJ = np.empty((6, 6))
+    work = np.empty((12, 3, 3))
     for k in range(ei.shape[0]):
         Ti = poses[ei[k]]
         prior = ej[k] < 0
@@ -41,20 +44,36 @@ def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
                 s += R[a, b] * e[b]
             r[k, a] = s
         if jac:
-            Jri = lie.se3_right_jacobian_inv(e)
-            RJ = lie._mm(R, Jri)
+            lie.se3_right_jacobian_inv_into(e, Jri, work)
+            for a in range(6):  # RJ = R Jr^-1(e), R upper triangular
+                for b in range(6):
+                    s = 0.0
+                    for c in range(a, 6):
+                        s += R[a, c] * Jri[c, b]
+                    RJ[a, b] = s
             if prior:  # e = log(Z^-1 T_i): d e / d d_i = Jr^-1(e)
                 for a in range(6):
                     for b in range(6):
                         Ja[k, a, b] = RJ[a, b]
                         Jb[k, a, b] = 0.0
                 continue
-            Ad = lie.se3_adjoint(lie.se3_inverse(Tij))  # Ad(T_j^-1 T_i)
-            M = lie._mm(RJ, Ad)
+            # Ja = -RJ Ad(T_ij^-1), Ad(T^-1) = [[R^T, 0], [-R^T [t]x, R^T]] (R, t of T_ij; [R^T t]x = R^T [t]x R):
+            # with u = RJ[a, 3:] R^T, row a of RJ Ad is (RJ[a, :3] R^T - u [t]x, u)
+            t0, t1, t2 = Tij[0, 3], Tij[1, 3], Tij[2, 3]
             for a in range(6):
+                u0 = RJ[a, 3] * Tij[0, 0] + RJ[a, 4] * Tij[0, 1] + RJ[a, 5] * Tij[0, 2]
+                u1 = RJ[a, 3] * Tij[1, 0] + RJ[a, 4] * Tij[1, 1] + RJ[a, 5] * Tij[1, 2]
+                u2 = RJ[a, 3] * Tij[2, 0] + RJ[a, 4] * Tij[2, 1] + RJ[a, 5] * Tij[2, 2]
+                for b in range(3):
+                    Ja[k, a, b] = -(RJ[a, 0] * Tij[b, 0] + RJ[a, 1] * Tij[b, 1] + RJ[a, 2] * Tij[b, 2])
+                Ja[k, a, 0] += u1 * t2 - u2 * t1
+                Ja[k, a, 1] += u2 * t0 - u0 * t2
+                Ja[k, a, 2] += u0 * t1 - u1 * t0
+                Ja[k, a, 3] = -u0
+                Ja[k, a, 4] = -u1
+                Ja[k, a, 5] = -u2
                 for b in range(6):
                     Jb[k, a, b] = RJ[a, b]
-                    Ja[k, a, b] = -M[a, b]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
