@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", help=f"g2o files (default: {', '.join(DEFAULT_FILES)} in {DEFAULT_DIR})")
     parser.add_argument("--repeat", type=int, default=30,
                         help="calls per timing, median reported (default: %(default)s)")
+    parser.add_argument("--synthetic-rows", default="",
+                        help="also time the block triangular solves on synthetic 6x6 block factors with these "
+                             "numbers of block rows (14 blocks per row, chain-like pattern), e.g. 20000,100000 "
+                             "to go past the L3 cache (default: none)")
 
 
 def _median_time(fn, repeat: int) -> float:
@@ -148,6 +152,31 @@ def print_table(rows: List[dict]) -> None:
         print("  ".join(str(c).rjust(w) for c, w in zip(b, widths)))
 
 
+def bench_synthetic_block_solves(block_rows: int, repeat: int, per_row: int = 14, seed: int = 0) -> List[dict]:
+    """Time :func:`kernels.block_ldl_solve` on a synthetic 6x6 block factor (fp32 / fp16 storage): each row
+    has ``per_row`` blocks in columns up to 3,000 rows back (a long chain's fill), values ~1e-2."""
+    from mpslam_ros.solvers import kernels
+    from mpslam_ros.solvers.precision import to_storage
+
+    rng = np.random.default_rng(seed)
+    d = 6
+    indptr = np.arange(0, block_rows * per_row + 1, per_row, dtype=np.int64)
+    back = rng.integers(1, 3000, (block_rows, per_row))
+    indices = np.sort(np.maximum(0, np.arange(block_rows)[:, None] - back), axis=1).ravel().astype(np.int64)
+    U = rng.standard_normal(len(indices) * d * d) * 1e-2
+    Dinv = np.tile(np.eye(d, dtype=np.float32).ravel(), block_rows)
+    n = block_rows * d
+    out = []
+    for storage in ("fp32", "fp16"):
+        Us = to_storage(U, storage)
+        r, tmp, z = np.ones(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+        ms = 1e3 * _median_time(lambda: kernels.block_ldl_solve(indptr, indices, Us, Dinv, d, 1.0, r, tmp, z),
+                                repeat)
+        out.append(dict(block_rows=block_rows, blocks=len(indices), storage=storage, factor_mb=Us.nbytes / 1e6,
+                        tri_ms=ms))
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     from mpslam_ros.solvers import kernels
 
@@ -157,6 +186,15 @@ def main(args: argparse.Namespace) -> int:
     for f in files:
         rows.extend(bench_file(f, args.repeat))
     print_table(rows)
+    sizes = [int(x) for x in args.synthetic_rows.split(",") if x.strip()]
+    if sizes:
+        print("\nsynthetic block factors (6x6 blocks), triangular-solve pair:")
+        print(f"{'block rows':>10}  {'blocks':>9}  {'storage':>7}  {'factor MB':>9}  {'tri-solves ms':>13}  {'vs fp32':>7}")
+        for nb in sizes:
+            res = bench_synthetic_block_solves(nb, max(3, min(args.repeat, 200_000 // nb)))
+            for r in res:
+                print(f"{r['block_rows']:>10}  {r['blocks']:>9}  {r['storage']:>7}  {r['factor_mb']:>9.1f}  "
+                      f"{r['tri_ms']:>13.2f}  {r['tri_ms'] / res[0]['tri_ms']:>7.2f}")
     return 0
 
 

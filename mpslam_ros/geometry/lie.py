@@ -242,26 +242,28 @@ def se3_adjoint(T):
     return Ad
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _se3_q_coeffs(theta2):
+    """Coefficients (a, b, c) of Barfoot's Q (eq. 7.86), with series below SMALL_ANGLE."""
+    theta = np.sqrt(theta2)
+    if theta < SMALL_ANGLE:
+        return 1.0 / 6.0 - theta2 / 120.0, 1.0 / 24.0 - theta2 / 720.0, 1.0 / 120.0 - theta2 / 2520.0
+    s = np.sin(theta)
+    co = np.cos(theta)
+    return ((theta - s) / (theta2 * theta), (theta2 + 2.0 * co - 2.0) / (2.0 * theta2 * theta2),
+            (2.0 * theta - 3.0 * s + theta * co) / (2.0 * theta2 * theta2 * theta))
+
+
 @_jit
 def _se3_q(w, v):
     """The coupling block Q(v, omega) of the SE(3) left Jacobian (Barfoot, eq. 7.86)."""
     theta2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2]
-    theta = np.sqrt(theta2)
     W = so3_hat(w)
     V = so3_hat(v)
     WV = _mm(W, V)
     VW = _mm(V, W)
     WVW = _mm(WV, W)
-    if theta < SMALL_ANGLE:
-        a = 1.0 / 6.0 - theta2 / 120.0
-        b = 1.0 / 24.0 - theta2 / 720.0
-        c = 1.0 / 120.0 - theta2 / 2520.0
-    else:
-        s = np.sin(theta)
-        co = np.cos(theta)
-        a = (theta - s) / (theta2 * theta)
-        b = (theta2 + 2.0 * co - 2.0) / (2.0 * theta2 * theta2)
-        c = (2.0 * theta - 3.0 * s + theta * co) / (2.0 * theta2 * theta2 * theta)
+    a, b, c = _se3_q_coeffs(theta2)
     return 0.5 * V + a * (WV + VW + WVW) + b * (_mm(W, WV) + _mm(VW, W) - 3.0 * WVW) + c * (_mm(WVW, W) + _mm(W, WVW))
 
 
@@ -326,18 +328,11 @@ def se3_right_jacobian_inv_into(xi, J, work):
     _mm3_into(V, W, VW)
     _mm3_into(WV, W, WVW)
     _mm3_into(W, W, WW)
+    a, b, c = _se3_q_coeffs(theta2)
     if theta < SMALL_ANGLE:
-        a = 1.0 / 6.0 - theta2 / 120.0
-        b = 1.0 / 24.0 - theta2 / 720.0
-        c = 1.0 / 120.0 - theta2 / 2520.0
         bj = 1.0 / 12.0 + theta2 / 720.0
     else:
-        sn = np.sin(theta)
-        co = np.cos(theta)
-        a = (theta - sn) / (theta2 * theta)
-        b = (theta2 + 2.0 * co - 2.0) / (2.0 * theta2 * theta2)
-        c = (2.0 * theta - 3.0 * sn + theta * co) / (2.0 * theta2 * theta2 * theta)
-        bj = 1.0 / theta2 - (1.0 + co) / (2.0 * theta * sn)
+        bj = 1.0 / theta2 - (1.0 + np.cos(theta)) / (2.0 * theta * np.sin(theta))
     _mm3_into(W, WV, A)  # W W V
     _mm3_into(VW, W, B)  # V W W
     _mm3_into(WVW, W, C)  # W V W W

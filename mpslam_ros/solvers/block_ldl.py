@@ -126,56 +126,43 @@ def block_symbolic(col_a: np.ndarray, col_b: np.ndarray, d: int, nb: int, order:
                          blk_a=blk_a, blk_b=blk_b, off_pos=off_pos, max_row=max_row)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _add_product(A, B, k, out, o, d, symmetrise):
+    """out[o:o + d*d] += A[k]^T B[k] (row-major d x d), plus its transpose when ``symmetrise``."""
+    m = A.shape[1]
+    for r in range(d):
+        for c in range(d):
+            acc = 0.0
+            for t in range(m):
+                acc += A[k, t, r] * B[k, t, c]
+                if symmetrise:
+                    acc += B[k, t, r] * A[k, t, c]
+            out[o + r * d + c] += acc
+
+
 @njit(nogil=True, cache=True)
 def _assemble(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
-    """off / diag += J^T J in the block pattern (off: strictly lower blocks, row-major d x d)."""
+    """off / diag = J^T J in the block pattern (off: strictly lower blocks, row-major d x d)."""
     dd = d * d
-    m = Ja.shape[1]
     off[:] = 0.0
     diag[:] = 0.0
     for k in range(Ja.shape[0]):
         a, b = blk_a[k], blk_b[k]
+        if a >= 0 and a == b:  # both columns in one block: Ja^T Jb + Jb^T Ja on its diagonal too
+            _add_product(Ja, Ja, k, diag, a * dd, d, False)
+            _add_product(Jb, Jb, k, diag, a * dd, d, False)
+            _add_product(Ja, Jb, k, diag, a * dd, d, True)
+            continue
         if a >= 0:
-            o = a * dd
-            for r in range(d):
-                for c in range(d):
-                    acc = 0.0
-                    for t in range(m):
-                        acc += Ja[k, t, r] * Ja[k, t, c]
-                    diag[o + r * d + c] += acc
+            _add_product(Ja, Ja, k, diag, a * dd, d, False)
         if b >= 0:
-            o = b * dd
-            for r in range(d):
-                for c in range(d):
-                    acc = 0.0
-                    for t in range(m):
-                        acc += Jb[k, t, r] * Jb[k, t, c]
-                    diag[o + r * d + c] += acc
+            _add_product(Jb, Jb, k, diag, b * dd, d, False)
         p = off_pos[k]
         if p >= 0:
-            o = p * dd
             if a > b:  # block (row a, col b) = Ja^T Jb
-                for r in range(d):
-                    for c in range(d):
-                        acc = 0.0
-                        for t in range(m):
-                            acc += Ja[k, t, r] * Jb[k, t, c]
-                        off[o + r * d + c] += acc
+                _add_product(Ja, Jb, k, off, p * dd, d, False)
             else:  # block (row b, col a) = Jb^T Ja
-                for r in range(d):
-                    for c in range(d):
-                        acc = 0.0
-                        for t in range(m):
-                            acc += Jb[k, t, r] * Ja[k, t, c]
-                        off[o + r * d + c] += acc
-        elif a >= 0 and a == b:  # both columns in one block: Ja^T Jb + Jb^T Ja on its diagonal
-            o = a * dd
-            for r in range(d):
-                for c in range(d):
-                    acc = 0.0
-                    for t in range(m):
-                        acc += Ja[k, t, r] * Jb[k, t, c] + Jb[k, t, r] * Ja[k, t, c]
-                    diag[o + r * d + c] += acc
+                _add_product(Jb, Ja, k, off, p * dd, d, False)
 
 
 @njit(nogil=True, cache=True)

@@ -528,6 +528,15 @@ def _log(summary, options, it, cost, gain, grad_max, step_norm, radius, cg_its, 
               f"radius {radius:.2e}  cg {cg_its:4d}  {'ok' if accepted else 'rejected'}")
 
 
+def _next_shift(summary, shift: float, what: str) -> float:
+    """After a factor breakdown: count it and return the 10x larger diagonal shift to retry with."""
+    summary.ic_breakdowns += 1
+    shift = max(shift * 10.0, 1e-8)
+    if shift > 1e6:
+        raise RuntimeError(f"{what} kept breaking down (matrix not positive definite?)")
+    return shift
+
+
 def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage, half=False):
     """Block-Jacobi (rebuilt each iteration) or the static IC(0) factor (built once, kept in ``state``)."""
     t0 = time.perf_counter()
@@ -555,8 +564,13 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
                 pc.storage = storage
             return pc
         state["built_at"] = state.get("linearisation")
-        if options.preconditioner == "ict" and _numba_block_factor_applies(options, layout, S64a, S64b, half):
-            _build_block_ict(summary, layout, S64a, S64b, state, pc)
+        if options.preconditioner == "ict":
+            if _numba_block_factor_applies(options, layout, S64a, S64b, half):
+                _build_block_ict(summary, layout, S64a, S64b, state, pc)
+            else:
+                J = layout.jacobian_csr(S64a, S64b)
+                _build_ict(options, summary, (J.T @ J).tocsr(), state, pc, layout,
+                           block=options.ict_layout == "block" and not half)
             pc = pc.cast(storage)
             pc.storage = storage
             state["pc"] = pc
@@ -565,14 +579,6 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
             return pc
         J = layout.jacobian_csr(S64a, S64b)
         A = (J.T @ J).tocsr()
-        if options.preconditioner == "ict":
-            _build_ict(options, summary, A, state, pc, layout, block=options.ict_layout == "block" and not half)
-            pc = pc.cast(storage)
-            pc.storage = storage
-            state["pc"] = pc
-            state["build_s"] = time.perf_counter() - t0
-            summary.preconditioner_time_s += state["build_s"]
-            return pc
         diag = A.diagonal()
         indptr, indices, data = _ic0_lower(A)
         diag_pos = indptr[1:] - 1
@@ -584,10 +590,7 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
             bad_row = K.ic0_factor(indptr, indices, shifted, L64)
             if bad_row < 0 and np.all(np.isfinite(L64)):
                 break
-            summary.ic_breakdowns += 1
-            shift = max(shift * 10.0, 1e-8)
-            if shift > 1e6:
-                raise RuntimeError("incomplete Cholesky kept breaking down (matrix not positive definite?)")
+            shift = _next_shift(summary, shift, "incomplete Cholesky")
         summary.ic_builds += 1
         state["shift"] = shift
         pc.kind = K.PC_IC
@@ -633,10 +636,7 @@ def _build_ict(options, summary, A, state, pc, layout=None, block=False) -> None
             ok = False
         if ok:
             break
-        summary.ic_breakdowns += 1
-        shift = max(shift * 10.0, 1e-8)
-        if shift > 1e6:
-            raise RuntimeError("Cholesky preconditioner kept breaking down (matrix not positive definite?)")
+        shift = _next_shift(summary, shift, "Cholesky preconditioner")
     summary.ic_builds += 1
     state["shift"] = shift
     sq = np.sqrt(d)
@@ -688,10 +688,7 @@ def _build_block_ict(summary, layout, S64a, S64b, state, pc) -> None:
         U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift)
         if bad_row < 0 and np.all(np.isfinite(U)) and np.all(np.isfinite(Dinv)):
             break
-        summary.ic_breakdowns += 1
-        shift = max(shift * 10.0, 1e-8)
-        if shift > 1e6:
-            raise RuntimeError("Cholesky preconditioner kept breaking down (matrix not positive definite?)")
+        shift = _next_shift(summary, shift, "Cholesky preconditioner")
     summary.ic_builds += 1
     state["shift"] = shift
     # power-of-two scale: largest |L_ij| at most 2^14, far below fp16's 65504, small entries above subnormals
