@@ -20,8 +20,8 @@ def _random_graph(rng, nb, d, loops):
         if i != j:
             a.append(i)
             b.append(j)
-    a += [0, -1]  # a prior on block 0, and an edge from a fixed block (-1) to block 3
-    b += [-1, 3]
+    a += [0, -1, 5]  # a prior on block 0, an edge from a fixed block (-1) to block 3, a self-edge on block 5
+    b += [-1, 3, 5]
     a, b = np.array(a, np.int64), np.array(b, np.int64)
     col_a, col_b = np.where(a >= 0, a * d, -1), np.where(b >= 0, b * d, -1)
     K_ = len(col_a)

@@ -127,16 +127,14 @@ def block_symbolic(col_a: np.ndarray, col_b: np.ndarray, d: int, nb: int, order:
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _add_product(A, B, k, out, o, d, symmetrise):
-    """out[o:o + d*d] += A[k]^T B[k] (row-major d x d), plus its transpose when ``symmetrise``."""
+def _add_product(A, B, k, out, o, d):
+    """out[o:o + d*d] += A[k]^T B[k] (row-major d x d)."""
     m = A.shape[1]
     for r in range(d):
         for c in range(d):
             acc = 0.0
             for t in range(m):
                 acc += A[k, t, r] * B[k, t, c]
-                if symmetrise:
-                    acc += B[k, t, r] * A[k, t, c]
             out[o + r * d + c] += acc
 
 
@@ -149,20 +147,19 @@ def _assemble(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
     for k in range(Ja.shape[0]):
         a, b = blk_a[k], blk_b[k]
         if a >= 0 and a == b:  # both columns in one block: Ja^T Jb + Jb^T Ja on its diagonal too
-            _add_product(Ja, Ja, k, diag, a * dd, d, False)
-            _add_product(Jb, Jb, k, diag, a * dd, d, False)
-            _add_product(Ja, Jb, k, diag, a * dd, d, True)
+            for A, B in ((Ja, Ja), (Jb, Jb), (Ja, Jb), (Jb, Ja)):
+                _add_product(A, B, k, diag, a * dd, d)
             continue
         if a >= 0:
-            _add_product(Ja, Ja, k, diag, a * dd, d, False)
+            _add_product(Ja, Ja, k, diag, a * dd, d)
         if b >= 0:
-            _add_product(Jb, Jb, k, diag, b * dd, d, False)
+            _add_product(Jb, Jb, k, diag, b * dd, d)
         p = off_pos[k]
         if p >= 0:
             if a > b:  # block (row a, col b) = Ja^T Jb
-                _add_product(Ja, Jb, k, off, p * dd, d, False)
+                _add_product(Ja, Jb, k, off, p * dd, d)
             else:  # block (row b, col a) = Jb^T Ja
-                _add_product(Jb, Ja, k, off, p * dd, d, False)
+                _add_product(Jb, Ja, k, off, p * dd, d)
 
 
 @njit(nogil=True, cache=True)
