@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -30,6 +31,8 @@ from mpslam_ros.nodes.runtime import run_node
 
 #: seconds to wait after every --wait-for topic is matched, before the first message
 MATCH_SETTLE_S = 0.5
+#: At the end of playback, at most this long for every reader to acknowledge the last messages.
+DELIVERY_TIMEOUT_S = 10.0
 
 
 class BagError(RuntimeError):
@@ -105,13 +108,23 @@ class BagPlayerNode(Node):
                 self._play_once()
                 if not self.options.loop:
                     break
-            self._stop.wait(0.5)  # let reliable transports deliver the last messages
+            self._wait_for_delivery()
         except Exception as exc:  # a corrupt bag mid-way: report it and end the process with an error
             self.get_logger().error(f"playback of {self.options.bag} stopped: {type(exc).__name__}: {exc}")
             self.exit_code = 1
         finally:
             self.get_logger().info(f"playback done: {self.messages_published} messages")
             self.finished.set()
+
+    def _wait_for_delivery(self) -> None:
+        """Before the process ends, wait until every matched reader has acknowledged every sample: the
+        last messages can still sit in the writers' queues (under load the tail of a 614 KB depth
+        stream lagged > 0.5 s and was lost when the player exited; a fixed linger is not enough)."""
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        for topic, publisher in self._topic_publishers.items():
+            left = deadline - time.monotonic()
+            if self._stop.is_set() or left <= 0 or not publisher.wait_for_all_acked(Duration(seconds=left)):
+                self.get_logger().warning(f"not every subscriber of {topic} acknowledged the last messages")
 
     def _wait_for_subscribers(self) -> None:
         deadline = time.monotonic() + self.options.wait_timeout
