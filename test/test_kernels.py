@@ -86,6 +86,29 @@ def test_jacobian_products_match_numpy(storage):
     assert Sa.nbytes == Ja.size * {"fp64": 8, "fp32": 4, "fp16": 2}[storage]
 
 
+@pytest.mark.parametrize("d", [6, 3])
+@pytest.mark.parametrize("storage", STORAGES)
+def test_fused_normal_product_of_square_blocks_matches_numpy(storage, d):
+    """Pose-graph shaped J (square d x d blocks, a fixed block, unary terms): the one-pass vector kernel
+    gives J p and J^T J p of the stored values, as the two separate products do."""
+    Ja, Jb, col_a, col_b, n = _block_problem(seed=20, Kn=60, m=d, da=d, db=d, n_a=7, n_b=9)
+    Sa, Sb = to_storage(Ja, storage), to_storage(Jb, storage)
+    Jd = _dense(from_storage(Sa).astype(np.float64), from_storage(Sb).astype(np.float64), col_a, col_b, n)
+    vt = VEC[storage]
+    p = np.random.default_rng(21).standard_normal(n).astype(vt)
+    q = np.empty(Ja.shape[0] * d, dtype=vt)
+    out = np.full(n, np.nan, dtype=vt)  # must be overwritten, not accumulated into
+    K.jtj_matvec(Sa, Sb, col_a, col_b, p, q, out, False)
+    ref_q = Jd @ p.astype(np.float64)
+    ref = Jd.T @ ref_q
+    assert np.allclose(q, ref_q, rtol=RTOL[storage], atol=RTOL[storage] * np.abs(ref_q).max())
+    assert np.allclose(out, ref, rtol=RTOL[storage], atol=RTOL[storage] * np.abs(ref).max())
+    q2, out2 = np.empty_like(q), np.empty_like(out)
+    K.jac_matvec(Sa, Sb, col_a, col_b, p, q2, False)
+    K.jac_t_matvec(Sa, Sb, col_a, col_b, q2, out2, False)
+    assert np.allclose(out, out2, rtol=RTOL[storage], atol=RTOL[storage] * np.abs(ref).max())
+
+
 def test_half_emulation_rounds_every_operation():
     """With half=True the product differs from the fp32 one exactly by fp16 rounding effects."""
     Ja, Jb, col_a, col_b, n = _block_problem(seed=4)
@@ -257,8 +280,8 @@ def test_block_ldl_solve_inverts_the_factored_matrix(storage):
 @pytest.mark.parametrize("storage", STORAGES)
 def test_cgnr_with_block_ldl_preconditioner(storage):
     """PC_BLOCK_LDL in CGNR (with a permutation): exact factor -> converges in a couple of iterations."""
-    d = 3
-    Ja, Jb, col_a, col_b, n = _block_problem(seed=14, Kn=150, da=d, db=d, n_a=8, n_b=22)
+    d = 3  # square blocks, as in an SE(2) pose graph: CG runs the fused J^T J p kernel
+    Ja, Jb, col_a, col_b, n = _block_problem(seed=14, Kn=150, m=d, da=d, db=d, n_a=8, n_b=22)
     lam = 1e-2
     A = (lambda J: J.T @ J)(_dense(Ja, Jb, col_a, col_b, n)) + lam * np.eye(n)
     nb = n // d

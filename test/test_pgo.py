@@ -187,6 +187,18 @@ def test_cli_pgo_reports_malformed_file(tmp_path, capsys):
     assert "bad.g2o:3:" in capsys.readouterr().err
 
 
+def test_cli_bench_reports_a_bad_input_file(tmp_path, capsys):
+    """``mpslam bench kernels|pgo`` name the bad file and exit 2, no traceback."""
+    from mpslam_ros.cli import main as mpslam
+
+    bad = tmp_path / "bad.g2o"
+    bad.write_text("VERTEX_SE2 0 0 0 0\nEDGE_SE2 0 1 1 0\n")
+    assert mpslam(["bench", "kernels", str(tmp_path / "missing.g2o")]) == 2
+    assert "missing.g2o: cannot read" in capsys.readouterr().err
+    assert mpslam(["bench", "pgo", "--no-gtsam", str(bad)]) == 2
+    assert "bad.g2o:2" in capsys.readouterr().err
+
+
 def test_prior_fixes_the_gauge_like_a_fixed_pose():
     graph, gt = _loop_graph(seed=2)
     fixed_poses, _ = optimize_pose_graph(graph, SolverOptions(precision="fp64"))

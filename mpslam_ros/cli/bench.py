@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 HELP = "benchmarks that print tables: pgo (pose graphs), window (VO windows), ba (BAL files), kernels"
 
@@ -33,4 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    return int(args._bench_main(args) or 0)
+    from mpslam_ros.io.bal import BALFormatError
+    from mpslam_ros.io.errors import DataError
+    from mpslam_ros.io.g2o import G2OFormatError
+
+    try:
+        return int(args._bench_main(args) or 0)
+    except (G2OFormatError, BALFormatError, DataError) as exc:  # a bad input file: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
