@@ -10,7 +10,8 @@ form J^T J, SuperLU on scalar columns, copy L out, regroup into blocks) cost 100
   pattern of every row of ``L`` and, for every residual block, where its ``J_a^T J_b`` lands;
 - :func:`block_ldl_numeric` (every build): assemble ``J^T J`` straight into that pattern from the
   per-edge Jacobian blocks and run an up-looking block ``L D L^T`` over d x d dense blocks
-  (one pass per block row, no pivoting: the matrix is SPD after the diagonal shift).
+  (one pass per block row, no pivoting: the matrix is SPD after the diagonal shift; 6x6 and 3x3 blocks
+  use LLVM vector block products).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import literally, njit
+
+from mpslam_ros.solvers.kernels import block_gemm_acc
 
 
 @dataclass
@@ -170,26 +173,60 @@ def _factor(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap):
     K < J), ``L_IJ = F_IJ D_J^-1``; then ``D_I = A_II + shift - sum_J F_IJ L_IJ^T``, inverted through
     its Cholesky factor. Returns -1, or the first row whose pivot block is not positive definite.
     """
-    # a literal block size lets LLVM unroll the d x d block products (one compiled function per size)
+    # block sizes 6 and 3 compile as literals with vector block products; any other size runs scalar loops
     if d == 6:
-        return _factor_6(indptr, indices, off, diag, shift, U, Dinv, F, colmap)
+        return _factor_vec(indptr, indices, 6, off, diag, shift, U, Dinv, F, colmap)
     if d == 3:
-        return _factor_3(indptr, indices, off, diag, shift, U, Dinv, F, colmap)
+        return _factor_vec(indptr, indices, 3, off, diag, shift, U, Dinv, F, colmap)
     return _factor_rows(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap)
 
 
 @njit(nogil=True, cache=True)
-def _factor_6(indptr, indices, off, diag, shift, U, Dinv, F, colmap):
-    return _factor_rows(indptr, indices, 6, off, diag, shift, U, Dinv, F, colmap)
+def _factor_vec(indptr, indices, d, off, diag, shift, U, Dinv, FT, colmap):
+    """:func:`_factor` with ``d`` a literal. The row workspace holds F transposed, so that all three block
+    products are ``C += alpha A B`` with contiguous rows of B (``kernels.block_gemm_acc``):
+    ``F_IJ -= F_IK L_JK^T`` is ``FT_IJ -= L_JK FT_IK``, ``L_IJ^T = D_J^-1 FT_IJ`` (D_J^-1 symmetric) and
+    ``D_I -= F_IJ L_IJ^T = L_IJ FT_IJ``. Measured on sphere2500: 53 -> 14 ms per factorisation."""
+    literally(d)
+    nb = indptr.shape[0] - 1
+    dd = d * d
+    DI = np.empty(dd)
+    C = np.empty(dd)
+    Ci = np.empty(dd)
+    LT = np.empty(dd)
+    for I in range(nb):
+        s, e = indptr[I], indptr[I + 1]
+        for p in range(s, e):
+            colmap[indices[p]] = p - s
+        o = I * dd
+        _shifted_diagonal(diag, o, shift, d, DI)
+        for p in range(s, e):
+            J = indices[p]
+            f = (p - s) * dd
+            for a in range(d):
+                for b in range(d):
+                    FT[f + b * d + a] = off[p * dd + a * d + b]
+            for q in range(indptr[J], indptr[J + 1]):
+                r = colmap[indices[q]]
+                if r >= 0:
+                    block_gemm_acc(U, q * dd, FT, r * dd, FT, f, -1.0, d)
+            LT[:] = 0.0
+            block_gemm_acc(Dinv, J * dd, FT, f, LT, 0, 1.0, d)
+            lp = p * dd
+            for a in range(d):
+                for b in range(d):
+                    U[lp + a * d + b] = LT[b * d + a]
+            block_gemm_acc(U, lp, FT, f, DI, 0, -1.0, d)
+        for p in range(s, e):
+            colmap[indices[p]] = -1
+        if not _invert_pivot(DI, d, C, Ci, Dinv, o):
+            return I
+    return -1
 
 
 @njit(nogil=True, cache=True)
-def _factor_3(indptr, indices, off, diag, shift, U, Dinv, F, colmap):
-    return _factor_rows(indptr, indices, 3, off, diag, shift, U, Dinv, F, colmap)
-
-
-@njit(nogil=True, cache=True, inline="always")
 def _factor_rows(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap):
+    """:func:`_factor` for any block size, scalar loops."""
     nb = indptr.shape[0] - 1
     dd = d * d
     DI = np.empty(dd)
@@ -200,10 +237,7 @@ def _factor_rows(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap):
         for p in range(s, e):
             colmap[indices[p]] = p - s
         o = I * dd
-        for t in range(dd):
-            DI[t] = diag[o + t]
-        for a in range(d):
-            DI[a * d + a] += shift * max(diag[o + a * d + a], 1e-300)
+        _shifted_diagonal(diag, o, shift, d, DI)
         for p in range(s, e):
             J = indices[p]
             f = (p - s) * dd
@@ -237,35 +271,52 @@ def _factor_rows(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap):
                     DI[a * d + b] -= acc
         for p in range(s, e):
             colmap[indices[p]] = -1
-        # D_I^-1 = C^-T C^-1 with D_I = C C^T (Cholesky: also the positive-definiteness test)
-        for j in range(d):
-            v = DI[j * d + j]
-            for k in range(j):
-                v -= C[j * d + k] * C[j * d + k]
-            if not v > 0.0:
-                return I
-            cjj = np.sqrt(v)
-            C[j * d + j] = cjj
-            for i in range(j + 1, d):
-                v = DI[i * d + j]
-                for k in range(j):
-                    v -= C[i * d + k] * C[j * d + k]
-                C[i * d + j] = v / cjj
-            for i in range(j):
-                C[i * d + j] = 0.0
-        for j in range(d):  # Ci = C^-1 (lower), column by column
-            for i in range(d):
-                v = 1.0 if i == j else 0.0
-                for k in range(j, i):
-                    v -= C[i * d + k] * Ci[k * d + j]
-                Ci[i * d + j] = v / C[i * d + i] if i >= j else 0.0
-        for a in range(d):
-            for b in range(d):
-                acc = 0.0
-                for k in range(max(a, b), d):
-                    acc += Ci[k * d + a] * Ci[k * d + b]
-                Dinv[o + a * d + b] = acc
+        if not _invert_pivot(DI, d, C, Ci, Dinv, o):
+            return I
     return -1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _shifted_diagonal(diag, o, shift, d, DI):
+    """DI = the diagonal block at ``diag[o:]`` with ``shift`` times its own diagonal added."""
+    for t in range(d * d):
+        DI[t] = diag[o + t]
+    for a in range(d):
+        DI[a * d + a] += shift * max(diag[o + a * d + a], 1e-300)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _invert_pivot(DI, d, C, Ci, Dinv, o):
+    """``Dinv[o:] = DI^-1 = C^-T C^-1`` with ``DI = C C^T`` (Cholesky: also the positive-definiteness test).
+    Returns False when DI is not positive definite."""
+    for j in range(d):
+        v = DI[j * d + j]
+        for k in range(j):
+            v -= C[j * d + k] * C[j * d + k]
+        if not v > 0.0:
+            return False
+        cjj = np.sqrt(v)
+        C[j * d + j] = cjj
+        for i in range(j + 1, d):
+            v = DI[i * d + j]
+            for k in range(j):
+                v -= C[i * d + k] * C[j * d + k]
+            C[i * d + j] = v / cjj
+        for i in range(j):
+            C[i * d + j] = 0.0
+    for j in range(d):  # Ci = C^-1 (lower), column by column
+        for i in range(d):
+            v = 1.0 if i == j else 0.0
+            for k in range(j, i):
+                v -= C[i * d + k] * Ci[k * d + j]
+            Ci[i * d + j] = v / C[i * d + i] if i >= j else 0.0
+    for a in range(d):
+        for b in range(d):
+            acc = 0.0
+            for k in range(max(a, b), d):
+                acc += Ci[k * d + a] * Ci[k * d + b]
+            Dinv[o + a * d + b] = acc
+    return True
 
 
 def block_ldl_numeric(sym: BlockSymbolic, Ja: np.ndarray, Jb: np.ndarray, shift: float):

@@ -190,6 +190,46 @@ def block_t_axpy(typingctx, U, o, x, xo, y, yo, scale, d):
     return types.none(U, o, x, xo, y, yo, scale, d), codegen
 
 
+@intrinsic
+def block_gemm_acc(typingctx, A, ao, B, bo, C, co, alpha, d):
+    """``C[co:] += alpha * A[ao:] @ B[bo:]`` for row-major d x d float blocks (``d`` a literal): each row of C
+    gets ``sum_c A[r, c] * B[c, :]``, a broadcast scalar times a contiguous row, so no shuffles. The block
+    factor's inner products (``block_ldl``) are written in this form."""
+    if not (_c_array(A) and _c_array(B) and _c_array(C) and isinstance(d, types.IntegerLiteral)
+            and isinstance(C.dtype, types.Float) and A.dtype == C.dtype and B.dtype == C.dtype):
+        return None
+    n = d.literal_value
+
+    def codegen(context, builder, sig, args):
+        At, _, Bt, _, Ct, _, st, _ = sig.args
+        et = _ll_elem(context, Ct.dtype)
+        align = Ct.dtype.bitwidth // 8
+        undef = ir.Constant(ir.VectorType(et, n), None)
+
+        def row(aryty, ary, off, r):
+            return _ll_vector_ptr(context, builder, aryty, ary, builder.add(off, ir.Constant(off.type, r * n)), n)
+
+        def splat(x):
+            return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)), undef,
+                                          _ll_lanes([0] * n))
+
+        b_rows = [builder.load(row(Bt, args[2], args[3], c), align=align) for c in range(n)]
+        a_data = context.make_array(At)(context, builder, args[0]).data
+        alpha_v = splat(context.cast(builder, args[6], st, Ct.dtype))
+        for r in range(n):
+            acc = None
+            for c in range(n):
+                a_rc = builder.load(builder.gep(a_data, [builder.add(args[1], ir.Constant(args[1].type, r * n + c))]),
+                                    align=align)
+                term = builder.fmul(splat(a_rc), b_rows[c])
+                acc = term if acc is None else builder.fadd(acc, term)
+            cp = row(Ct, args[4], args[5], r)
+            builder.store(builder.fadd(builder.load(cp, align=align), builder.fmul(alpha_v, acc)), cp, align=align)
+        return context.get_dummy_value()
+
+    return types.none(A, ao, B, bo, C, co, alpha, d), codegen
+
+
 def _c_array(t) -> bool:
     """A C-contiguous array: the block intrinsics address it by flat offset from its data pointer."""
     return isinstance(t, types.Array) and t.layout == "C"
