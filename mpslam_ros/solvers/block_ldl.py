@@ -196,10 +196,8 @@ def _factor_vec(indptr, indices, d, off, diag, shift, U, Dinv, FT, colmap):
     LT = np.empty(dd)
     for I in range(nb):
         s, e = indptr[I], indptr[I + 1]
-        for p in range(s, e):
-            colmap[indices[p]] = p - s
         o = I * dd
-        _shifted_diagonal(diag, o, shift, d, DI)
+        _begin_row(indices, s, e, colmap, diag, o, shift, d, DI)
         for p in range(s, e):
             J = indices[p]
             f = (p - s) * dd
@@ -234,10 +232,8 @@ def _factor_rows(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap):
     Ci = np.empty(dd)
     for I in range(nb):
         s, e = indptr[I], indptr[I + 1]
-        for p in range(s, e):
-            colmap[indices[p]] = p - s
         o = I * dd
-        _shifted_diagonal(diag, o, shift, d, DI)
+        _begin_row(indices, s, e, colmap, diag, o, shift, d, DI)
         for p in range(s, e):
             J = indices[p]
             f = (p - s) * dd
@@ -277,8 +273,11 @@ def _factor_rows(indptr, indices, d, off, diag, shift, U, Dinv, F, colmap):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _shifted_diagonal(diag, o, shift, d, DI):
-    """DI = the diagonal block at ``diag[o:]`` with ``shift`` times its own diagonal added."""
+def _begin_row(indices, s, e, colmap, diag, o, shift, d, DI):
+    """Row setup: ``colmap`` maps the row's block columns to their slots; DI = the diagonal block at
+    ``diag[o:]`` with ``shift`` times its own diagonal added."""
+    for p in range(s, e):
+        colmap[indices[p]] = p - s
     for t in range(d * d):
         DI[t] = diag[o + t]
     for a in range(d):

@@ -574,17 +574,22 @@ def _block_ldl_solve_vec(indptr, indices, U, Dinv, d, inv_scale, r, tmp, z):
             for b in range(d):
                 s += acc[a * d + b]
             tmp[base + a] = r[base + a] - s * inv_scale
-        o = I * dd
-        for a in range(d):
-            s = zero_of(z)
-            for b in range(d):
-                s += Dinv[o + a * d + b] * tmp[base + b]
-            z[base + a] = s
+        _apply_pivot(Dinv, I * dd, tmp, z, base, d)
     # backward: L^T y = z, rows from the last; y_I is final once every later row has been applied
     for I in range(nb - 1, -1, -1):
         base = I * d
         for p in range(indptr[I], indptr[I + 1]):
             block_t_axpy(U, p * dd, z, base, z, indices[p] * d, inv_scale, d)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _apply_pivot(Dinv, o, w, z, base, d):
+    """z_I = D_I^-1 w_I (the inverse pivot block at ``Dinv[o:]``, kept in the vector precision)."""
+    for a in range(d):
+        s = zero_of(z)
+        for b in range(d):
+            s += Dinv[o + a * d + b] * w[base + b]
+        z[base + a] = s
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -606,12 +611,7 @@ def _block_ldl_solve(indptr, indices, U, Dinv, d, inv_scale, r, tmp, z):
                 tmp[base + a] += acc
         for a in range(d):
             tmp[base + a] = r[base + a] - tmp[base + a] * inv_scale
-        o = I * dd
-        for a in range(d):
-            acc = zero_of(z)
-            for b in range(d):
-                acc += Dinv[o + a * d + b] * tmp[base + b]
-            z[base + a] = acc
+        _apply_pivot(Dinv, I * dd, tmp, z, base, d)
     for I in range(nb - 1, -1, -1):
         base = I * d
         for p in range(indptr[I], indptr[I + 1]):
