@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from mpslam_ros.datatypes import FrameResult, Keyframe, StereoFrame, StereoRig
+from mpslam_ros.frontend.affine_track import image_gradients, refine_affine
 from mpslam_ros.frontend.features import (detect_features, image_texture,
                                           match_stereo, orb_descriptors, track_klt)
 from mpslam_ros.frontend.pose import CHI2_2D, CHI2_3D, estimate_pose
@@ -72,6 +73,9 @@ class VOConfig:
     klt_levels: int = 3
     #: Forward-backward KLT consistency threshold (pixels).
     klt_fb_threshold: float = 1.0
+    #: Refine each KLT track by affine alignment of its landmark's creation patch (half window, px).
+    affine_refine: bool = True
+    affine_half_window: int = 7
     #: Rectified stereo: ZNCC score, disparity range (pixels) of an accepted match.
     stereo_min_zncc: float = 0.8
     min_disparity: float = 1.0
@@ -169,6 +173,10 @@ class VisualOdometry:
         self._last_kf_stamp = 0
         self._last_kf_T_cw = self._T_cw.copy()
         self._last_kf_tracked = 0
+        # affine refinement: creation keyframe image, creation pixel and current warp per landmark
+        self._anchor_images: Dict[int, np.ndarray] = {}
+        self._lm_anchor: Dict[int, Tuple[int, float, float]] = {}
+        self._lm_affine: Dict[int, np.ndarray] = {}
 
     @property
     def T_world_body(self) -> np.ndarray:
@@ -291,6 +299,8 @@ class VisualOdometry:
             guess[inside] = proj[inside]
         pts, ok = track_klt(self._prev_pyr, pyr, self._trk_pts, guess, cfg.klt_window, cfg.klt_levels,
                             cfg.klt_fb_threshold, (cam.width, cam.height))
+        if cfg.affine_refine and ok.any():
+            pts = self._refine_tracks(pyr, ids, pts, ok)
         timings["track"] = time.perf_counter() - t
         t = time.perf_counter()
         n_ok = int(ok.sum())
@@ -310,6 +320,27 @@ class VisualOdometry:
         self._trk_ids = ids[keep]
         self._trk_kf_uv = self._trk_kf_uv[keep]
         return est.T_cw, len(keep), est.covariance_diag
+
+    def _refine_tracks(self, image, ids, pts, ok):
+        """Affine-align each tracked feature's creation patch to ``image`` (KLT result kept where it fails)."""
+        cur = image_gradients(image)
+        pts = pts.copy()
+        idx = np.nonzero(ok)[0]
+        idx = idx[[int(ids[j]) in self._lm_anchor for j in idx]]
+        if len(idx) == 0:
+            return pts
+        anchors = np.array([self._lm_anchor[int(ids[j])] for j in idx])
+        for kf in np.unique(anchors[:, 0]).astype(np.int64):
+            sel = anchors[:, 0] == kf
+            rows = idx[sel]
+            A = np.array([self._lm_affine[int(ids[j])] for j in rows])
+            uv, A_new, good = refine_affine(self._anchor_images[int(kf)], anchors[sel, 1:], cur, pts[rows], A,
+                                            self.config.affine_half_window)
+            pts[rows[good]] = uv[good]
+            ok[rows[~good]] = False  # cannot be aligned to its creation patch: occluded, on an edge, or lost
+            for j, a in zip(rows[good], A_new[good]):
+                self._lm_affine[int(ids[j])] = a
+        return pts
 
     def _need_keyframe(self, stamp_ns: int, n_tracked: int) -> bool:
         cfg = self.config
@@ -402,7 +433,12 @@ class VisualOdometry:
         for j in np.nonzero(good)[0]:
             new_ids[j] = self._next_lm_id
             self._landmarks[self._next_lm_id] = T_wc[:3, :3] @ Pc[j] + T_wc[:3, 3]
+            if cfg.affine_refine:
+                self._lm_anchor[self._next_lm_id] = (self._next_kf_id, float(new_pts[j, 0]), float(new_pts[j, 1]))
+                self._lm_affine[self._next_lm_id] = np.eye(2)
             self._next_lm_id += 1
+        if cfg.affine_refine and good.any():
+            self._anchor_images[self._next_kf_id] = left.astype(np.float32)
         timings["stereo"] += time.perf_counter() - t
         # 4. descriptors for every keyframe feature (tracked + new, with or without landmark)
         t = time.perf_counter()
@@ -540,6 +576,11 @@ class VisualOdometry:
             alive.update(kf.lm_ids.tolist())
         for i in [i for i in self._landmarks if i not in alive]:
             del self._landmarks[i]
+            self._lm_anchor.pop(i, None)
+            self._lm_affine.pop(i, None)
+        used = {a[0] for a in self._lm_anchor.values()}
+        for k in [k for k in self._anchor_images if k not in used]:
+            del self._anchor_images[k]
 
     # ------------------------------------------------------------------ results
 
