@@ -27,11 +27,16 @@ def test_mpslam_demo_runs_the_graph_and_reports_ate(tmp_path, ros_env):
     assert summary["frames_processed"] + summary["frames_dropped_vo_busy"] >= 235
     assert summary["frames_processed"] >= 0.8 * summary["bag_frames"]
     assert summary["keyframes"] >= 5
-    assert 0 < summary["ate_vo_m"] < 0.1
+    # a few mm on this sequence: a bag rendered by an older renderer gave 27 mm on the 40 s one
+    assert 0 < summary["ate_vo_m"] < 0.02
     assert 0 < summary["ate_loop_closure_keyframes_m"] < 0.1
     assert summary["latency_mean_ms"] > 0
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
     for name in ("trajectory.png", "errors.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from mpslam_ros.sim.sequences import cache_root, load_or_generate
+
+    seq = load_or_generate("household", 12, 3, progress=False)
+    assert (cache_root() / f"{seq.cache_key()}.mcap").is_file()  # the bag is keyed by the renderer version
     tum = (out / "vo_odometry.tum").read_text().splitlines()
     assert len([line for line in tum if line and not line.startswith("#")]) == summary["odometry_messages"]

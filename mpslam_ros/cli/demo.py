@@ -52,12 +52,13 @@ def prepare_bag(args: argparse.Namespace):
     if args.bag:
         source = BagSource(args.bag)
         return Path(args.bag), source.rig, source.ground_truth(), len(source)
-    from mpslam_ros.sim.sequences import load_or_generate
+    from mpslam_ros.sim.sequences import cache_root, load_or_generate
 
     print(f"synthetic sequence: {args.scene}, {args.duration:g} s, seed {args.seed} ...", flush=True)
     seq = load_or_generate(args.scene, args.duration, args.seed, cache_dir=args.cache_dir)
-    cache = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "mpslam_ros"
-    bag = cache / f"{args.scene}_{args.duration:g}s_seed{args.seed}.mcap"
+    # named by the sequence's cache key (renderer version + options), so a renderer change never replays an
+    # old bag: a bag named by scene/duration/seed alone kept serving images of the first renderer
+    bag = cache_root(args.cache_dir) / f"{seq.cache_key()}.mcap"
     if not bag.exists():
         bag.parent.mkdir(parents=True, exist_ok=True)
         print(f"writing bag {bag} ...", flush=True)
