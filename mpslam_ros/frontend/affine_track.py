@@ -149,7 +149,7 @@ def refine_affine(anchor: np.ndarray, anchor_uv: np.ndarray, cur: Tuple[np.ndarr
     out_A = np.empty((n, 2, 2))
     ok = np.zeros(n, bool)
     if n:
-        _refine(np.asarray(anchor, np.float64), np.ascontiguousarray(anchor_uv, np.float64), cur[0], cur[1], cur[2],
+        _refine(np.ascontiguousarray(anchor), np.ascontiguousarray(anchor_uv, np.float64), cur[0], cur[1], cur[2],
                 np.ascontiguousarray(uv, np.float64), np.ascontiguousarray(A, np.float64), int(half), int(iters),
                 float(max_shift), float(min_eig), out_uv, out_A, ok)
     return out_uv, out_A, ok

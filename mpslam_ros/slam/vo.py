@@ -438,7 +438,7 @@ class VisualOdometry:
                 self._lm_affine[self._next_lm_id] = np.eye(2)
             self._next_lm_id += 1
         if cfg.affine_refine and good.any():
-            self._anchor_images[self._next_kf_id] = left.astype(np.float32)
+            self._anchor_images[self._next_kf_id] = np.array(left, np.uint8)  # 0.3 MB per anchor keyframe
         timings["stereo"] += time.perf_counter() - t
         # 4. descriptors for every keyframe feature (tracked + new, with or without landmark)
         t = time.perf_counter()
