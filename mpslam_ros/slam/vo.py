@@ -299,8 +299,8 @@ class VisualOdometry:
             guess[inside] = proj[inside]
         pts, ok = track_klt(self._prev_pyr, pyr, self._trk_pts, guess, cfg.klt_window, cfg.klt_levels,
                             cfg.klt_fb_threshold, (cam.width, cam.height))
-        if cfg.affine_refine and ok.any():
-            pts = self._refine_tracks(pyr, ids, pts, ok)
+        if cfg.affine_refine:
+            pts, ok = self._refine_tracks(pyr, ids, pts, ok)
         timings["track"] = time.perf_counter() - t
         t = time.perf_counter()
         n_ok = int(ok.sum())
@@ -322,13 +322,14 @@ class VisualOdometry:
         return est.T_cw, len(keep), est.covariance_diag
 
     def _refine_tracks(self, image, ids, pts, ok):
-        """Affine-align each tracked feature's creation patch to ``image`` (KLT result kept where it fails)."""
-        cur = image_gradients(image)
-        pts = pts.copy()
+        """Affine-align each KLT track's creation patch to ``image``. Returns (pts, ok) with the aligned
+        positions; a track that cannot be aligned (occluded, on an edge, lost) is no longer ok."""
         idx = np.nonzero(ok)[0]
         idx = idx[[int(ids[j]) in self._lm_anchor for j in idx]]
         if len(idx) == 0:
-            return pts
+            return pts, ok
+        cur = image_gradients(image)
+        pts, ok = pts.copy(), ok.copy()
         anchors = np.array([self._lm_anchor[int(ids[j])] for j in idx])
         for kf in np.unique(anchors[:, 0]).astype(np.int64):
             sel = anchors[:, 0] == kf
@@ -337,10 +338,10 @@ class VisualOdometry:
             uv, A_new, good = refine_affine(self._anchor_images[int(kf)], anchors[sel, 1:], cur, pts[rows], A,
                                             self.config.affine_half_window)
             pts[rows[good]] = uv[good]
-            ok[rows[~good]] = False  # cannot be aligned to its creation patch: occluded, on an edge, or lost
+            ok[rows[~good]] = False
             for j, a in zip(rows[good], A_new[good]):
                 self._lm_affine[int(ids[j])] = a
-        return pts
+        return pts, ok
 
     def _need_keyframe(self, stamp_ns: int, n_tracked: int) -> bool:
         cfg = self.config

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import literally, njit
 
-from mpslam_ros.solvers.kernels import block_gemm_acc
+from mpslam_ros.solvers.kernels import add_block_product, block_gemm_acc
 
 
 @dataclass
@@ -129,18 +129,6 @@ def block_symbolic(col_a: np.ndarray, col_b: np.ndarray, d: int, nb: int, order:
                          blk_a=blk_a, blk_b=blk_b, off_pos=off_pos, max_row=max_row)
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _add_product(A, B, k, out, o, d):
-    """out[o:o + d*d] += A[k]^T B[k] (row-major d x d)."""
-    m = A.shape[1]
-    for r in range(d):
-        for c in range(d):
-            acc = 0.0
-            for t in range(m):
-                acc += A[k, t, r] * B[k, t, c]
-            out[o + r * d + c] += acc
-
-
 @njit(nogil=True, cache=True)
 def _assemble(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
     """off / diag = J^T J in the block pattern (off: strictly lower blocks, row-major d x d)."""
@@ -151,18 +139,18 @@ def _assemble(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
         a, b = blk_a[k], blk_b[k]
         if a >= 0 and a == b:  # both columns in one block: Ja^T Jb + Jb^T Ja on its diagonal too
             for A, B in ((Ja, Ja), (Jb, Jb), (Ja, Jb), (Jb, Ja)):
-                _add_product(A, B, k, diag, a * dd, d)
+                add_block_product(A, B, k, diag, a * dd)
             continue
         if a >= 0:
-            _add_product(Ja, Ja, k, diag, a * dd, d)
+            add_block_product(Ja, Ja, k, diag, a * dd)
         if b >= 0:
-            _add_product(Jb, Jb, k, diag, b * dd, d)
+            add_block_product(Jb, Jb, k, diag, b * dd)
         p = off_pos[k]
         if p >= 0:
             if a > b:  # block (row a, col b) = Ja^T Jb
-                _add_product(Ja, Jb, k, off, p * dd, d)
+                add_block_product(Ja, Jb, k, off, p * dd)
             else:  # block (row b, col a) = Jb^T Ja
-                _add_product(Jb, Ja, k, off, p * dd, d)
+                add_block_product(Jb, Ja, k, off, p * dd)
 
 
 @njit(nogil=True, cache=True)

@@ -135,6 +135,13 @@ def _ll_lanes(idx):
     return ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), [ir.Constant(ir.IntType(32), i) for i in idx])
 
 
+def _ll_splat(builder, x, n):
+    """``<n x T>`` with every lane ``x``."""
+    undef = ir.Constant(ir.VectorType(x.type, n), None)
+    return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)), undef,
+                                  _ll_lanes([0] * n))
+
+
 @intrinsic
 def block_tile_fma(typingctx, U, o, x, xo, acc, d):
     """``acc[k] += B[k] * x[xo + k % d]`` for k < d*d, B = ``U[o:o+d*d]`` (a row-major d x d block, widened;
@@ -178,10 +185,7 @@ def block_t_axpy(typingctx, U, o, x, xo, y, yo, scale, d):
             row = builder.shuffle_vector(B, B, _ll_lanes(list(range(a * n, a * n + n))))
             term = builder.fmul(row, builder.shuffle_vector(xv, xv, _ll_lanes([a] * n)))
             acc = term if acc is None else builder.fadd(acc, term)
-        sc = context.cast(builder, args[6], st, yt.dtype)
-        undef = ir.Constant(ir.VectorType(vt, n), None)
-        scv = builder.shuffle_vector(builder.insert_element(undef, sc, ir.Constant(ir.IntType(32), 0)), undef,
-                                     _ll_lanes([0] * n))
+        scv = _ll_splat(builder, context.cast(builder, args[6], st, yt.dtype), n)
         yp = _ll_vector_ptr(context, builder, yt, args[4], args[5], n)
         align = yt.dtype.bitwidth // 8
         builder.store(builder.fsub(builder.load(yp, align=align), builder.fmul(acc, scv)), yp, align=align)
@@ -202,26 +206,20 @@ def block_gemm_acc(typingctx, A, ao, B, bo, C, co, alpha, d):
 
     def codegen(context, builder, sig, args):
         At, _, Bt, _, Ct, _, st, _ = sig.args
-        et = _ll_elem(context, Ct.dtype)
         align = Ct.dtype.bitwidth // 8
-        undef = ir.Constant(ir.VectorType(et, n), None)
 
         def row(aryty, ary, off, r):
             return _ll_vector_ptr(context, builder, aryty, ary, builder.add(off, ir.Constant(off.type, r * n)), n)
 
-        def splat(x):
-            return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)), undef,
-                                          _ll_lanes([0] * n))
-
         b_rows = [builder.load(row(Bt, args[2], args[3], c), align=align) for c in range(n)]
         a_data = context.make_array(At)(context, builder, args[0]).data
-        alpha_v = splat(context.cast(builder, args[6], st, Ct.dtype))
+        alpha_v = _ll_splat(builder, context.cast(builder, args[6], st, Ct.dtype), n)
         for r in range(n):
             acc = None
             for c in range(n):
                 a_rc = builder.load(builder.gep(a_data, [builder.add(args[1], ir.Constant(args[1].type, r * n + c))]),
                                     align=align)
-                term = builder.fmul(splat(a_rc), b_rows[c])
+                term = builder.fmul(_ll_splat(builder, a_rc, n), b_rows[c])
                 acc = term if acc is None else builder.fadd(acc, term)
             cp = row(Ct, args[4], args[5], r)
             builder.store(builder.fadd(builder.load(cp, align=align), builder.fmul(alpha_v, acc)), cp, align=align)
@@ -329,6 +327,15 @@ def jtj_matvec(Ja, Jb, col_a, col_b, p, q, out, half):
         jac_t_matvec(Ja, Jb, col_a, col_b, q, out, half)
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _tile_row_sum(acc, r, d):
+    """Row r of a :func:`block_tile_fma` accumulator: (B x)_r."""
+    s = zero_of(acc)
+    for c in range(d):
+        s += acc[r * d + c]
+    return s
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def _jtj_matvec_square(Ja, Jb, col_a, col_b, p, q, out, d):
     """out = J^T (J p) in one pass over J, for square d x d Jacobian blocks (``d`` a literal: one
@@ -353,10 +360,7 @@ def _jtj_matvec_square(Ja, Jb, col_a, col_b, p, q, out, d):
             block_tile_fma(Jb, k * dd, p, cb, acc, d)
         base = k * d
         for r in range(d):
-            s = zero_of(out)
-            for c in range(d):
-                s += acc[r * d + c]
-            q[base + r] = s
+            q[base + r] = _tile_row_sum(acc, r, d)
         if ca >= 0:
             block_t_axpy(Ja, k * dd, q, base, out, ca, -1.0, d)
         if cb >= 0:
@@ -383,29 +387,29 @@ def jtj_column_norms2(Ja, Jb, col_a, col_b, out):
                     out[cb + c] += v * v
 
 
+@njit(nogil=True, cache=True, inline="always")
+def add_block_product(A, B, k, out, o):
+    """``out[o:] += A[k]^T B[k]`` (row-major, A.shape[2] x B.shape[2]), accumulated in fp64: the J^T J block
+    of residual block k (used by the block-Jacobi diagonal and the block factor's assembly)."""
+    m, da = A.shape[1], A.shape[2]
+    db = B.shape[2]
+    for r in range(da):
+        for c in range(db):
+            acc = 0.0
+            for t in range(m):
+                acc += A[k, t, r] * B[k, t, c]
+            out[o + r * db + c] += acc
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def jtj_block_diagonal(Ja, Jb, col_a, col_b, off_a, off_b, out):
     """Diagonal blocks of J^T J: block of term k's a-block at out[off_a[k]:] (da x da row-major), same for b."""
-    K, m, da = Ja.shape
-    db = Jb.shape[2]
     out[:] = 0.0
-    for k in range(K):
+    for k in range(Ja.shape[0]):
         if col_a[k] >= 0:
-            o = off_a[k]
-            for i in range(da):
-                for j in range(da):
-                    s = 0.0
-                    for r in range(m):
-                        s += Ja[k, r, i] * Ja[k, r, j]
-                    out[o + i * da + j] += s
+            add_block_product(Ja, Ja, k, out, off_a[k])
         if col_b[k] >= 0:
-            o = off_b[k]
-            for i in range(db):
-                for j in range(db):
-                    s = 0.0
-                    for r in range(m):
-                        s += Jb[k, r, i] * Jb[k, r, j]
-                    out[o + i * db + j] += s
+            add_block_product(Jb, Jb, k, out, off_b[k])
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -570,10 +574,7 @@ def _block_ldl_solve_vec(indptr, indices, U, Dinv, d, inv_scale, r, tmp, z):
         for p in range(indptr[I], indptr[I + 1]):
             block_tile_fma(U, p * dd, tmp, indices[p] * d, acc, d)
         for a in range(d):
-            s = zero_of(tmp)
-            for b in range(d):
-                s += acc[a * d + b]
-            tmp[base + a] = r[base + a] - s * inv_scale
+            tmp[base + a] = r[base + a] - _tile_row_sum(acc, a, d) * inv_scale
         _apply_pivot(Dinv, I * dd, tmp, z, base, d)
     # backward: L^T y = z, rows from the last; y_I is final once every later row has been applied
     for I in range(nb - 1, -1, -1):
