@@ -133,6 +133,10 @@ class Keyframe:
     #: Camera intrinsics matrix (3x3) of the undistorted left image the keypoints live in.
     K: np.ndarray = field(default_factory=lambda: np.eye(3))
     T_body_left: np.ndarray = field(default_factory=lambda: np.eye(4))
+    #: Map (segment) the keyframe belongs to. Odometry poses are consistent only within one map: VO
+    #: starts a new map when it loses tracking and cannot relocalise, and loop closure never chains
+    #: two maps by odometry (only a verified loop merges them).
+    map_id: int = 0
 
 
 @dataclass
@@ -141,7 +145,9 @@ class FrameResult:
 
     stamp_ns: int
     T_world_body: np.ndarray
-    #: "ok", "initializing", "lost", "reinitialized" (a new segment started at the last good pose).
+    #: "ok", "initializing", "lost", "relocalizing" (lost, matching frames against the map),
+    #: "relocalized" (tracking resumed in the same map at a verified pose), "reinitialized" (a new
+    #: map started at the last good pose).
     tracking_state: str
     num_tracked: int
     #: Seconds spent in each stage (e.g. "frontend", "pnp", "ba").

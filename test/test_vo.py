@@ -140,25 +140,51 @@ def test_black_frames_hold_pose_and_resume(seq, frames, caplog):
     assert np.linalg.norm(out[99].T_world_body[:3, 3] - seq.poses[99][:3, 3]) < 0.03
 
 
-def test_textureless_wall_loses_tracking_then_reinitialises_at_last_good_pose(seq, frames):
-    vo = VisualOdometry(seq.rig, VOConfig())
-    vo.reset(seq.poses[0])
+def _run_with_wall(seq, frames, config, wall_frames=range(40, 50), n=80):
     h, w = frames[0].left.shape
     # a smooth grey ramp: intensity varies (not "black") but there is nothing to track
     wall = np.tile(np.linspace(60, 200, w).astype(np.uint8), (h, 1))
+    vo = VisualOdometry(seq.rig, config)
+    vo.reset(seq.poses[0])
     out = []
-    for f in frames[:80]:
-        if 40 <= f.index < 50:
+    for f in frames[:n]:
+        if f.index in wall_frames:
             f = replace(f, left=wall, right=wall)
         out.append(vo.process(f))
-    lost = [r for r in out[40:50]]
+    return vo, out
+
+
+def test_textureless_wall_loses_tracking_then_relocalises_in_the_same_map(seq, frames):
+    vo, out = _run_with_wall(seq, frames, VOConfig())
+    lost = out[40:50]
+    assert all(r.tracking_state == "relocalizing" for r in lost)
+    assert "tracking lost" in lost[0].reason
+    last_good = out[39].T_world_body
+    for r in lost:  # the published pose is held, never guessed
+        assert np.allclose(r.T_world_body, last_good)
+    # the first textured frame is matched against the map's keyframes: same map, verified pose
+    assert out[50].tracking_state == "relocalized", out[50].reason
+    assert "relocalised against keyframe" in out[50].reason
+    assert out[50].keyframe is not None and out[50].keyframe.map_id == 0
+    assert vo.stats.relocalizations == 1 and vo.stats.new_maps == 0 and vo.stats.losses == 1
+    assert vo.stats.frames_relocalizing == 11
+    # relocalised, the pose is right again (not the held one): absolute error as before the loss
+    for k in (50, 79):
+        assert np.linalg.norm(out[k].T_world_body[:3, 3] - seq.poses[k][:3, 3]) < 0.02
+    assert all(r.tracking_state == "ok" for r in out[51:])
+
+
+def test_without_relocalisation_a_new_map_starts_at_the_last_good_pose(seq, frames):
+    vo, out = _run_with_wall(seq, frames, VOConfig(relocalization=False))
+    lost = out[40:50]
     assert all(r.tracking_state == "lost" for r in lost)
     assert "tracking lost" in lost[0].reason and "cannot initialise" in lost[-1].reason
     last_good = out[39].T_world_body
     for r in lost:
         assert np.allclose(r.T_world_body, last_good)
-    # a new segment starts at the last good pose: no jump in the published odometry
+    # a new map starts at the last good pose: no jump in the published odometry
     assert out[50].tracking_state == "reinitialized"
+    assert out[50].keyframe.map_id == 1 and vo.map_id == 1 and vo.stats.new_maps == 1
     assert np.allclose(out[50].T_world_body, last_good, atol=1e-9)
     assert all(r.tracking_state == "ok" for r in out[51:])
     # afterwards, relative motion is right again (the offset is what the robot moved while blind)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -32,6 +33,9 @@ HELP = "run visual odometry (+ loop closure) over a dataset offline; write traje
 DESCRIPTION = __doc__
 
 DRIFT_SEGMENTS_M = (1.0, 10.0)
+#: Tracking states without a pose measurement: the node publishes no odometry for them, so the
+#: trajectories and their evaluation leave them out (they count against the tracked fraction).
+NO_POSE_STATES = ("lost", "relocalizing")
 STAGES = ("rectify", "track", "pnp", "stereo", "detect", "descriptors", "ba", "total")
 
 
@@ -51,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="odometry only (no place recognition / pose-graph correction)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of a synthetic sequence (default 0)")
+    parser.add_argument("--break", dest="breaks", action="append", default=[], metavar="KIND@START+LENGTH",
+                        help="apply a break to the input stream, seconds from its start (repeatable): "
+                             "stall (frames never arrive), blackout (black frames) or kidnap (frames "
+                             "removed and later stamps moved back: the robot resumes elsewhere), "
+                             "e.g. --break stall@5+6.5")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -76,6 +85,18 @@ class RunOutput:
     #: keyframe id -> (stamp_ns, T_odom_body from VO, T_map_body after loop closure)
     keyframes: Dict[int, tuple] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def has_pose(self) -> np.ndarray:
+        """bool[n]: frames with a pose measurement (see NO_POSE_STATES)."""
+        return np.array([s not in NO_POSE_STATES for s in self.states], bool)
+
+    def trajectory(self, poses: np.ndarray):
+        """The frames with a pose measurement as a Trajectory (``poses``: poses_vo or poses)."""
+        from mpslam_ros.datatypes import Trajectory
+
+        keep = self.has_pose
+        return Trajectory(self.stamps_ns[keep], np.asarray(poses).reshape(-1, 4, 4)[keep])
 
 
 def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Optional[int] = None,
@@ -134,6 +155,8 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t0
+    extra = {"keyframes_dropped_by_loop_closure": dropped_keyframes,
+             "vo_events": dataclasses.asdict(vo.stats), "vo_maps": vo.map_id + 1}
     poses_vo = np.array(poses).reshape(-1, 4, 4)
     corrected = poses_vo.copy()
     loops = 0
@@ -142,6 +165,9 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
         lc.wait_idle(timeout=120.0)
         kf_corr = lc.corrected_poses()
         loops = len(lc.loops())
+        kf_maps = lc.keyframe_maps()
+        extra["loop_closure_events"] = dataclasses.asdict(lc.stats)
+        extra["keyframes_not_aligned_with_first_map"] = sum(1 for _, ok in kf_maps.values() if not ok)
         for k, kid in enumerate(kf_of_frame):
             if kid in kf_corr and kid in kf_pose:  # frame = corrected keyframe x odometry since it
                 corrected[k] = kf_corr[kid] @ np.linalg.inv(kf_pose[kid]) @ poses_vo[k]
@@ -153,7 +179,7 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
                      wall_s=wall, ground_truth=source.ground_truth(),
                      keyframes={kid: (kf_stamp[kid], kf_pose[kid], kf_corr.get(kid, kf_pose[kid]))
                                 for kid in sorted(kf_pose)},
-                     extra={"keyframes_dropped_by_loop_closure": dropped_keyframes})
+                     extra=extra)
 
 
 def _make_loop_closure():
@@ -180,14 +206,15 @@ def timing_table(timings: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]
 def evaluate(run: RunOutput, poses: Optional[np.ndarray] = None) -> Optional[dict]:
     """ATE (SE(3)-aligned) and drift (RPE over 1 m segments, per metre) against ground truth."""
     gt = run.ground_truth
-    if gt is None or len(run.stamps_ns) < 2:
+    if gt is None or int(run.has_pose.sum()) < 2:
         return None
     from mpslam_ros.datatypes import Trajectory
     from mpslam_ros.evaluation.metrics import associate, ate, rpe
 
-    est = Trajectory(run.stamps_ns, run.poses if poses is None else poses)
+    est = run.trajectory(run.poses if poses is None else poses)
     a = ate(gt, est, align="se3")
-    out = {"ate_rmse_m": float(a.rmse), "ate_max_m": float(a.max)}
+    out = {"ate_rmse_m": float(a.rmse), "ate_max_m": float(a.max),
+           "frames_with_pose_percent": 100.0 * len(est) / max(1, len(run.stamps_ns))}
     # Also anchored at the first pose only (no fitting): how far the odometry wanders from truth.
     ref_m, est_m = associate(gt, est)
     anchor = ref_m.poses[0] @ np.linalg.inv(est_m.poses[0])
@@ -223,6 +250,7 @@ def format_report(run: RunOutput, metrics: Optional[dict], metrics_vo: Optional[
              f"frames processed: {n} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}),"
              f" skipped inputs: {max(0, skipped)}",
              f"keyframes: {run.num_keyframes}, loops closed: {run.loops}",
+             _events_line(run),
              f"wall time: {run.wall_s:.1f} s = {n / max(run.wall_s, 1e-9):.1f} frames/s", "",
              f"{'stage':12s} {'median ms':>10s} {'p95 ms':>10s} {'max ms':>10s} {'mean ms':>10s}"]
     for stage, row in table.items():
@@ -236,14 +264,29 @@ def format_report(run: RunOutput, metrics: Optional[dict], metrics_vo: Optional[
     return "\n".join(lines) + "\n"
 
 
+def _events_line(run: RunOutput) -> str:
+    """One line on losses, relocalisations, maps and merges (what degraded and how it recovered)."""
+    vo = run.extra.get("vo_events", {})
+    text = (f"tracking losses: {vo.get('losses', 0)}, relocalised: {vo.get('relocalizations', 0)}, "
+            f"new maps: {vo.get('new_maps', 0)}, frames relocalising: {vo.get('frames_relocalizing', 0)} "
+            f"({vo.get('relocalization_s', 0.0):.2f} s), longest gap bridged: "
+            f"{vo.get('longest_bridged_gap_s', 0.0):.2f} s")
+    lc = run.extra.get("loop_closure_events")
+    if lc:
+        text += (f"; loop closure: maps {lc['maps']}, merges {lc['merges']}, loops rejected "
+                 f"{lc['rejected_loops']}, keyframes not aligned with the first map "
+                 f"{run.extra.get('keyframes_not_aligned_with_first_map', 0)}")
+    return text
+
+
 def write_outputs(out_dir: Path, run: RunOutput, settings: dict, plots: bool = True) -> dict:
     """Write trajectories, timings CSV, report (txt + json) and plots; returns the report dict."""
     from mpslam_ros.datatypes import Trajectory
     from mpslam_ros.io.trajectory_io import write_tum
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_tum(out_dir / "trajectory.tum", Trajectory(run.stamps_ns, run.poses))
-    write_tum(out_dir / "trajectory_vo.tum", Trajectory(run.stamps_ns, run.poses_vo))
+    write_tum(out_dir / "trajectory.tum", run.trajectory(run.poses))
+    write_tum(out_dir / "trajectory_vo.tum", run.trajectory(run.poses_vo))
     if run.keyframes:
         rows = list(run.keyframes.values())
         kf_stamps = np.array([r[0] for r in rows], np.int64)
@@ -277,9 +320,9 @@ def _plots(out_dir: Path, run: RunOutput) -> None:
     from mpslam_ros.evaluation.metrics import ate
     from mpslam_ros.evaluation.plots import plot_errors, plot_trajectories
 
-    ests = {"vo": Trajectory(run.stamps_ns, run.poses_vo)}
+    ests = {"vo": run.trajectory(run.poses_vo)}
     if run.loops:
-        ests["loop closure"] = Trajectory(run.stamps_ns, run.poses)
+        ests["loop closure"] = run.trajectory(run.poses)
     plot_trajectories(out_dir / "trajectory.png", run.ground_truth, ests)
     plot_errors(out_dir / "errors.png", {name: ate(run.ground_truth, t, align="se3") for name, t in ests.items()})
 
@@ -296,6 +339,14 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"mpslam run: cannot open {args.dataset}: {exc}")
         return 2
+    if args.breaks:
+        from mpslam_ros.sim.breaks import BrokenSource, StreamBreak
+
+        try:
+            source = BrokenSource(source, [StreamBreak.parse(b) for b in args.breaks])
+        except ValueError as exc:
+            print(f"mpslam run: {exc}")
+            return 2
     cfg = VOConfig(precision=args.precision, window_size=args.window, ba_enabled=not args.no_ba)
     if args.ba_iterations is not None:
         cfg.ba_iterations = args.ba_iterations
@@ -303,6 +354,8 @@ def main(args: argparse.Namespace) -> int:
                        max_frames=args.max_frames, progress=not args.no_progress)
     settings = {"precision": args.precision, "window": args.window, "ba": not args.no_ba,
                 "loop_closure": not args.no_loop_closure}
+    if args.breaks:
+        settings["breaks"] = " ".join(args.breaks)
     report = write_outputs(Path(args.out), run, settings, plots=not args.no_plots)
     print(report["text"], end="")
     print(f"outputs in {args.out}/")

@@ -376,7 +376,11 @@ def pointcloud2_to_points(msg: PointCloud2) -> np.ndarray:
 # --------------------------------------------------------------------------- keyframes
 
 KEYFRAME_DTYPE = np.dtype([("x", np.float64), ("y", np.float64), ("z", np.float64), ("u", np.float32),
-                           ("v", np.float32), ("landmark_id", np.int32), ("descriptor", np.uint8, (32,))])
+                           ("v", np.float32), ("landmark_id", np.int32), ("descriptor", np.uint8, (32,)),
+                           ("map_id", np.int32)])
+#: Fields a keyframe cloud must have (``map_id``, the keyframe's map, is optional: older senders
+#: have one map, 0).
+KEYFRAME_REQUIRED = ("x", "y", "z", "u", "v", "landmark_id", "descriptor")
 
 
 def keyframe_to_msgs(kf: Keyframe, camera_frame: str, odom_frame: str, body_frame: str) -> tuple[PointCloud2, Odometry]:
@@ -394,6 +398,7 @@ def keyframe_to_msgs(kf: Keyframe, camera_frame: str, odom_frame: str, body_fram
     arr["u"], arr["v"] = kp[:, 0], kp[:, 1]
     arr["landmark_id"] = ids
     arr["descriptor"] = np.asarray(kf.descriptors, dtype=np.uint8).reshape(n, 32)
+    arr["map_id"] = int(getattr(kf, "map_id", 0))  # per point: a PointCloud2 has no per-cloud field
     return (structured_to_pointcloud2(arr, kf.stamp_ns, camera_frame),
             odometry(kf.T_world_body, kf.stamp_ns, odom_frame, body_frame))
 
@@ -405,7 +410,7 @@ def keyframe_from_msgs(features: PointCloud2, pose: Odometry, kf_id: int, K: np.
     if time_to_ns(pose.header.stamp) != stamp:
         raise MessageError("keyframe features and pose have different stamps")
     arr = pointcloud2_to_structured(features)
-    missing = set(KEYFRAME_DTYPE.names) - set(arr.dtype.names or ())
+    missing = set(KEYFRAME_REQUIRED) - set(arr.dtype.names or ())
     if missing:
         raise MessageError(f"keyframe cloud lacks fields {sorted(missing)}")
     if arr.dtype["descriptor"].shape != (32,):
@@ -417,6 +422,7 @@ def keyframe_from_msgs(features: PointCloud2, pose: Odometry, kf_id: int, K: np.
         landmark_ids=arr["landmark_id"].astype(np.int64),
         points_cam=np.stack([arr["x"], arr["y"], arr["z"]], axis=1).astype(np.float64),
         K=np.asarray(K, dtype=np.float64).reshape(3, 3), T_body_left=np.asarray(T_body_left, np.float64),
+        map_id=int(arr["map_id"][0]) if "map_id" in arr.dtype.names and len(arr) else 0,
     )
 
 

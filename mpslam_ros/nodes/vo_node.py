@@ -13,6 +13,7 @@ counted (never queued without bound: odometry must stay current).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from typing import Optional
@@ -308,6 +309,7 @@ class VisualOdometryNode(Node):
                     from mpslam_ros.slam.vo import VisualOdometry
 
                     vo = VisualOdometry(rig, self.vo_config)
+                    self._vo = vo
             except Exception as exc:  # e.g. a calibration VO cannot use: keep running, report it
                 self.bad.reject("camera/left/camera_info", f"cannot set up VO with this calibration: "
                                                             f"{type(exc).__name__}: {exc}")
@@ -328,7 +330,8 @@ class VisualOdometryNode(Node):
         self._latency.append(now - arrived)
         self._processed_times.append(now)
         T = np.asarray(result.T_world_body, dtype=np.float64)
-        if result.tracking_state != "lost" and np.all(np.isfinite(T)):
+        # no pose measurement while lost or relocalising: publish nothing rather than the held pose
+        if result.tracking_state not in ("lost", "relocalizing") and np.all(np.isfinite(T)):
             self.pub_odom.publish(msgs.odometry(T, stamp, self.odom_frame, self.base_frame, result.covariance_diag))
             self.odometry_published += 1
             self.pub_pose.publish(msgs.pose_stamped(T, stamp, self.odom_frame))
@@ -377,6 +380,10 @@ class VisualOdometryNode(Node):
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
             "precision": self.precision, "window_size": self.window_size,
         }
+        vo = getattr(self, "_vo", None)
+        if vo is not None:  # losses, relocalisations, new maps, time spent relocalising
+            values["map_id"] = vo.map_id
+            values.update({f"vo_{k}": v for k, v in dataclasses.asdict(vo.stats).items()})
         stages = collections.defaultdict(list)
         for t in list(self._timings):
             for k, v in t.items():
@@ -388,11 +395,17 @@ class VisualOdometryNode(Node):
     def _publish_diagnostics(self) -> None:
         values = self.stats()
         state = values["tracking_state"]
-        level = DiagnosticStatus.OK if state in ("ok", "initializing", "reinitialized", "waiting") else \
-            DiagnosticStatus.WARN
+        level = DiagnosticStatus.OK if state in ("ok", "initializing", "relocalized", "reinitialized", "waiting") \
+            else DiagnosticStatus.WARN
+        message = f"tracking {state}"
+        if "map_id" in values:
+            message += (f" (map {values['map_id']}; relocalised {values['vo_relocalizations']}x, "
+                        f"new maps {values['vo_new_maps']})")
+            if values["vo_new_maps"] and level == DiagnosticStatus.OK:
+                level = DiagnosticStatus.WARN  # a break VO could not relocalise across stays visible
         stamp = self.get_clock().now().nanoseconds
         self.pub_diag.publish(msgs.diagnostics(stamp, "vo_node: visual odometry", "camera", level,
-                                               f"tracking {state}", values))
+                                               message, values))
 
     def close(self) -> None:
         with self._wake:

@@ -9,6 +9,20 @@ PGO solver (nogil kernels, so the caller keeps running), warm-started from the p
 with a robust loss on loop edges; after the solve, loops still inconsistent with the rest of the map
 are dropped and the graph re-solved, so one wrong loop cannot wreck the map.
 
+Several maps (ORB-SLAM3's Atlas, VINS-Fusion's sequences): every keyframe carries the ``map_id`` VO
+gave it. Odometry is trusted only within a map, so consecutive keyframes are chained by an odometry
+edge only when they belong to the same map; a break (VO lost tracking and could not relocalise)
+leaves the maps as separate components of the pose graph, each with its own gauge, solved on its
+own. A loop between two maps is held as a *merge candidate* until ``merge_min_loops`` loops between
+the same two maps agree on their relative placement (pairwise consistency, as Kimera-RPGO's PCM);
+then the maps merge: the newer one is moved onto the older by the loops and one pose graph is solved.
+Until then the corrected outputs say which map each keyframe belongs to
+(:meth:`LoopClosure.keyframe_maps`, :meth:`LoopClosure.current_map_aligned`), and a map not merged
+with the first one is never reported as aligned with it.
+
+Never worse: after a solve, a loop that leaves any odometry edge beyond its noise
+(``max_odometry_chi2``) is dropped, newest first (the graph before it was consistent), and counted.
+
 Outputs (what the ROS node publishes): :meth:`corrected_poses` (T_map_body per keyframe),
 :meth:`T_map_odom`, :meth:`loops`, :meth:`map_points`. All methods are thread-safe.
 """
@@ -73,6 +87,39 @@ class LoopClosureConfig:
     max_appearance_keyframes: int = 20000
     #: Solve the pose graph in a background thread (False: inline, for studies and debugging).
     background: bool = True
+    #: After a converged solve, any odometry edge with whitened error above this (chi2 of 6 dof)
+    #: means the newest loop bent the map: it is dropped and the graph re-solved.
+    max_odometry_chi2: float = 50.0
+    #: A loop within a map is kept only once a loop from one of the next ``loop_confirm_keyframes``
+    #: keyframes to a place within ``loop_confirm_distance`` keyframes of its match agrees with it
+    #: (ORB-SLAM's consistent groups): an isolated, slightly wrong loop bent the household map by
+    #: 2 mm (docs/loop_closure.md). 1 keeps every verified loop at once.
+    loop_min_consistent: int = 2
+    loop_confirm_keyframes: int = 3
+    loop_confirm_distance: int = 10
+    #: Loops between two maps that must agree before the maps merge (1: merge on the first loop).
+    merge_min_loops: int = 2
+    #: Two loops between the same maps agree when the map-to-map transforms they imply differ by
+    #: less than this (translation, rotation).
+    merge_max_translation_m: float = 0.15
+    merge_max_rotation_deg: float = 3.0
+
+
+@dataclass
+class LoopClosureStats:
+    """Counters for the run report and /diagnostics."""
+
+    #: Maps seen (1 + breaks VO could not relocalise across) and merges of two maps by loops.
+    maps: int = 0
+    merges: int = 0
+    #: Loops between two maps held until another loop agrees with them.
+    merge_candidates: int = 0
+    #: Loops within a map held until a loop from a neighbouring keyframe confirms them, and those
+    #: never confirmed (superseded: the query moved on without a confirming loop).
+    loops_held: int = 0
+    loops_unconfirmed: int = 0
+    #: Loops dropped as inconsistent with the rest of the graph (loop chi2 or odometry chi2).
+    rejected_loops: int = 0
 
 
 @dataclass
@@ -88,20 +135,37 @@ class SolveRecord:
     termination: str
 
 
-def build_pose_graph(order: List[int], loops: List[LoopEdge], odom: np.ndarray, config: LoopClosureConfig):
-    """PoseGraph of odometry edges between consecutive keyframes (``odom`` in ``order``) plus the
-    loop edges (robust), with the odometry information from ``config``."""
+def odometry_information(config: LoopClosureConfig) -> np.ndarray:
+    """6x6 information of one odometry edge (rotation, translation order)."""
+    return np.diag([config.odometry_sigma_rad ** -2] * 3 + [config.odometry_sigma_m ** -2] * 3)
+
+
+def odometry_pairs(map_ids: Optional[np.ndarray], n: int) -> np.ndarray:
+    """Indices k (1..n-1) whose keyframe is chained to keyframe k-1 by odometry (same map)."""
+    k = np.arange(1, n)
+    if map_ids is None:
+        return k
+    m = np.asarray(map_ids)
+    return k[m[1:] == m[:-1]]
+
+
+def build_pose_graph(order: List[int], loops: List[LoopEdge], odom: np.ndarray, config: LoopClosureConfig,
+                     map_ids: Optional[np.ndarray] = None):
+    """PoseGraph of odometry edges between consecutive keyframes (``odom`` in ``order``) of the same
+    map (``map_ids``; None: all one map) plus the loop edges (robust), with the odometry
+    information from ``config``."""
     from mpslam_ros.problems.pgo import PoseGraph
 
     graph = PoseGraph(fix_first=True)
     for T in odom:
         graph.add_pose(T)
-    info_odom = np.diag([config.odometry_sigma_rad ** -2] * 3 + [config.odometry_sigma_m ** -2] * 3)
+    info_odom = odometry_information(config)
     # vectorised (per-edge Python calls took ~0.25 s of a 5,000-keyframe solve)
     odom = np.asarray(odom, dtype=np.float64)
     if len(odom) > 1:
-        k = np.arange(1, len(odom))
-        graph.add_edges(k - 1, k, np.linalg.inv(odom[:-1]) @ odom[1:], info_odom)
+        k = odometry_pairs(map_ids, len(odom))
+        if len(k):
+            graph.add_edges(k - 1, k, np.linalg.inv(odom[k - 1]) @ odom[k], info_odom)
     index = {kf_id: k for k, kf_id in enumerate(order)}
     if loops:
         graph.add_edges([index[e.match_id] for e in loops], [index[e.query_id] for e in loops],
@@ -138,6 +202,17 @@ class LoopClosure:
         self._rejected: List[Tuple[LoopEdge, str]] = []
         #: Latest PGO solution (T_map_body) for the first len(_solution) keyframes.
         self._solution = np.zeros((0, 4, 4))
+        # maps: internal map id per keyframe (graph order); VO's map ids are renumbered so that a
+        # restarted VO (ids from 0 again) or a loaded map never collides with the maps held
+        self._map_ids: List[int] = []
+        self._source_map: Optional[int] = None
+        self._next_map = 0
+        self._merged: Dict[int, int] = {}  # union-find parent of merged maps
+        #: frame (component root map) each solved keyframe's solution is expressed in
+        self._solution_frame = np.zeros(0, np.int64)
+        self._merge_candidates: List[LoopEdge] = []
+        self._unconfirmed: List[LoopEdge] = []  # loops within a map awaiting confirmation
+        self.stats = LoopClosureStats()
         self.solves: List[SolveRecord] = []
         #: Recent verifications (query, candidate, score, reason; "" = accepted), bounded in memory.
         self.verification_log: Deque[Tuple[int, int, float, str]] = collections.deque(maxlen=10000)
@@ -176,33 +251,148 @@ class LoopClosure:
         """
         stored = self.db.add(kf)
         with self._lock:
+            source_map = int(getattr(kf, "map_id", 0))
+            if self._source_map is None or source_map != self._source_map or not self._map_ids:
+                # VO started a new map (or this is the first keyframe): never chained by odometry
+                self._source_map = source_map
+                if self._map_ids:
+                    log.warning("loop closure: keyframe %d starts map %d (VO map %d): kept apart from "
+                                "the other maps until a verified loop merges them", stored.id,
+                                self._next_map, source_map)
+                self._next_map += 1
+                self.stats.maps += 1
+            map_id = self._next_map - 1
             self._index[stored.id] = len(self._order)
             self._order.append(stored.id)
+            self._map_ids.append(map_id)
+            # candidates: anything but the recent keyframes of this keyframe's own map
+            recent = [i for i, m in zip(self._order[-self.config.exclude_recent - 1:],
+                                        self._map_ids[-self.config.exclude_recent - 1:]) if m == map_id]
         accepted = None
         if stored.has_appearance:
             rec = self._get_recognizer()
             vec = rec.vocabulary.bow_vector(stored.descriptors)
-            for cand_id, score in rec.query(stored.descriptors, vec):
+            for cand_id, score in rec.query(stored.descriptors, vec, exclude=recent):
                 result = verify_loop(stored, self.db.get(cand_id), self.verification, score)
                 self.verification_log.append((stored.id, cand_id, score, result.reason))
                 if result.edge is not None:
                     accepted = result.edge
                     break
-            rec.add(stored.id, stored.descriptors)
+            if stored.id not in rec:  # (a recogniser built just now indexed the whole database)
+                rec.add(stored.id, stored.descriptors)
             del vec
-        if accepted is not None:
-            with self._lock:
-                self._loops.append(accepted)
+        if accepted is not None and self._accept_loop(accepted):
             self.request_solve()
         return accepted
 
+    # ------------------------------------------------------------------ maps
+
+    def _root(self, map_id: int) -> int:
+        while self._merged.get(map_id, map_id) != map_id:
+            map_id = self._merged[map_id]
+        return map_id
+
+    def _accept_loop(self, edge: LoopEdge, confirmed: bool = False) -> bool:
+        """Keep a verified loop: within a map (or merged maps) once confirmed by a neighbouring loop
+        (or at once when ``confirmed``); between two maps only when ``merge_min_loops`` loops agree,
+        then the maps merge. True when the graph changed (the PGO checks apply either way)."""
+        with self._lock:
+            a = self._root(self._map_ids[self._index[edge.match_id]])
+            b = self._root(self._map_ids[self._index[edge.query_id]])
+            if a == b:
+                if confirmed:
+                    self._loops.append(edge)
+                    return True
+                return self._confirm_loop(edge)
+            agreeing = [e for e in self._merge_candidates if self._joins(e, a, b) and self._agree(e, edge)]
+            if len(agreeing) + 1 < max(1, self.config.merge_min_loops):
+                self._merge_candidates.append(edge)
+                self.stats.merge_candidates += 1
+                log.info("loop closure: loop %d -> %d joins maps %d and %d: held until %d loops agree",
+                         edge.query_id, edge.match_id, a, b, self.config.merge_min_loops)
+                return False
+            keep = agreeing[: max(1, self.config.merge_min_loops) - 1]
+            self._merge_candidates = [e for e in self._merge_candidates if not any(e is k for k in keep)]
+            self._loops.extend(keep + [edge])
+            old, new = min(a, b), max(a, b)
+            self._merged[new] = old
+            self.stats.merges += 1
+        log.warning("loop closure: maps %d and %d merged by %d agreeing loops (latest %d -> %d)", old, new,
+                    len(keep) + 1, edge.query_id, edge.match_id)
+        return True
+
+    def _confirm_loop(self, edge: LoopEdge) -> bool:
+        """A loop within one (merged) map: kept when ``loop_min_consistent`` loops from neighbouring
+        keyframes to neighbouring places agree (the new one included)."""
+        need = max(1, self.config.loop_min_consistent)
+        q, m = self._index[edge.query_id], self._index[edge.match_id]
+        # forget held loops the queries have moved past without confirmation
+        horizon = q - self.config.loop_confirm_keyframes
+        stale = [e for e in self._unconfirmed if self._index[e.query_id] < horizon]
+        self.stats.loops_unconfirmed += len(stale)
+        self._unconfirmed = [e for e in self._unconfirmed if self._index[e.query_id] >= horizon]
+        def confirms(e: LoopEdge) -> bool:
+            return (horizon <= self._index[e.query_id] != q
+                    and abs(self._index[e.match_id] - m) <= self.config.loop_confirm_distance
+                    and self._agree(e, edge))
+
+        if need > 1 and any(confirms(e) for e in self._loops[-self.config.loop_confirm_keyframes * 2:]):
+            self._loops.append(edge)  # continues a group of loops already kept
+            return True
+        near = [e for e in self._unconfirmed if confirms(e)]
+        if len(near) + 1 < need:
+            self._unconfirmed.append(edge)
+            self.stats.loops_held += 1
+            return False
+        keep = near[: need - 1]
+        self._unconfirmed = [e for e in self._unconfirmed if not any(e is k for k in keep)]
+        self._loops.extend(keep + [edge])
+        return True
+
+    def _joins(self, edge: LoopEdge, a: int, b: int) -> bool:
+        ends = {self._root(self._map_ids[self._index[edge.match_id]]),
+                self._root(self._map_ids[self._index[edge.query_id]])}
+        return ends == {a, b}
+
+    def _map_transform(self, edge: LoopEdge, poses: Dict[int, np.ndarray], ref_map: int) -> np.ndarray:
+        """The transform from the other map's frame into ``ref_map``'s frame that ``edge`` implies."""
+        Pm, Pq = poses[edge.match_id], poses[edge.query_id]
+        if self._root(self._map_ids[self._index[edge.match_id]]) == ref_map:
+            return Pm @ edge.T_match_query @ np.linalg.inv(Pq)
+        return Pq @ np.linalg.inv(edge.T_match_query) @ np.linalg.inv(Pm)
+
+    def _agree(self, e1: LoopEdge, e2: LoopEdge) -> bool:
+        """Pairwise consistency of two loops between the same two maps (PCM's test)."""
+        ids = {e1.match_id, e1.query_id, e2.match_id, e2.query_id}
+        poses = {i: self._current_pose(i) for i in ids}
+        # (within one map, the transform is the correction the loop implies there: near loops agree)
+        ref = self._root(self._map_ids[self._index[e1.match_id]])
+        D = np.linalg.inv(self._map_transform(e1, poses, ref)) @ self._map_transform(e2, poses, ref)
+        angle = np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1) / 2, -1, 1)))
+        return bool(np.linalg.norm(D[:3, 3]) <= self.config.merge_max_translation_m
+                    and angle <= self.config.merge_max_rotation_deg)
+
+    def _current_pose(self, kf_id: int) -> np.ndarray:
+        """Best current estimate of a keyframe in its map's frame: the solution, else chained by
+        odometry from the last solved keyframe of the same map, else the odometry pose."""
+        k = self._index[kf_id]
+        if k < len(self._solution):
+            return self._solution[k]
+        m = self._map_ids[k]
+        odom_k = self.db.get(kf_id).T_world_body
+        j = len(self._solution) - 1
+        if j >= 0 and self._map_ids[j] == m and all(x == m for x in self._map_ids[j:k]):
+            return self._solution[j] @ np.linalg.inv(self.db.get(self._order[j]).T_world_body) @ odom_k
+        return odom_k
+
     def add_loop(self, edge: LoopEdge) -> None:
-        """Add an externally verified loop edge (e.g. from a relocalisation) and re-solve."""
+        """Add an externally verified loop edge (e.g. from a relocalisation) and re-solve. Within a
+        map it needs no confirming loop; between maps it is a merge candidate like any other."""
         with self._lock:
             if edge.query_id not in self._index or edge.match_id not in self._index:
                 raise ValueError(f"loop ({edge.query_id}, {edge.match_id}): unknown keyframe id")
-            self._loops.append(edge)
-        self.request_solve()
+        if self._accept_loop(edge, confirmed=True):
+            self.request_solve()
 
     # ------------------------------------------------------------------ pose graph
 
@@ -236,22 +426,64 @@ class LoopClosure:
             order = list(self._order)
             loops = list(self._loops)
             solution = self._solution.copy()
+            frames = self._solution_frame.copy()
+            maps = np.array(self._map_ids[: len(order)], np.int64)
+            roots = np.array([self._root(int(m)) for m in maps], np.int64)
             self._busy = True
         odom = np.array([self.db.get(i).T_world_body for i in order]).reshape(-1, 4, 4)
-        return generation, order, loops, solution, odom
+        return generation, order, loops, solution, odom, maps, roots, frames
 
-    def _initial_guess(self, odom: np.ndarray, solution: np.ndarray) -> np.ndarray:
-        """Warm start: the previous solution, then new keyframes chained on by odometry."""
+    def _initial_guess(self, odom: np.ndarray, solution: np.ndarray, maps: Optional[np.ndarray] = None,
+                       frames: Optional[np.ndarray] = None):
+        """Warm start: the previous solution, then new keyframes chained on by odometry from the last
+        keyframe of their map. Returns (poses, frame of each pose: the map whose frame it is in)."""
+        n = len(odom)
+        maps = np.zeros(n, np.int64) if maps is None else maps
         init = odom.copy()
-        m = min(len(solution), len(odom))
+        frame = maps.copy()
+        m = min(len(solution), n)
         if m:
             init[:m] = solution[:m]
-            correction = solution[m - 1] @ np.linalg.inv(odom[m - 1])
-            init[m:] = correction @ odom[m:]
-        return init
+            if frames is not None and len(frames) >= m:
+                frame[:m] = frames[:m]
+        for k in range(m, n):
+            if k > 0 and maps[k] == maps[k - 1]:  # same map: chain by odometry
+                init[k] = init[k - 1] @ np.linalg.inv(odom[k - 1]) @ odom[k]
+                frame[k] = frame[k - 1]
+        return init, frame
 
-    def build_graph(self, order: List[int], loops: List[LoopEdge], odom: np.ndarray):
-        return build_pose_graph(order, loops, odom, self.config)
+    def _align_frames(self, init: np.ndarray, frame: np.ndarray, idx: np.ndarray, loops: List[LoopEdge],
+                      index: Dict[int, int]) -> None:
+        """Move the keyframes of a just-merged map (still in its own frame) onto the frame of the
+        component's oldest keyframe through the merge loops (in place)."""
+        members = set(idx.tolist())
+        aligned = {int(frame[idx[0]])}
+        pending = set(int(f) for f in frame[idx]) - aligned
+        while pending:
+            progress = False
+            for e in loops:
+                m, q = index[e.match_id], index[e.query_id]
+                if m not in members or q not in members:
+                    continue
+                fm, fq = int(frame[m]), int(frame[q])
+                if fm in aligned and fq in pending:
+                    T, move = init[m] @ e.T_match_query @ np.linalg.inv(init[q]), fq
+                elif fq in aligned and fm in pending:
+                    T, move = init[q] @ np.linalg.inv(e.T_match_query) @ np.linalg.inv(init[m]), fm
+                else:
+                    continue
+                sel = idx[frame[idx] == move]
+                init[sel] = T @ init[sel]
+                frame[sel] = frame[idx[0]]
+                aligned.add(move)
+                pending.discard(move)
+                progress = True
+            if not progress:  # no loop reaches the rest (cannot happen for a merged component)
+                break
+
+    def build_graph(self, order: List[int], loops: List[LoopEdge], odom: np.ndarray,
+                    map_ids: Optional[np.ndarray] = None):
+        return build_pose_graph(order, loops, odom, self.config, map_ids)
 
     def _solver_options(self):
         return pgo_solver_options(self.config)
@@ -266,10 +498,60 @@ class LoopClosure:
             out[k] = float(err @ e.information @ err)
         return out
 
-    def _solve_once(self) -> None:
+    def _odometry_chi2(self, poses: np.ndarray, odom: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        from mpslam_ros.geometry.lie import se3_log
+
+        k = odometry_pairs(maps, len(odom))
+        if len(k) == 0:
+            return np.zeros(0)
+        info = odometry_information(self.config)
+        meas = np.linalg.inv(odom[k - 1]) @ odom[k]
+        est = np.linalg.inv(poses[k - 1]) @ poses[k]
+        err = np.array([se3_log(np.linalg.inv(a) @ b) for a, b in zip(meas, est)])
+        return np.einsum("ni,ij,nj->n", err, info, err)
+
+    def _solve_component(self, idx: np.ndarray, order: List[int], loops: List[LoopEdge], odom: np.ndarray,
+                         maps: np.ndarray, init: np.ndarray, rejected: List[Tuple[LoopEdge, str]]):
+        """Solve one connected component (keyframes ``idx`` of the whole graph, its oldest fixed)."""
         from mpslam_ros.problems.pgo import optimize_pose_graph
 
-        generation, order, loops, solution, odom = self._snapshot()
+        sub_order = [order[i] for i in idx]
+        members = set(sub_order)
+        loops = [e for e in loops if e.query_id in members and e.match_id in members]
+        sub_odom, sub_maps, sub_init = odom[idx], maps[idx], init[idx]
+        index = {kf_id: k for k, kf_id in enumerate(sub_order)}
+        options = self._solver_options()
+        # Stage 1 (plain least squares): a correct loop closing a long drift starts with a huge residual
+        # that a robust loss would simply ignore, so consistency is judged on the plain solution; the
+        # loop least consistent with the rest is dropped and the graph re-solved until all agree, and
+        # a solution that stretches odometry beyond its noise drops the newest loop (never worse).
+        plain = dataclasses.replace(options, robust_loss=None)
+        while True:
+            graph = self.build_graph(sub_order, loops, sub_odom, sub_maps)
+            poses, summary = optimize_pose_graph(graph, plain, initial=sub_init)
+            if not loops or not summary.converged or len(rejected) >= self.config.max_loop_drops_per_solve:
+                break
+            chi2 = self._loop_chi2(poses, loops, index)
+            worst = int(np.argmax(chi2))
+            odo = self._odometry_chi2(poses, sub_odom, sub_maps)
+            odo_max = float(odo.max()) if len(odo) else 0.0
+            if odo_max > self.config.max_odometry_chi2:
+                # the graph was consistent before the newest loop (loops are in insertion order);
+                # a confident wrong loop also raises the chi2 of the right ones, so this test first
+                rejected.append((loops[-1], f"odometry chi2 {odo_max:.1f} after PGO"))
+                loops = loops[:-1]
+            elif chi2[worst] > self.config.max_loop_chi2:
+                rejected.append((loops[worst], f"chi2 {chi2[worst]:.1f} after PGO"))
+                loops = loops[:worst] + loops[worst + 1:]
+            else:
+                break
+        # Stage 2: the robust loss on the surviving loops, warm-started from stage 1.
+        if options.robust_loss is not None and loops:
+            poses, summary = optimize_pose_graph(graph, options, initial=poses)
+        return poses, summary, len(loops)
+
+    def _solve_once(self) -> None:
+        generation, order, loops, solution, odom, maps, roots, frames = self._snapshot()
         if len(order) < 2:
             with self._lock:
                 self._done = max(self._done, generation)
@@ -277,33 +559,31 @@ class LoopClosure:
                 self._wake.notify_all()
             return
         t0 = time.perf_counter()
-        init = self._initial_guess(odom, solution)
-        options = self._solver_options()
+        init, frame = self._initial_guess(odom, solution, maps, frames)
         index = {kf_id: k for k, kf_id in enumerate(order)}
         rejected: List[Tuple[LoopEdge, str]] = []
-        # Stage 1 (plain least squares): a correct loop closing a long drift starts with a huge residual
-        # that a robust loss would simply ignore, so consistency is judged on the plain solution; the
-        # loop least consistent with the rest is dropped and the graph re-solved until all agree.
-        plain = dataclasses.replace(options, robust_loss=None)
-        poses = init
-        while True:
-            graph = self.build_graph(order, loops, odom)
-            poses, summary = optimize_pose_graph(graph, plain, initial=init)
-            chi2 = self._loop_chi2(poses, loops, index)
-            worst = int(np.argmax(chi2)) if len(chi2) else -1
-            # judge consistency only on a converged solution (an unconverged one is inconsistent anyway)
-            if (worst < 0 or chi2[worst] <= self.config.max_loop_chi2 or not summary.converged
-                    or len(rejected) >= self.config.max_loop_drops_per_solve):
-                break
-            rejected.append((loops[worst], f"chi2 {chi2[worst]:.1f} after PGO"))
-            loops = loops[:worst] + loops[worst + 1:]
-        # Stage 2: the robust loss on the surviving loops, warm-started from stage 1.
-        if options.robust_loss is not None and loops:
-            poses, summary = optimize_pose_graph(graph, options, initial=poses)
+        poses = init.copy()
+        iterations, cost0, cost, n_loops, terminations = 0, 0.0, 0.0, 0, []
+        for root in np.unique(roots):
+            idx = np.nonzero(roots == root)[0]
+            self._align_frames(init, frame, idx, loops, index)
+            frame[idx] = frame[idx[0]]
+            if len(idx) < 2:
+                poses[idx] = init[idx]
+                continue
+            sub, summary, kept = self._solve_component(idx, order, loops, odom, maps, init, rejected)
+            poses[idx] = sub
+            iterations += int(summary.iterations)
+            cost0 += float(summary.initial_cost)
+            cost += float(summary.final_cost)
+            n_loops += kept
+            terminations.append(str(summary.termination))
         seconds = time.perf_counter() - t0
-        record = SolveRecord(len(order), len(loops), seconds, int(summary.iterations),
-                             float(summary.initial_cost), float(summary.final_cost), str(summary.termination))
+        record = SolveRecord(len(order), n_loops, seconds, iterations, cost0, cost,
+                             ", ".join(sorted(set(terminations))))
         with self._lock:
+            self._solution_frame = frame
+            self.stats.rejected_loops += len(rejected)
             drop = {id(e) for e, _ in rejected}
             self._loops = [e for e in self._loops if id(e) not in drop]
             self._rejected.extend(rejected)
@@ -336,23 +616,37 @@ class LoopClosure:
             return self._busy or self._done < self._requested
 
     def T_map_odom(self) -> np.ndarray:
-        """Correction map <- odom from the latest solve (identity before the first loop)."""
+        """Correction map <- odom of the current (latest) map from the latest solve (identity before
+        the first loop). In the frame of the first map only when :meth:`current_map_aligned`."""
         with self._lock:
-            m = len(self._solution)
-            if m == 0:
+            if not self._order:
                 return np.eye(4)
-            T_odom_last = self.db.get(self._order[m - 1]).T_world_body
-            return self._solution[m - 1] @ np.linalg.inv(T_odom_last)
+            last = self._order[-1]
+            return self._current_pose(last) @ np.linalg.inv(self.db.get(last).T_world_body)
+
+    def current_map_aligned(self) -> bool:
+        """Whether the map VO is tracking in is the first map or merged with it (so that poses and
+        map -> odom are in one frame); False after a break until a loop merges the maps."""
+        with self._lock:
+            if not self._map_ids:
+                return True
+            return self._root(self._map_ids[-1]) == self._root(self._map_ids[0])
+
+    def keyframe_maps(self) -> Dict[int, Tuple[int, bool]]:
+        """Keyframe id -> (map id, aligned with the first map). Maps are numbered in order of
+        appearance; a map merged with another keeps its id but shares the other's frame."""
+        with self._lock:
+            if not self._map_ids:
+                return {}
+            first = self._root(self._map_ids[0])
+            return {kf_id: (m, self._root(m) == first) for kf_id, m in zip(self._order, self._map_ids)}
 
     def corrected_poses(self) -> Dict[int, np.ndarray]:
-        """Keyframe id -> T_map_body (solved ones from PGO, newer ones through T_map_odom)."""
+        """Keyframe id -> T_map_body (solved ones from PGO, newer ones chained by odometry from their
+        map's last solved keyframe). A keyframe of a map not merged with the first one is in its own
+        map's frame (see :meth:`keyframe_maps`)."""
         with self._lock:
-            correction = self.T_map_odom()
-            out = {}
-            for k, kf_id in enumerate(self._order):
-                out[kf_id] = (self._solution[k].copy() if k < len(self._solution)
-                              else correction @ self.db.get(kf_id).T_world_body)
-            return out
+            return {kf_id: self._current_pose(kf_id).copy() for kf_id in self._order}
 
     def loops(self) -> List[LoopEdge]:
         """Accepted loop edges (query_id, match_id, T_match_query, information, inliers...)."""
@@ -400,12 +694,16 @@ class LoopClosure:
             order = list(self._order)
             loops = list(self._loops)
             solution = self._solution.copy()
+            frames = self._solution_frame.copy()
         extra = {
+            "solution_frame": frames,
             "graph_order": np.array(order, dtype=np.int64),
             "solution": solution.reshape(-1, 4, 4),
             "loop_ids": np.array([[e.query_id, e.match_id, e.inliers] for e in loops], np.int64).reshape(-1, 3),
             "loop_T": np.array([e.T_match_query for e in loops]).reshape(-1, 4, 4),
             "loop_information": np.array([e.information for e in loops]).reshape(-1, 6, 6),
+            "map_ids": np.array(self._map_ids, np.int64),
+            "map_roots": np.array([self._root(m) for m in self._map_ids], np.int64),
         }
         meta = {"config": dataclasses.asdict(self.config)}
         self.db.save(path, extra, meta)
@@ -439,6 +737,18 @@ class LoopClosure:
                 raise MapFileError(f"{path}: loop ({int(q)}, {int(m)}) names an unknown keyframe")
             lc._loops.append(LoopEdge(int(q), int(m), T.copy(), info.copy(), int(inl)))
         lc._solution = extra["solution"].astype(np.float64)
+        # maps (files written before maps existed hold one map)
+        maps = extra.get("map_ids", np.zeros(len(order), np.int64))
+        roots = extra.get("map_roots", maps)
+        if maps.shape != (len(order),) or roots.shape != (len(order),):
+            raise MapFileError(f"{path}: map ids have shape {maps.shape} for {len(order)} keyframes")
+        lc._map_ids = [int(m) for m in maps]
+        lc._merged = {int(m): int(r) for m, r in zip(maps, roots) if m != r}
+        lc._next_map = int(maps.max()) + 1 if len(maps) else 0
+        lc.stats.maps = len(set(lc._map_ids))
+        frames = extra.get("solution_frame", np.zeros(0, np.int64))
+        lc._solution_frame = (frames.astype(np.int64) if len(frames) == len(lc._solution)
+                              else np.array([lc._root(m) for m in lc._map_ids[: len(lc._solution)]], np.int64))
         return lc
 
     def close(self) -> None:

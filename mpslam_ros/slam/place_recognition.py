@@ -216,6 +216,9 @@ class PlaceRecognizer:
     def __len__(self) -> int:
         return len(self._order)
 
+    def __contains__(self, kf_id: int) -> bool:
+        return kf_id in self._vectors
+
     def add(self, kf_id: int, descriptors: np.ndarray) -> Dict[int, float]:
         vec = self.vocabulary.bow_vector(descriptors)
         with self._lock:
@@ -236,14 +239,24 @@ class PlaceRecognizer:
                         acc[kf_id] = acc.get(kf_id, 0.0) + abs(x) + abs(y) - abs(x - y)
         return {k: 0.5 * v for k, v in acc.items()}
 
-    def query(self, descriptors: np.ndarray, vec: Optional[Dict[int, float]] = None) -> List[Tuple[int, float]]:
-        """Candidates ``[(keyframe id, score)]`` best first for a new keyframe (not yet added)."""
+    def query(self, descriptors: np.ndarray, vec: Optional[Dict[int, float]] = None,
+              exclude: Optional[Iterable[int]] = None) -> List[Tuple[int, float]]:
+        """Candidates ``[(keyframe id, score)]`` best first for a new keyframe (not yet added).
+
+        ``exclude``: keyframes that are no candidates (default: the ``exclude_recent`` most recent;
+        loop closure passes the recent keyframes of the query's own map, so that a new map can match
+        the end of the previous one)."""
         if vec is None:
             vec = self.vocabulary.bow_vector(descriptors)
         with self._lock:
-            recent = self._order[-self.exclude_recent:] if self.exclude_recent > 0 else []
+            if exclude is None:
+                if len(self._order) <= self.exclude_recent:
+                    return []
+                recent = self._order[-self.exclude_recent:] if self.exclude_recent > 0 else []
+            else:
+                recent = list(exclude)
             prev = self._vectors.get(self._order[-1]) if self._order else None
-        if len(self._order) <= self.exclude_recent or not vec:
+        if not vec:
             return []
         threshold = self.min_score
         if prev:

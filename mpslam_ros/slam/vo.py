@@ -13,17 +13,28 @@ Pipeline per frame (all on the rectified left camera, see :mod:`mpslam_ros.front
    :func:`mpslam_ros.problems.ba.solve_window` (mixed precision by default). The oldest keyframe
    of the window is held fixed; when it slides out the next one is fixed at its current estimate,
    so the gauge never jumps.
-4. tracking loss (too few inliers) starts a new map whose first keyframe is placed at the last good
-   pose, so the published odometry continues without a jump (state ``"reinitialized"``).
+4. tracking loss (too few inliers), or a gap in image time longer than the motion prior can bridge
+   (``max_bridge_gap_s``: a stall, a blackout), starts *relocalisation*: every new frame's ORB
+   features are matched against the recent keyframes of the current map (votes of nearest
+   descriptors pick candidates, then the loop verification -- PnP RANSAC against the candidate's
+   landmarks, inlier spread, 3D agreement -- accepts one), and tracking resumes in the same map at
+   the verified pose (state ``"relocalized"``). When no frame verifies within
+   ``relocalization_timeout_s`` of image time, a new map (``map_id`` + 1) starts with its first
+   keyframe at the last good pose, so the published odometry continues without a jump (state
+   ``"reinitialized"``); loop closure keeps the maps apart until a verified loop merges them.
 
 Tracking states in :class:`VOResult`: ``"initializing"`` (first keyframe), ``"ok"``, ``"lost"``
-(pose held at the last good one), ``"reinitialized"`` (new segment started at the last good pose)
-and ``"skipped"`` (the input was unusable -- wrong encoding or size, duplicated or out-of-order
-stamp -- and was dropped without touching the state). ``VOResult.reason`` says why.
+(pose held at the last good one), ``"relocalizing"`` (lost, pose held, matching frames against the
+map), ``"relocalized"``, ``"reinitialized"`` (new map started at the last good pose) and
+``"skipped"`` (the input was unusable -- wrong encoding or size, duplicated or out-of-order stamp --
+and was dropped without touching the state). ``VOResult.reason`` says why; :attr:`VisualOdometry.stats`
+counts relocalisations, new maps and the time spent relocalising.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -38,6 +49,7 @@ from mpslam_ros.frontend.features import (detect_features, image_texture,
                                           match_stereo, orb_descriptors, track_klt)
 from mpslam_ros.frontend.pose import CHI2_2D, CHI2_3D, estimate_pose
 from mpslam_ros.frontend.rectify import Rectifier
+from mpslam_ros.slam.verification import VerificationConfig, verify_loop
 
 log = logging.getLogger("mpslam_ros.vo")
 
@@ -107,6 +119,23 @@ class VOConfig:
     min_image_std: float = 3.0
     #: OpenCV worker threads (1 keeps the per-frame cost predictable on small machines).
     opencv_threads: int = 1
+    #: After a loss, match frames against the map before starting a new one (False: new map at once).
+    relocalization: bool = True
+    #: Lost this long (image time) without a verified relocalisation: start a new map.
+    relocalization_timeout_s: float = 1.0
+    #: Gaps in image time (since the last tracked frame) longer than this are not bridged by the
+    #: motion prior + KLT: the frame is relocalised instead (measured bridgeable: docs/vo.md).
+    max_bridge_gap_s: float = 0.5
+    #: Recent keyframes of the current map kept for relocalisation (about 16 kB each).
+    relocalization_keyframes: int = 300
+    #: Candidates (most descriptor votes first) verified per relocalisation attempt.
+    relocalization_candidates: int = 3
+    #: Features detected on a frame being relocalised (more than tracking keeps: the viewpoint may
+    #: differ a lot from the keyframes').
+    relocalization_features: int = 500
+    #: A candidate is verified against the landmarks of this many keyframes on each side of it (its
+    #: local map), not only its own: more 3D points to match after a large viewpoint change.
+    relocalization_neighbours: int = 3
 
 
 @dataclass
@@ -119,6 +148,23 @@ class VOResult(FrameResult):
     quality: str = "none"
     #: PnP inliers after the chi-square test (0 when not tracked).
     num_inliers: int = 0
+
+
+@dataclass
+class VOStats:
+    """Counters of the events that degrade tracking (for the run report and /diagnostics)."""
+
+    #: Times tracking was lost (or a gap was too long to bridge) and relocalisation began.
+    losses: int = 0
+    #: Successful relocalisations (tracking resumed in the same map).
+    relocalizations: int = 0
+    #: New maps started because relocalisation did not succeed in time.
+    new_maps: int = 0
+    #: Frames processed while relocalising, and the wall time spent on relocalisation attempts.
+    frames_relocalizing: int = 0
+    relocalization_s: float = 0.0
+    #: Longest gap in image time (s) bridged by the motion prior without relocalising.
+    longest_bridged_gap_s: float = 0.0
 
 
 @dataclass
@@ -148,6 +194,7 @@ class VisualOdometry:
             log.warning("mpslam_ros.problems.ba is not available: running PnP-only odometry")
         self._next_kf_id = 0
         self._next_lm_id = 0
+        self.verification = VerificationConfig()
         self.reset()
 
     # ------------------------------------------------------------------ public API
@@ -159,8 +206,16 @@ class VisualOdometry:
         self._velocity = np.eye(4)  # T_cw(k) @ inv(T_cw(k-1))
         self._steps_since_good = 1
         self._last_stamp: Optional[int] = None
+        self._last_good_stamp: Optional[int] = None
+        self._frame_dt_s = 0.05  # running estimate of the camera's frame interval
         self._initialized = False
         self._ever_initialized = False
+        self._map_id = 0
+        self._relocalizing_since: Optional[int] = None  # stamp of the first frame relocalising
+        # recent keyframes of the current map (what relocalisation matches against), oldest first
+        self._reloc_db: "collections.OrderedDict[int, Keyframe]" = collections.OrderedDict()
+        self._reloc_stack = None  # (descriptors, owner keyframe ids), rebuilt when the db changes
+        self.stats = VOStats()
         self._clear_map()
 
     def _clear_map(self) -> None:
@@ -185,6 +240,18 @@ class VisualOdometry:
     @property
     def window_keyframe_ids(self) -> List[int]:
         return [kf.id for kf in self._window]
+
+    @property
+    def map_id(self) -> int:
+        """The map (segment) new keyframes belong to."""
+        return self._map_id
+
+    @property
+    def state_summary(self) -> str:
+        """'tracking', 'relocalizing' or 'uninitialized' (for diagnostics)."""
+        if self._relocalizing_since is not None:
+            return "relocalizing"
+        return "tracking" if self._initialized else "uninitialized"
 
     def process(self, frame: StereoFrame) -> VOResult:
         """Track one frame; returns the pose and state. Logs and reports instead of raising."""
@@ -253,20 +320,34 @@ class VisualOdometry:
 
         pyr = left  # (OpenCV's Python binding cannot take prebuilt KLT pyramids)
 
+        if self._relocalizing_since is not None:
+            return self._relocalize_or_new_map(frame, left, pyr, right, depth, timings)
         if not self._initialized:
             return self._initialize(frame, left, pyr, right, depth, timings)
 
+        gap_s = (frame.stamp_ns - self._last_good_stamp) * 1e-9
+        # frames missing in image time (a stall) count as steps of the constant-velocity prior
+        self._steps_since_good = max(self._steps_since_good, int(round(gap_s / self._frame_dt_s)))
+        if cfg.relocalization and gap_s > cfg.max_bridge_gap_s:
+            return self._start_relocalizing(frame, left, pyr, right, depth, timings,
+                                            f"frame {frame.index}: {gap_s:.2f} s since the last tracked "
+                                            f"frame (> max_bridge_gap_s {cfg.max_bridge_gap_s:g})")
         est = self._track(pyr, timings)
         if est is None:
-            return self._reinitialize_or_lost(frame, left, pyr, right, depth, timings,
-                                              f"frame {frame.index}: tracking lost "
-                                              f"({self._last_track_info})")
+            reason = f"frame {frame.index}: tracking lost ({self._last_track_info})"
+            if cfg.relocalization:
+                return self._start_relocalizing(frame, left, pyr, right, depth, timings, reason)
+            return self._reinitialize_or_lost(frame, left, pyr, right, depth, timings, reason)
         T_cw, inliers, cov = est
         self._velocity = T_cw @ np.linalg.inv(self._T_cw)
         if self._steps_since_good > 1:  # frames were dropped: per-step velocity
             self._velocity = _fractional_power(self._velocity, 1.0 / self._steps_since_good)
+            self.stats.longest_bridged_gap_s = max(self.stats.longest_bridged_gap_s, gap_s)
+        elif 0 < gap_s < 1.0:
+            self._frame_dt_s = 0.9 * self._frame_dt_s + 0.1 * gap_s
         self._T_cw = T_cw
         self._steps_since_good = 1
+        self._last_good_stamp = frame.stamp_ns
         self._prev_pyr = pyr
         n_in = int(inliers)
         state = "ok"
@@ -371,12 +452,150 @@ class VisualOdometry:
         return self._result(frame, "lost", reason, timings)
 
     def _reinitialize_or_lost(self, frame, left, pyr, right, depth, timings, reason) -> VOResult:
-        log.warning("%s: starting a new map at the last good pose", reason)
-        self._initialized = False
+        log.warning("%s: starting map %d at the last good pose", reason, self._map_id + 1)
+        self._new_map()
         return self._initialize(frame, left, pyr, right, depth, timings, reason)
 
-    def _initialize(self, frame, left, pyr, right, depth, timings, reason: str = "") -> VOResult:
-        """Start a map from one stereo/RGB-D frame at the current (last good) pose."""
+    def _new_map(self) -> None:
+        """Forget the current map: the next keyframes belong to a new one (its odometry is not
+        chained to the old map's by loop closure)."""
+        self._initialized = False
+        self._relocalizing_since = None
+        if self._ever_initialized:
+            self._map_id += 1
+            self.stats.new_maps += 1
+        self._reloc_db.clear()
+        self._reloc_stack = None
+
+    # ------------------------------------------------------------------ relocalisation
+
+    def _start_relocalizing(self, frame, left, pyr, right, depth, timings, reason: str) -> VOResult:
+        log.warning("%s: relocalising against %d keyframes of map %d", reason, len(self._reloc_db),
+                    self._map_id)
+        self.stats.losses += 1
+        self._initialized = False
+        self._relocalizing_since = frame.stamp_ns
+        return self._relocalize_or_new_map(frame, left, pyr, right, depth, timings, reason)
+
+    def _relocalize_or_new_map(self, frame, left, pyr, right, depth, timings, reason: str = "") -> VOResult:
+        cfg = self.config
+        t = time.perf_counter()
+        self.stats.frames_relocalizing += 1
+        found = self._relocalize(frame, left, right, depth)
+        timings["relocalize"] = time.perf_counter() - t
+        self.stats.relocalization_s += timings["relocalize"]
+        if found is not None:
+            T_wb, match_id, inliers = found
+            self._T_cw = np.linalg.inv(T_wb @ self.T_body_cam)
+            self._velocity = np.eye(4)
+            res = self._initialize(frame, left, pyr, right, depth, timings,
+                                   f"frame {frame.index}: relocalised against keyframe {match_id} "
+                                   f"({inliers} inliers)", state="relocalized")
+            if res.tracking_state == "relocalized":
+                self._relocalizing_since = None
+                self.stats.relocalizations += 1
+                log.info("%s", res.reason)
+                return res
+        waited = (frame.stamp_ns - self._relocalizing_since) * 1e-9
+        if waited >= cfg.relocalization_timeout_s or not self._reloc_db:
+            why = (f"frame {frame.index}: not relocalised within {cfg.relocalization_timeout_s:g} s "
+                   f"({self.stats.frames_relocalizing} frames tried)")
+            log.warning("%s: starting map %d at the last good pose", why, self._map_id + 1)
+            self._new_map()
+            return self._initialize(frame, left, pyr, right, depth, timings, why)
+        why = reason or f"frame {frame.index}: relocalising ({waited:.2f} s)"
+        return self._result(frame, "relocalizing", why, timings)
+
+    def _relocalize(self, frame, left, right, depth) -> Optional[Tuple[np.ndarray, int, int]]:
+        """Match this frame against the recent keyframes of the map: (T_world_body, keyframe id,
+        inliers) of the first candidate that passes the loop verification, else None."""
+        cfg = self.config
+        if not self._reloc_db:
+            return None
+        pts = detect_features(left, cfg.relocalization_features, None, 0.5 * cfg.min_feature_distance,
+                              cfg.fast_threshold)
+        desc, has_desc = orb_descriptors(left, pts)
+        if has_desc.sum() < self.verification.min_inliers:
+            return None
+        pts, desc = pts[has_desc], desc[has_desc]
+        ur, _ = self._right_u(left, right, depth, pts, None)
+        query = Keyframe(id=-1, stamp_ns=int(frame.stamp_ns), T_world_body=np.eye(4),
+                         keypoints=pts.astype(np.float32), descriptors=desc,
+                         landmark_ids=np.full(len(pts), -1, np.int64),
+                         points_cam=self._triangulate(pts, ur), K=self.camera.K,
+                         T_body_left=self.T_body_cam)
+        if self._reloc_stack is None:
+            kfs = list(self._reloc_db.values())
+            self._reloc_stack = (np.ascontiguousarray(np.concatenate([k.descriptors for k in kfs])),
+                                 np.concatenate([np.full(len(k.descriptors), k.id) for k in kfs]))
+        stack, owner = self._reloc_stack
+        # candidates: keyframes holding the most nearest-neighbour descriptors of this frame
+        matches = cv2.BFMatcher(cv2.NORM_HAMMING).match(desc, stack)
+        votes: Dict[int, int] = {}
+        for m in matches:
+            if m.distance <= self.verification.max_hamming:
+                k = int(owner[m.trainIdx])
+                votes[k] = votes.get(k, 0) + 1
+        ranked = sorted(votes.items(), key=lambda kv: -kv[1])[: cfg.relocalization_candidates]
+        for kf_id, n_votes in ranked:
+            if n_votes < self.verification.min_inliers // 2:
+                break
+            cand = self._local_map(kf_id)
+            result = verify_loop(query, cand, self.verification)
+            if result.edge is not None:
+                return cand.T_world_body @ result.edge.T_match_query, kf_id, result.edge.inliers
+        return None
+
+    def _local_map(self, kf_id: int) -> Keyframe:
+        """Keyframe ``kf_id`` with the landmarks of its neighbours in the database added (moved into
+        its camera frame, one entry per landmark id), for verification against a local map."""
+        ids = list(self._reloc_db.keys())
+        k = ids.index(kf_id)
+        r = self.config.relocalization_neighbours
+        centre = self._reloc_db[kf_id]
+        T_c_w = np.linalg.inv(centre.T_world_body @ self.T_body_cam)
+        kps, descs, lms, pts = [], [], [], []
+        seen = set()
+        for j in [k] + [i for d in range(1, r + 1) for i in (k - d, k + d) if 0 <= i < len(ids)]:
+            kf = self._reloc_db[ids[j]]
+            new = np.array([(i < 0) or (int(i) not in seen) for i in kf.landmark_ids], bool)
+            new &= np.all(np.isfinite(kf.points_cam), axis=1) | (j == k)
+            seen.update(int(i) for i in kf.landmark_ids[new] if i >= 0)
+            T = T_c_w @ kf.T_world_body @ self.T_body_cam  # this keyframe's camera -> centre's camera
+            kps.append(kf.keypoints[new])
+            descs.append(kf.descriptors[new])
+            lms.append(kf.landmark_ids[new])
+            pts.append(kf.points_cam[new] @ T[:3, :3].T + T[:3, 3])
+        return dataclasses.replace(centre, keypoints=np.concatenate(kps), descriptors=np.concatenate(descs),
+                                   landmark_ids=np.concatenate(lms), points_cam=np.concatenate(pts))
+
+    def _triangulate(self, pts: np.ndarray, ur: np.ndarray) -> np.ndarray:
+        """Camera-frame points of pixels with a right-image u (NaN rows where none or out of range)."""
+        cfg = self.config
+        cam = self.camera
+        disp = pts[:, 0] - ur
+        with np.errstate(invalid="ignore", divide="ignore"):
+            Z = cam.fx * self.baseline / disp
+            good = np.isfinite(Z) & (disp >= cfg.min_disparity) & (Z > cfg.min_depth) & (Z < cfg.max_depth)
+        Pc = np.zeros((len(pts), 3))
+        Pc[:, 2] = np.where(good, Z, np.nan)
+        Pc[:, 0] = (pts[:, 0] - cam.cx) / cam.fx * Pc[:, 2]
+        Pc[:, 1] = (pts[:, 1] - cam.cy) / cam.fy * Pc[:, 2]
+        return Pc
+
+    def _remember_keyframe(self, kf: Keyframe) -> None:
+        """Keep a keyframe for relocalisation (bounded: the oldest is forgotten)."""
+        if not self.config.relocalization or len(kf.descriptors) == 0:
+            return
+        # a copy: the pose is updated when the keyframe leaves the window, the caller's stays as sent
+        self._reloc_db[kf.id] = dataclasses.replace(kf)
+        while len(self._reloc_db) > max(1, self.config.relocalization_keyframes):
+            self._reloc_db.popitem(last=False)
+        self._reloc_stack = None
+
+    def _initialize(self, frame, left, pyr, right, depth, timings, reason: str = "",
+                    state: Optional[str] = None) -> VOResult:
+        """Start a map from one stereo/RGB-D frame at the current (last good or relocalised) pose."""
         self._clear_map()
         kf = self._make_keyframe(frame, left, pyr, right, depth, timings)
         n = len(self._trk_ids)
@@ -390,10 +609,13 @@ class VisualOdometry:
         self._prev_pyr = pyr
         self._initialized = True
         self._steps_since_good = 1
-        state = "reinitialized" if self._ever_initialized else "initializing"
+        self._last_good_stamp = frame.stamp_ns
+        if state is None:
+            state = "reinitialized" if self._ever_initialized else "initializing"
         self._ever_initialized = True
         if state == "reinitialized":
-            log.info("frame %s: reinitialised with %d landmarks at the last good pose", frame.index, n)
+            log.info("frame %s: map %d started with %d landmarks at the last good pose", frame.index,
+                     self._map_id, n)
         return self._result(frame, state, reason, timings, keyframe=kf, quality="weak",
                             num_inliers=n)
 
@@ -421,14 +643,8 @@ class VisualOdometry:
         t = time.perf_counter()
         new_ur, _ = self._right_u(pyr, right_pyr, depth, new_pts, None)
         # 3. triangulate and check new landmarks: disparity (parallax) and depth range
-        disp = new_pts[:, 0] - new_ur
-        with np.errstate(invalid="ignore", divide="ignore"):
-            Z = cam.fx * self.baseline / disp
-            good = np.isfinite(Z) & (disp >= cfg.min_disparity) & (Z > cfg.min_depth) & (Z < cfg.max_depth)
-        Pc = np.zeros((len(new_pts), 3))
-        Pc[:, 2] = np.where(good, Z, np.nan)
-        Pc[:, 0] = (new_pts[:, 0] - cam.cx) / cam.fx * Pc[:, 2]
-        Pc[:, 1] = (new_pts[:, 1] - cam.cy) / cam.fy * Pc[:, 2]
+        Pc = self._triangulate(new_pts, new_ur)
+        good = np.isfinite(Pc[:, 2])
         T_wc = np.linalg.inv(T_cw)
         new_ids = np.full(len(new_pts), -1, np.int64)
         for j in np.nonzero(good)[0]:
@@ -478,10 +694,12 @@ class VisualOdometry:
                 pts_cam[k] = T_cw[:3, :3] @ self._landmarks[i] + T_cw[:3, 3]
             else:
                 ids_out[k] = -1
-        return Keyframe(
+        out = Keyframe(
             id=wkf.id, stamp_ns=int(frame.stamp_ns), T_world_body=self.T_world_body,
             keypoints=kf_pts[keep].copy(), descriptors=desc[keep], landmark_ids=ids_out,
-            points_cam=pts_cam, K=cam.K, T_body_left=self.T_body_cam.copy())
+            points_cam=pts_cam, K=cam.K, T_body_left=self.T_body_cam.copy(), map_id=self._map_id)
+        self._remember_keyframe(out)
+        return out
 
     def _right_u(self, pyr, right_pyr, depth, pts, guess):
         """Right-image u per point: stereo KLT along the row, or depth lookup (virtual right u)."""
@@ -571,7 +789,10 @@ class VisualOdometry:
 
     def _slide_window(self) -> None:
         while len(self._window) > max(1, self.config.window_size):
-            self._window.pop(0)
+            old = self._window.pop(0)
+            kept = self._reloc_db.get(old.id)
+            if kept is not None:  # relocalise against the final (windowed BA) pose
+                kept.T_world_body = np.linalg.inv(old.T_cw) @ self.T_cam_body
         alive = set(self._trk_ids.tolist())
         for kf in self._window:
             alive.update(kf.lm_ids.tolist())
