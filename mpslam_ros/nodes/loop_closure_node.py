@@ -13,6 +13,7 @@ and ``~/reset``.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from typing import Optional
@@ -86,6 +87,7 @@ class LoopClosureNode(Node):
         self.keyframes_received = 0
         self.keyframes_processed = 0
         self._last_loop_count = -1
+        self._withheld_since = None  # stamp since when map -> odom is withheld (current map not merged)
         self._add_times: collections.deque = collections.deque(maxlen=50)
         if load_on_start:
             self._load_map()
@@ -229,15 +231,26 @@ class LoopClosureNode(Node):
     def _publish_corrections_locked(self, stamp_ns: int) -> None:
         with self._lock:
             lc, stamps = self.lc, dict(self._stamps)
-        corrected = lc.corrected_poses()
+        # only keyframes of the first map (or maps merged with it) are in the map frame: a map
+        # after a break that no loop has merged yet is never published as if it were aligned
+        maps = lc.keyframe_maps()
+        corrected = {i: T for i, T in lc.corrected_poses().items() if maps.get(i, (0, False))[1]}
         ids = sorted(i for i in corrected if i in stamps)
         if ids:
             self.pub_path.publish(msgs.path([stamps[i] for i in ids], [corrected[i] for i in ids], self.map_frame))
-        T_map_odom = np.asarray(lc.T_map_odom(), dtype=np.float64)
-        tf_msg = msgs.transform_stamped(T_map_odom, stamp_ns, self.map_frame, self.odom_frame)
-        self.pub_map_to_odom.publish(tf_msg)
-        if self.tf is not None:
-            self.tf.sendTransform(tf_msg)
+        if lc.current_map_aligned():
+            T_map_odom = np.asarray(lc.T_map_odom(), dtype=np.float64)
+            tf_msg = msgs.transform_stamped(T_map_odom, stamp_ns, self.map_frame, self.odom_frame)
+            self.pub_map_to_odom.publish(tf_msg)
+            if self.tf is not None:
+                self.tf.sendTransform(tf_msg)
+        elif self._withheld_since is None:
+            self._withheld_since = stamp_ns
+            self.get_logger().warning("the current map is not merged with the map (a break VO could not "
+                                      "relocalise across): map -> odom withheld until a loop merges them")
+        if lc.current_map_aligned() and self._withheld_since is not None:
+            self._withheld_since = None
+            self.get_logger().info("maps merged: map -> odom published again")
         loops = lc.loops()
         # markers follow the corrected poses, so they are re-sent with every correction
         edges = []
@@ -263,8 +276,14 @@ class LoopClosureNode(Node):
         points = lc.map_points()
         if points is not None and len(points):
             self.pub_map.publish(msgs.points_to_pointcloud2(points, stamp, self.map_frame))
+        values = self.stats()
+        aligned = values["current_map_aligned"]
+        message = f"{len(lc.loops())} loops, {values['maps']} map(s), {values['merges']} merge(s)"
+        if not aligned:
+            message += "; current map not merged: map -> odom withheld"
         self.pub_diag.publish(msgs.diagnostics(stamp, "loop_closure_node: loop closure", "map",
-                                               DiagnosticStatus.OK, f"{len(lc.loops())} loops", self.stats()))
+                                               DiagnosticStatus.OK if aligned else DiagnosticStatus.WARN,
+                                               message, values))
 
     def stats(self) -> dict:
         with self._lock:
@@ -273,7 +292,8 @@ class LoopClosureNode(Node):
             "keyframes_received": self.keyframes_received, "keyframes_processed": self.keyframes_processed,
             "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
-            "precision": self.precision,
+            "precision": self.precision, "current_map_aligned": lc.current_map_aligned(),
+            **dataclasses.asdict(lc.stats),
         }
 
     # ------------------------------------------------------------------ map services

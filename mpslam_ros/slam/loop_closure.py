@@ -64,8 +64,10 @@ class LoopClosureConfig:
     exclude_recent: int = 20
     #: Candidates verified per keyframe (best scores first).
     max_candidates: int = 5
-    #: Minimum PnP inliers of an accepted loop.
-    min_inliers: int = 25
+    #: Minimum PnP inliers of an accepted loop. Household loops with 25-31 inliers were 9-31 mm off
+    #: (their PnP information claims ~1.5 cm), those with >= 45 inliers 1-2 mm: the weak ones bent a
+    #: 2.75 mm VO trajectory to 3-4.5 mm, so they are not kept (docs/loop_closure.md).
+    min_inliers: int = 40
     #: Minimum number of 4x4 image-grid cells covered by the inliers.
     min_spread_cells: int = 5
     #: Descriptor ratio test.
@@ -659,8 +661,10 @@ class LoopClosure:
             return list(self._rejected)
 
     def map_points(self) -> np.ndarray:
-        """Landmarks in the map frame, each moved with its anchor (first observing) keyframe."""
-        poses = self.corrected_poses()
+        """Landmarks in the map frame, each moved with its anchor (first observing) keyframe; only
+        keyframes of the first map or of maps merged with it (the others are in their own frames)."""
+        maps = self.keyframe_maps()
+        poses = {i: T for i, T in self.corrected_poses().items() if maps[i][1]}
         seen = set()
         chunks = []
         for stored in self.db:
