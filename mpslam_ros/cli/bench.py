@@ -9,13 +9,15 @@ import argparse
 import importlib
 import sys
 
-HELP = "benchmarks that print tables: pgo (pose graphs), window (VO windows), ba (BAL files), kernels"
+HELP = ("benchmarks that print tables: pgo (pose graphs), window (VO windows), ba (BAL files), kernels, "
+        "breaks (SLAM across stalls, blackouts and kidnaps)")
 
 KINDS = {
     "pgo": "mpslam_ros.bench.pgo",
     "window": "mpslam_ros.bench.window",
     "ba": "mpslam_ros.bench.ba",
     "kernels": "mpslam_ros.bench.kernels",
+    "breaks": "mpslam_ros.bench.breaks",
 }
 
 
