@@ -83,27 +83,63 @@ _frames_cache: Dict[str, tuple] = {}
 
 def warm_frames(mode: str = "stereo", num_frames: int = WARM_FRAMES) -> tuple:
     """``(StereoRig, [StereoFrame])``: the first frames of the synthetic household sequence at
-    :data:`WARM_IMAGE_SIZE` (stereo, or left + depth for ``mode="rgbd"``), rendered once per process."""
+    :data:`WARM_IMAGE_SIZE` (stereo, or left + depth for ``mode="rgbd"``).
+
+    Rendered once (``mpslam warmup`` does it) and kept in the data cache ($MPSLAM_CACHE) as .npz: a
+    node starting up then loads 2 MB instead of building the world and rendering (~7 s on a busy
+    2-core machine), and needs no renderer kernels.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     key = f"{mode}:{num_frames}"
     with _frames_lock:
-        if key in _frames_cache:
-            return _frames_cache[key]
-        from mpslam_ros.sim.sequences import FRAME_RATE_HZ, SimOptions, SyntheticSequence, cached_world
+        if key not in _frames_cache:
+            _frames_cache[key] = _load_or_render_frames(mode, num_frames)
+        return _frames_cache[key]
 
-        w, h = WARM_IMAGE_SIZE
-        options = SimOptions(width=w, height=h, fx=190.0, fy=190.0)
+
+def _load_or_render_frames(mode: str, num_frames: int) -> tuple:
+    import os
+
+    from mpslam_ros.sim.sequences import (FRAME_RATE_HZ, SIM_VERSION, SimOptions, SyntheticSequence, cache_root,
+                                          synthetic_rig)
+
+    w, h = WARM_IMAGE_SIZE
+    options = SimOptions(width=w, height=h, fx=190.0, fy=190.0)
+    rig = synthetic_rig(options)
+    if mode == "rgbd":
+        rig = dataclasses.replace(rig, right=None, depth_scale=1.0)
+    path = cache_root() / f"warmup_frames_{mode}_{num_frames}_v{SIM_VERSION}_{options.key()}.npz"
+    try:
+        with np.load(path) as z:
+            stamps, left, other = z["stamps"], z["left"], z["other"]
+        if len(stamps) != num_frames:
+            raise ValueError("stale warm-up frames")
+    except (OSError, ValueError, KeyError):
+        from mpslam_ros.sim.sequences import cached_world
+
         seq = SyntheticSequence("household", (num_frames + 1) / FRAME_RATE_HZ, 0, options=options,
                                 world=cached_world(0))
-        frames = [seq.render_frame(i, depth=(mode == "rgbd")) for i in range(num_frames)]
-        rig = seq.rig
+        rendered = [seq.render_frame(i, depth=(mode == "rgbd")) for i in range(num_frames)]
+        stamps = np.array([f.stamp_ns for f in rendered], np.int64)
+        left = np.stack([f.left for f in rendered])
+        other = np.stack([f.depth if mode == "rgbd" else f.right for f in rendered])
+        try:  # a read-only or full cache only costs the next start-up a render
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, stamps=stamps, left=left, other=other)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    frames = []
+    for i in range(num_frames):
+        f = StereoFrame(stamp_ns=int(stamps[i]), left=np.array(left[i]), index=i)
         if mode == "rgbd":
-            rig = dataclasses.replace(rig, right=None, depth_scale=1.0)
-            for f in frames:
-                f.right = None
-        _frames_cache[key] = (rig, frames)
-        return rig, frames
+            f.depth = np.array(other[i])
+        else:
+            f.right = np.array(other[i])
+        frames.append(f)
+    return rig, frames
 
 
 def warm_vo(config=None, mode: str = "stereo",
