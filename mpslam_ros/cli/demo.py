@@ -216,7 +216,7 @@ def print_summary(s: dict) -> None:
         if v is None:
             return "n/a"
         if isinstance(v, float):
-            return f"{v:.1f}{unit}" if unit.strip() == "ms" else f"{v:.4f}{unit}"
+            return f"{v:.1f}{unit}" if unit.strip() in ("ms", "s") else f"{v:.4f}{unit}"
         return f"{v}{unit}"
 
     rows = [
@@ -227,9 +227,11 @@ def print_summary(s: dict) -> None:
         ("VO rate", f"{s['vo_rate_hz']:.1f} Hz"),
         ("VO time per frame", f"{s['vo_time_per_frame_ms']:.1f} ms"),
         ("  bundle adjustment per keyframe", fmt(s["vo_stage_ms"].get("ba"), " ms")),
-        ("latency camera -> odometry", f"mean {fmt(s['latency_mean_ms'], ' ms')}, p95 {fmt(s['latency_p95_ms'], ' ms')}"),
+        ("latency camera -> odometry", f"mean {fmt(s['latency_mean_ms'], ' ms')}, p95 {fmt(s['latency_p95_ms'], ' ms')}, "
+         f"max {fmt(s.get('latency_max_ms'), ' ms')}"),
         ("  first frame", fmt(s.get("first_frame_latency_ms"), " ms")),
         ("start-up (warm-up) until the first frame", fmt(s.get("startup_s"), " s")),
+        ("  warm-up VO / loop closure", f"{fmt(s.get('vo_warmup_s'), ' s')} / {fmt(s.get('loop_closure_warmup_s'), ' s')}"),
         ("kernels compiled/loaded after ready", fmt(sum(s["kernels_after_ready"].values())
                                                     if s.get("kernels_after_ready") else None)),
         ("keyframes", fmt(s["keyframes"])),
