@@ -145,7 +145,9 @@ def _load_or_render_frames(mode: str, num_frames: int) -> tuple:
 def warm_vo(config=None, mode: str = "stereo",
             frame_filter: Optional[Callable[[StereoFrame], StereoFrame]] = None) -> List[str]:
     """Run :class:`VisualOdometry` (``config``'s precision and settings) on :func:`warm_frames`, with
-    a keyframe on every frame and a :data:`WARM_WINDOW`-keyframe window. Returns the tracking states.
+    a keyframe on every frame and a :data:`WARM_WINDOW`-keyframe window. Returns the tracking states;
+    raises RuntimeError if no bundle adjustment ran (a configuration under which the warm frames do
+    not track would leave the BA kernels cold: say so rather than report ready as if warm).
 
     ``frame_filter`` lets a node pass the frames through its own message decoding first, so the
     arrays reach the kernels with exactly the layout and flags the node's images have.
@@ -158,12 +160,16 @@ def warm_vo(config=None, mode: str = "stereo",
                               window_size=max(2, min(int(config.window_size), WARM_WINDOW)))
     rig, frames = warm_frames(mode)
     vo = VisualOdometry(rig, cfg)
-    states = []
+    states, bundle_adjustments = [], 0
     for frame in frames:
         f = dataclasses.replace(frame)  # VO may keep references; the cached frames stay untouched
         if frame_filter is not None:
             f = frame_filter(f)
-        states.append(vo.process(f).tracking_state)
+        result = vo.process(f)
+        states.append(result.tracking_state)
+        bundle_adjustments += "ba" in result.timings
+    if cfg.ba_enabled and not bundle_adjustments:
+        raise RuntimeError(f"VO warm-up ran no bundle adjustment (tracking states {states})")
     return states
 
 
