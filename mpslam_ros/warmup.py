@@ -167,7 +167,8 @@ def warm_vo(config=None, mode: str = "stereo",
             f = frame_filter(f)
         result = vo.process(f)
         states.append(result.tracking_state)
-        bundle_adjustments += "ba" in result.timings
+        # a keyframe while tracking ("ok") joins a window that already holds one: BA runs on it
+        bundle_adjustments += result.tracking_state == "ok" and result.keyframe is not None
     if cfg.ba_enabled and not bundle_adjustments:
         raise RuntimeError(f"VO warm-up ran no bundle adjustment (tracking states {states})")
     return states
