@@ -30,6 +30,7 @@ import importlib
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -283,6 +284,56 @@ def warm_pipeline(precisions: Sequence[str] = ("mixed",), modes: Sequence[str] =
     report.loaded = watch.new_signatures()
     watch.close()
     return report
+
+
+# ---------------------------------------------------------------------------- "already warm" stamp
+
+def warm_stamp(precisions: Sequence[str], modes: Sequence[str]) -> Path:
+    """Path of the file that marks a complete :func:`warm_pipeline` for these sources.
+
+    dev.sh runs ``mpslam warmup`` before every ``demo``/``test``; re-running the pipeline each time
+    costs ~10-20 s even from a complete cache, so a finished warm-up leaves this stamp. It lives in
+    the package's ``__pycache__`` (deleting the numba cache deletes it) and its name hashes every
+    source file's size and mtime (numba's own invalidation key), the numba/Python versions, the
+    precisions/modes and the data cache folder (which holds the warm-up frames and vocabulary).
+    """
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    import numba
+
+    from mpslam_ros.sim.sequences import cache_root
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha1()
+    for path in sorted(root.rglob("*.py")):
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    h.update(f"{numba.__version__}:{sys.version}:{sorted(precisions)}:{sorted(modes)}:{cache_root()}".encode())
+    return root / "__pycache__" / f"warmup_{h.hexdigest()[:16]}.done"
+
+
+def is_warm(precisions: Sequence[str], modes: Sequence[str]) -> bool:
+    """True when :func:`warm_stamp` exists and the data cache still holds the warm-up frames."""
+    import os
+
+    from mpslam_ros.sim.sequences import cache_root
+
+    frames = [p for p in cache_root().glob("warmup_frames_*.npz")] if cache_root().is_dir() else []
+    return os.path.exists(warm_stamp(precisions, modes)) and len(frames) >= len(set(modes))
+
+
+def mark_warm(precisions: Sequence[str], modes: Sequence[str]) -> None:
+    """Leave the stamp (a read-only install just re-runs the warm-up next time)."""
+    path = warm_stamp(precisions, modes)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob("warmup_*.done"):
+            old.unlink()
+        path.write_text("mpslam warmup completed\n")
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------------- counting

@@ -20,13 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precisions to warm (default: all four)")
     parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES),
                         help="VO input modes to warm (default: stereo and rgbd)")
+    parser.add_argument("--force", action="store_true",
+                        help="run even if a previous warm-up of these sources completed (see mpslam_ros.warmup.warm_stamp)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the time per stage")
 
 
 def main(args: argparse.Namespace) -> int:
-    from mpslam_ros.warmup import warm_pipeline
+    from mpslam_ros.warmup import is_warm, mark_warm, warm_pipeline
 
+    if not args.force and is_warm(args.precision, args.mode):
+        print("kernels already warm (a warm-up of these sources completed; --force runs it again)")
+        return 0
     report = warm_pipeline(args.precision, args.mode, modules=KERNEL_MODULES,
-                           log=print if args.verbose else None)
+                           log=(lambda m: print(m, flush=True)) if args.verbose else None)
     print(report.summary())
+    mark_warm(args.precision, args.mode)
     return 0
