@@ -117,7 +117,11 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
     finally:
         graph.stop_all()
         recorder.close()
-    return {"recorder": recorder, "codes": codes, "wall_s": t_play_end - t_start, "graph": graph}
+    return {"recorder": recorder, "codes": codes, "wall_s": t_play_end - t_start, "graph": graph, "t_start": t_start}
+
+
+def _num(value):
+    return None if value in (None, "") else float(value)
 
 
 def _vo_idle(rec) -> bool:
@@ -139,6 +143,9 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
     odo = rec.odometry_trajectory()
     corrected = rec.path_trajectory(corrected=True)
     lat = rec.latencies()
+    with rec._lock:
+        first_camera = min(rec.data.camera_arrival.values(), default=None)
+        first_odometry = min((t for _, _, t in rec.data.odometry), default=None)
     summary = {
         "bag_frames": n_frames,
         "frames_received": int(vo_diag.get("frames_received", 0)),
@@ -154,6 +161,18 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
                         if k.startswith("time_") and k.endswith("_ms") and k != "time_total_ms"},
         "latency_mean_ms": 1e3 * float(np.mean(lat)) if len(lat) else None,
         "latency_p95_ms": 1e3 * float(np.percentile(lat, 95)) if len(lat) else None,
+        "latency_max_ms": 1e3 * float(np.max(lat)) if len(lat) else None,
+        # the cold-start figure (issue 13): first camera frame published -> its odometry received
+        "first_frame_latency_ms": (1e3 * (first_odometry - first_camera)
+                                   if first_camera is not None and first_odometry is not None else None),
+        # nodes started -> first camera frame: the nodes' warm-up (the player waits until both are ready)
+        "startup_s": first_camera - result["t_start"] if first_camera is not None and "t_start" in result else None,
+        "vo_warmup_s": _num(vo_diag.get("warmup_s")),
+        "loop_closure_warmup_s": _num(lc_diag.get("warmup_s")),
+        # numba kernels compiled or loaded from the disk cache after the nodes reported ready (should be 0)
+        "kernels_after_ready": {name: int(d["kernel_signatures_loaded_after_ready"])
+                                for name, d in (("vo_node", vo_diag), ("loop_closure_node", lc_diag))
+                                if d and "kernel_signatures_loaded_after_ready" in d},
         "keyframes": rec.count("vo/keyframes/features"),
         "loops_closed": int(lc_diag.get("loops", 0)) if lc_diag else None,
         "precision": args.precision,
@@ -197,7 +216,7 @@ def print_summary(s: dict) -> None:
         if v is None:
             return "n/a"
         if isinstance(v, float):
-            return f"{v:.1f}{unit}" if unit.strip() == "ms" else f"{v:.4f}{unit}"
+            return f"{v:.1f}{unit}" if unit.strip() in ("ms", "s") else f"{v:.4f}{unit}"
         return f"{v}{unit}"
 
     rows = [
@@ -208,7 +227,13 @@ def print_summary(s: dict) -> None:
         ("VO rate", f"{s['vo_rate_hz']:.1f} Hz"),
         ("VO time per frame", f"{s['vo_time_per_frame_ms']:.1f} ms"),
         ("  bundle adjustment per keyframe", fmt(s["vo_stage_ms"].get("ba"), " ms")),
-        ("latency camera -> odometry", f"mean {fmt(s['latency_mean_ms'], ' ms')}, p95 {fmt(s['latency_p95_ms'], ' ms')}"),
+        ("latency camera -> odometry", f"mean {fmt(s['latency_mean_ms'], ' ms')}, p95 {fmt(s['latency_p95_ms'], ' ms')}, "
+         f"max {fmt(s.get('latency_max_ms'), ' ms')}"),
+        ("  first frame", fmt(s.get("first_frame_latency_ms"), " ms")),
+        ("start-up (warm-up) until the first frame", fmt(s.get("startup_s"), " s")),
+        ("  warm-up VO / loop closure", f"{fmt(s.get('vo_warmup_s'), ' s')} / {fmt(s.get('loop_closure_warmup_s'), ' s')}"),
+        ("kernels compiled/loaded after ready", fmt(sum(s["kernels_after_ready"].values())
+                                                    if s.get("kernels_after_ready") else None)),
         ("keyframes", fmt(s["keyframes"])),
         ("loops closed", fmt(s["loops_closed"])),
         ("ATE VO, all frames", fmt(s.get("ate_vo_m"), " m")),

@@ -1,40 +1,38 @@
-"""``mpslam warmup``: compile every numba kernel once (they are cached on disk afterwards)."""
+"""``mpslam warmup``: compile every numba kernel the nodes run (cached on disk afterwards).
+
+Runs each kernel module's ``warmup()`` and then the real pipeline briefly (visual odometry on a few
+synthetic frames, loop closure with a forced loop and pose-graph solves) in every precision and VO
+mode: see :mod:`mpslam_ros.warmup`. dev.sh runs it once, so the nodes' own start-up warm-up only
+loads kernels from the disk cache.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import time
 
-HELP = "compile (or load from the on-disk cache) every numba kernel, so later runs start warm"
+from mpslam_ros.warmup import KERNEL_MODULES, MODES, PRECISIONS  # noqa: F401  (KERNEL_MODULES: earlier API)
 
-#: Modules whose import compiles their kernels or which expose ``warmup()``.
-KERNEL_MODULES = [
-    "mpslam_ros.geometry.lie",
-    "mpslam_ros.solvers.kernels",
-    "mpslam_ros.solvers.block_ldl",
-    "mpslam_ros.problems.pgo",
-    "mpslam_ros.problems.ba",
-    "mpslam_ros.sim.render",
-]
+HELP = "compile (or load from the on-disk cache) every numba kernel the nodes run, so later runs start warm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="print the time per module")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="precisions to warm (default: all four)")
+    parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES),
+                        help="VO input modes to warm (default: stereo and rgbd)")
+    parser.add_argument("--force", action="store_true",
+                        help="run even if a previous warm-up of these sources completed (see mpslam_ros.warmup.warm_stamp)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the time per stage")
 
 
 def main(args: argparse.Namespace) -> int:
-    for modname in KERNEL_MODULES:
-        t0 = time.perf_counter()
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:
-                continue
-            raise
-        warm = getattr(module, "warmup", None)
-        if warm is not None:
-            warm()
-        if args.verbose:
-            print(f"{modname:32s} {time.perf_counter() - t0:7.2f} s")
+    from mpslam_ros.warmup import is_warm, mark_warm, warm_pipeline
+
+    if not args.force and is_warm(args.precision, args.mode):
+        print("kernels already warm (a warm-up of these sources completed; --force runs it again)")
+        return 0
+    report = warm_pipeline(args.precision, args.mode, modules=KERNEL_MODULES,
+                           log=(lambda m: print(m, flush=True)) if args.verbose else None)
+    print(report.summary())
+    mark_warm(args.precision, args.mode)
     return 0

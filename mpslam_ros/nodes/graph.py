@@ -22,6 +22,11 @@ CAMERA_TOPICS = ["/camera/left/image_raw", "/camera/right/image_raw", "/camera/l
                  "/camera/right/camera_info"]
 #: Subscribed (only) by loop_closure_node, once it is warm (kernels compiled, vocabulary loaded).
 KEYFRAME_TOPIC = "/vo/keyframes/camera_info"
+#: Seconds the player waits for the nodes to be ready. Both subscribe only after their pipeline
+#: warm-up (mpslam_ros.warmup), which takes ~10 s from a complete disk cache but minutes where
+#: nothing was compiled yet (no `mpslam warmup`; ~8 min on a loaded 2-core machine): playing before
+#: would lose the first frames, so wait long.
+READY_TIMEOUT_S = 900
 
 
 def default_params_file() -> Path:
@@ -103,10 +108,11 @@ class SlamGraph:
 
     def start_player(self, bag: str | Path, rate: float = 1.0, wait_for: Optional[Sequence[str]] = None,
                      extra: Sequence[str] = ()) -> subprocess.Popen:
-        """Play ``bag``; by default once every started node subscribes (cameras; keyframes if loop closure)."""
+        """Play ``bag`` once every started node is ready: by default once each subscribes to its input
+        (cameras; keyframes if loop closure), which the nodes do only after their warm-up."""
         if wait_for is None:
             wait_for = CAMERA_TOPICS + ([KEYFRAME_TOPIC] if "loop_closure_node" in self.procs else [])
-        args = [str(bag), "--rate", str(rate), "--wait-for", *wait_for, "--wait-timeout", "300", *extra]
+        args = [str(bag), "--rate", str(rate), "--wait-for", *wait_for, "--wait-timeout", str(READY_TIMEOUT_S), *extra]
         return self.start("bag_player", "mpslam_ros.nodes.bag_player", args=args)
 
     def log(self, name: str) -> str:

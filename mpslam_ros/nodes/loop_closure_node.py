@@ -30,7 +30,8 @@ from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
 from mpslam_ros.nodes.runtime import run_node
-from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster, warm_kernels
+from mpslam_ros.nodes.vo_node import (KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, _kernel_stats,
+                                      _start_kernel_watch, try_tf_broadcaster)
 
 
 
@@ -58,6 +59,9 @@ class LoopClosureNode(Node):
         self.publish_period = declare(self, "publish_period_s", 1.0,
                                       "seconds between map cloud / map_to_odom / diagnostics messages")
         self.publish_tf = declare(self, "publish_tf", True, "broadcast map -> odom on /tf (when tf2_ros is installed)")
+        self.do_warmup = declare(self, "warmup", True,
+                                 "before subscribing, run place recognition, loop verification and pose-graph "
+                                 "optimisation once on synthetic keyframes (compiles every kernel, loads the vocabulary)")
         self.T_body_left = declare_camera_extrinsic(self)
 
         from mpslam_ros.slam.loop_closure import LoopClosure, LoopClosureConfig
@@ -101,6 +105,8 @@ class LoopClosureNode(Node):
         # subscribe once the worker has warmed up (kernels, vocabulary): a player started with
         # --wait-for /vo/keyframes/camera_info then starts when loop closure can keep up
         self._warm = threading.Event()
+        self.warmup_s = 0.0
+        self._kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
         self._subscribe_timer = self.create_timer(0.1, self._subscribe_when_warm)
         self.create_timer(max(self.publish_period, 0.05), self._publish_periodic)
         self._create_services()
@@ -194,14 +200,9 @@ class LoopClosureNode(Node):
     # ------------------------------------------------------------------ loop closure (worker thread)
 
     def _work(self) -> None:
-        try:  # compile the pose-graph kernels and load the vocabulary now, not at the first keyframe
-            warm_kernels(["mpslam_ros.geometry.lie", "mpslam_ros.solvers.kernels", "mpslam_ros.problems.pgo"])
-            if not getattr(self.config, "vocabulary_path", ""):
-                from mpslam_ros.slam.place_recognition import default_vocabulary
-
-                default_vocabulary()
-        except Exception as exc:
-            self.get_logger().error(f"kernel warm-up failed ({type(exc).__name__}: {exc}); continuing")
+        if self.do_warmup:
+            self._warm_up()
+        self._kernel_watch = _start_kernel_watch(self.get_logger())
         self._warm.set()
         while True:
             with self._wake:
@@ -221,6 +222,28 @@ class LoopClosureNode(Node):
             self._add_times.append(time.perf_counter() - t0)
             self.keyframes_processed += 1
             self._publish_corrections(kf.stamp_ns)
+
+    def _warm_up(self) -> None:
+        """Place recognition, verification, a forced loop and both PGO stages once, in this node's
+        precision, on synthetic keyframes decoded from keyframe messages as vo_node's are: the first
+        real loop and solve then run warm (and the default vocabulary is loaded now, not then)."""
+        from mpslam_ros.warmup import warm_pipeline
+
+        log = self.get_logger()
+        log.info(f"warming up (precision {self.precision}) before subscribing ...")
+        try:
+            report = warm_pipeline([self.precision], vo=False, loop_closure=True, lc_config=self.config,
+                                   keyframe_filter=self._as_received)
+        except Exception as exc:  # kernels then compile on first use; the node still works
+            log.error(f"warm-up failed ({type(exc).__name__}: {exc}); continuing cold")
+            return
+        self.warmup_s = report.seconds
+        log.info(f"kernels ready: {report.summary()}")
+
+    def _as_received(self, kf: Keyframe) -> Keyframe:
+        """A warm-up keyframe as the subscriptions would decode it (same dtypes and layouts)."""
+        features, pose = msgs.keyframe_to_msgs(kf, "camera_left", self.odom_frame, self.base_frame)
+        return msgs.keyframe_from_msgs(features, pose, kf.id, kf.K, kf.T_body_left)
 
     # ------------------------------------------------------------------ outputs
 
@@ -292,8 +315,9 @@ class LoopClosureNode(Node):
             "keyframes_received": self.keyframes_received, "keyframes_processed": self.keyframes_processed,
             "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
-            "precision": self.precision, "current_map_aligned": lc.current_map_aligned(),
-            **dataclasses.asdict(lc.stats),
+            "precision": self.precision, "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
+            **_kernel_stats(self._kernel_watch, self.get_logger()),
+            "current_map_aligned": lc.current_map_aligned(), **dataclasses.asdict(lc.stats),
         }
 
     # ------------------------------------------------------------------ map services

@@ -157,6 +157,8 @@ class VisualOdometryNode(Node):
         # Subscribing waits for the worker's kernel warm-up, so a player started with
         # --wait-for <camera topics> sends the first frame only once VO can take it.
         self._warm = threading.Event()
+        self.warmup_s = 0.0
+        self._kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
         self._subscribe_timer = self.create_timer(0.1, self._subscribe_when_warm)
         self._worker = threading.Thread(target=self._work, name="vo_worker", daemon=True)
         self._worker.start()
@@ -288,12 +290,8 @@ class VisualOdometryNode(Node):
 
     def _work(self) -> None:
         if self.do_warmup:
-            t0 = time.perf_counter()
-            try:
-                warm_kernels(VO_KERNEL_MODULES)
-                self.get_logger().info(f"kernels ready in {time.perf_counter() - t0:.1f} s")
-            except Exception as exc:  # kernels then compile on first use; the node still works
-                self.get_logger().error(f"kernel warm-up failed ({type(exc).__name__}: {exc}); continuing")
+            self._warm_up()
+        self._kernel_watch = _start_kernel_watch(self.get_logger())
         self._warm.set()
         vo = None
         while True:
@@ -320,6 +318,33 @@ class VisualOdometryNode(Node):
                 self.bad.reject(self.topics["left"], f"VO failed on frame {frame.stamp_ns}: {type(exc).__name__}: {exc}")
                 continue
             self._publish_result(result, arrived)
+
+    def _warm_up(self) -> None:
+        """Run the real pipeline (first keyframe, tracking, BA, window slide) on a few synthetic frames in
+        this node's precision and mode, decoded from Image messages as the camera's are: every kernel
+        the camera path runs is then in memory (issue 13: 6.6 s of frames lost to compilation)."""
+        from mpslam_ros.warmup import warm_pipeline
+
+        log = self.get_logger()
+        log.info(f"warming up (precision {self.precision}, mode {self.mode}) before subscribing ...")
+        try:
+            report = warm_pipeline([self.precision], [self.mode], vo=True, loop_closure=False,
+                                   vo_config=self.vo_config, frame_filter=self._as_received)
+        except Exception as exc:  # kernels then compile on first use; the node still works
+            log.error(f"warm-up failed ({type(exc).__name__}: {exc}); continuing cold")
+            return
+        self.warmup_s = report.seconds
+        log.info(f"kernels ready: {report.summary()}")
+
+    def _as_received(self, frame: StereoFrame) -> StereoFrame:
+        """A warm-up frame as the image callbacks would hand it over (same dtypes, layout, flags)."""
+        frame.left = msgs.image_to_mono8(msgs.numpy_to_image(frame.left, frame.stamp_ns, "camera_left"))
+        if frame.right is not None:
+            frame.right = msgs.image_to_mono8(msgs.numpy_to_image(frame.right, frame.stamp_ns, "camera_right"))
+        if frame.depth is not None:
+            frame.depth = msgs.image_to_depth(msgs.numpy_to_image(frame.depth, frame.stamp_ns, "camera_left"),
+                                              self.depth_scale)
+        return frame
 
     def _publish_result(self, result: FrameResult, arrived: float) -> None:
         stamp = result.stamp_ns
@@ -379,7 +404,9 @@ class VisualOdometryNode(Node):
             "bad_messages": self.bad.count,
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
             "precision": self.precision, "window_size": self.window_size,
+            "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
         }
+        values.update(_kernel_stats(self._kernel_watch, self.get_logger()))
         vo = getattr(self, "_vo", None)
         if vo is not None:  # losses, relocalisations, new maps, time spent relocalising
             values["map_id"] = vo.map_id
@@ -419,19 +446,42 @@ class VisualOdometryNode(Node):
             f"unpaired images {s['images_unpaired']}, bad messages {s['bad_messages']}")
 
 
-#: Modules whose numba kernels visual odometry runs (``mpslam warmup`` compiles them all).
-VO_KERNEL_MODULES = ["mpslam_ros.geometry.lie", "mpslam_ros.solvers.kernels", "mpslam_ros.problems.ba",
-                     "mpslam_ros.slam.vo"]
+#: Kernel modules of visual odometry (kept for callers of the earlier API; see mpslam_ros.warmup).
+VO_KERNEL_MODULES = ["mpslam_ros.geometry.lie", "mpslam_ros.solvers.kernels", "mpslam_ros.problems.ba"]
 
 
 def warm_kernels(modules) -> None:
-    """Import each module and call its ``warmup()`` if it has one (compile or load from cache)."""
-    import importlib
+    """Import each module and call its ``warmup()`` (see :func:`mpslam_ros.warmup.warm_modules`)."""
+    from mpslam_ros.warmup import warm_modules
 
-    for name in modules:
-        warm = getattr(importlib.import_module(name), "warmup", None)
-        if warm is not None:
-            warm()
+    warm_modules(modules)
+
+
+def _start_kernel_watch(logger):
+    """A KernelWatch from now on (None where numba's event API is missing: diagnostics then omit it)."""
+    try:
+        from mpslam_ros.warmup import KernelWatch
+
+        return KernelWatch()
+    except Exception as exc:
+        logger.warning(f"cannot count kernel compilations after ready: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _kernel_stats(watch, logger=None) -> dict:
+    """Diagnostics values: numba kernels compiled / signatures loaded since ready (0 = warm-up complete).
+    Names each newly compiled or loaded kernel once in the log (what the warm-up missed)."""
+    if watch is None:
+        return {}
+    new = watch.new_signature_names()
+    if logger is not None:
+        reported = getattr(watch, "reported", set())
+        watch.reported = reported
+        for name in [n for n in new if n not in reported] + [n for n in watch.compiled_names if n not in reported]:
+            reported.add(name)
+            logger.warning(f"numba kernel compiled or loaded after ready (missed by the warm-up): {name}")
+    return {"kernels_compiled_after_ready": watch.compiled,
+            "kernel_signatures_loaded_after_ready": sum(new.values())}
 
 
 def main(args=None) -> int:
