@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="robust loss on every edge (default: none)")
     parser.add_argument("--robust-scale", type=float, default=1.0,
                         help="robust loss scale in whitened units (default: %(default)s)")
+    parser.add_argument("--strict-information", action="store_true",
+                        help="refuse information matrices that are not positive definite (default: project "
+                             "them to the nearest positive-definite matrix, counted and warned)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per LM iteration")
 
@@ -47,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.solvers.lm import SolverOptions, solve
 
     try:
-        graph = read_g2o(args.input)
+        graph = read_g2o(args.input, info_policy="strict" if args.strict_information else "project")
     except G2OFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,12 +72,16 @@ def main(args: argparse.Namespace) -> int:
         write_g2o(args.output, graph, problem.poses)
     if args.json:
         out = dict(input=args.input, output=args.output, kind=graph.kind, init=init, poses=graph.num_poses,
-                   edges=graph.num_edges)
+                   edges=graph.num_edges, projected_information=len(graph.projected_edges))
         out.update(summary.to_dict())
         print(json.dumps(out))
     else:
         print(f"{args.input}: {graph.kind.upper()} graph, {graph.num_poses} poses, {graph.num_edges} edges, "
               f"init {init}")
+        if len(graph.projected_edges):
+            print(f"information: {len(graph.projected_edges)} non-positive-definite matrices projected to the "
+                  f"nearest positive-definite one (first at line {graph.edge_lines[graph.projected_edges[0]]}; "
+                  f"--strict-information refuses them)")
         print(summary.report())
         if args.output:
             print(f"wrote {args.output}")
