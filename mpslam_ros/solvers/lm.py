@@ -94,6 +94,19 @@ class SolverOptions:
     #: once and CG rerun, instead of spending up to ``cg_max_iterations`` on a stale factor. None: off
     #: (pose graphs turn it on in :func:`~mpslam_ros.problems.pgo.pgo_options`).
     ic_stale_cg_budget: Optional[bool] = None
+    #: The ic0/ict factor is of the *damped* matrix ``J^T J + lambda I`` (lambda at the build), and is
+    #: rebuilt when LM's lambda has since moved by more than this factor either way (lambdas below
+    #: ``ic_shift`` count as ``ic_shift``). Why: with the linearisation unchanged, the preconditioned
+    #: operator ``(A + lambda_b I)^-1 (A + lambda I)`` has its eigenvalues between 1 and
+    #: ``lambda / lambda_b``, so this ratio bounds CG's condition number. A factor of the undamped
+    #: ``J^T J`` gives ``1 + lambda / sigma_min`` instead: on an 800-pose odometry-quality 2-D graph LM's
+    #: radius fell to 0.05 and every CG solve hit ``cg_max_iterations`` (28k CG iterations, 100 LM
+    #: iterations, 2.5x the direct solver's cost). 0: off (the factor ignores lambda, as before).
+    ic_damping_ratio: float = 10.0
+    #: When CG ends unconverged (``cg_max_iterations`` at a relative residual above ``cg_tolerance``)
+    #: even with a factor built for this linearisation and lambda, solve this step with the fp64 sparse
+    #: direct solver instead (counted in ``SolverSummary.direct_fallbacks``).
+    direct_fallback: bool = True
     #: "ict" factor layout: "block" (d x d blocks, unit block-lower L in the preconditioner format with the
     #: inverse diagonal blocks D^-1 in the CG vector format; used when every free block has the same size
     #: and the CG arithmetic is not emulated fp16) or "scalar" (CSR of C = L sqrt(D) in the preconditioner format).
@@ -167,6 +180,10 @@ class SolverSummary:
     ic_breakdowns: int = 0
     ic_builds: int = 0
     ic_shift: float = 0.0
+    #: factor rebuilds because LM's lambda moved beyond ``ic_damping_ratio`` of the factor's lambda.
+    ic_damping_rebuilds: int = 0
+    #: LM steps whose CG solve did not converge even with a fresh factor and were solved directly (fp64).
+    direct_fallbacks: int = 0
     #: bytes of stored operands: Jacobian values (as stored for CG) and preconditioner values.
     jacobian_bytes: int = 0
     preconditioner_bytes: int = 0
@@ -189,7 +206,12 @@ class SolverSummary:
             ("iterations", f"{self.iterations} ({self.successful_iterations} successful)"),
             ("CG iterations", str(self.cg_iterations)),
             ("fp16 fallbacks", str(self.fp16_fallbacks)),
-            ("IC builds / breakdowns", f"{self.ic_builds} / {self.ic_breakdowns} (shift {self.ic_shift:.1e})"),
+            ("IC builds / breakdowns", f"{self.ic_builds} / {self.ic_breakdowns} (shift {self.ic_shift:.1e})"
+                                       + (f", {self.ic_damping_rebuilds} for a new damping"
+                                          if self.ic_damping_rebuilds else "")),
+            ("direct-solve fallbacks", f"{self.direct_fallbacks}" + (
+                " (CG did not converge on these steps: solved with the fp64 sparse direct solver)"
+                if self.direct_fallbacks else "")),
             ("jacobian storage", f"{self.jacobian_bytes / 1024:.1f} KiB"),
             ("preconditioner storage", f"{self.preconditioner_bytes / 1024:.1f} KiB"),
             ("time: evaluation", f"{self.evaluation_time_s:.4f} s"),
@@ -441,6 +463,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         lam = 0.0 if options.algorithm == "gn" else 1.0 / radius
         lam_s = lam * g * g
         pc_state["linearisation"] = summary.successful_iterations  # J changes only when a step is accepted
+        pc_state["lam"] = lam
 
         # ---- linear solve
         y, cg_its, ok = _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half,
@@ -564,12 +587,18 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
                 pc.storage = storage
             return pc
         state["built_at"] = state.get("linearisation")
+        # the factor is of the damped matrix (see SolverOptions.ic_damping_ratio)
+        damping = lam_s if options.ic_damping_ratio else 0.0
+        state["lam_built"] = state.get("lam", 0.0)
         if options.preconditioner == "ict":
             if _numba_block_factor_applies(options, layout, S64a, S64b, half):
-                _build_block_ict(summary, layout, S64a, S64b, state, pc)
+                _build_block_ict(summary, layout, S64a, S64b, state, pc, damping)
             else:
                 J = layout.jacobian_csr(S64a, S64b)
-                _build_ict(options, summary, (J.T @ J).tocsr(), state, pc, layout,
+                A = (J.T @ J).tocsr()
+                if damping > 0.0:
+                    A = (A + sp.identity(layout.n, format="csr") * damping).tocsr()
+                _build_ict(options, summary, A, state, pc, layout,
                            block=options.ict_layout == "block" and not half)
             pc = pc.cast(storage)
             pc.storage = storage
@@ -579,6 +608,8 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
             return pc
         J = layout.jacobian_csr(S64a, S64b)
         A = (J.T @ J).tocsr()
+        if damping > 0.0:
+            A = (A + sp.identity(layout.n, format="csr") * damping).tocsr()
         diag = A.diagonal()
         indptr, indices, data = _ic0_lower(A)
         diag_pos = indptr[1:] - 1
@@ -675,7 +706,7 @@ def _numba_block_factor_applies(options, layout, S64a, S64b, half) -> bool:
     return d > 1 and bool(np.all(layout.bd_size == d)) and S64a.shape[2] == d and S64b.shape[2] == d
 
 
-def _build_block_ict(summary, layout, S64a, S64b, state, pc) -> None:
+def _build_block_ict(summary, layout, S64a, S64b, state, pc, damping: float = 0.0) -> None:
     """Block L D L^T of P (J^T J + shift diag) P^T (:mod:`~mpslam_ros.solvers.block_ldl`): the symbolic
     analysis (minimum-degree block order, pattern of L) once per solve, the numeric factor per build."""
     sym = state.get("block_symbolic")
@@ -685,7 +716,7 @@ def _build_block_ict(summary, layout, S64a, S64b, state, pc) -> None:
         state["block_symbolic"] = sym
     shift = state["shift"]
     while True:
-        U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift)
+        U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift, damping)
         if bad_row < 0 and np.all(np.isfinite(U)) and np.all(np.isfinite(Dinv)):
             break
         shift = _next_shift(summary, shift, "Cholesky preconditioner")
@@ -716,16 +747,21 @@ def _block_minimum_degree(layout: "_Layout") -> np.ndarray:
     return border
 
 
+def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float) -> np.ndarray:
+    """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback)."""
+    J = layout.jacobian_csr(S64a, S64b)
+    A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
+    # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
+    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+    return lu.solve(np.asarray(rhs, dtype=np.float64))
+
+
 def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half, vec_dtype, bd64, tps,
                   state):
     """Solve the scaled damped normal equations; returns (y, cg_iterations, ok-or-state)."""
     t0 = time.perf_counter()
     if options.linear_solver == "cholesky":
-        J = layout.jacobian_csr(S64a, S64b)
-        A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
-        # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
-        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
-        y = lu.solve(np.asarray(rhs, dtype=np.float64))
+        y = _direct_solve(layout, S64a, S64b, rhs, lam_s, g)
         summary.linear_solve_time_s += time.perf_counter() - t0
         return y, 0, bool(np.all(np.isfinite(y)))
 
@@ -751,8 +787,16 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.jacobian_product_time_s += stats[3] / tps
         if its > 0:
             state["cg_iteration_s"] = dt / its
+        state["cg_unconverged"] = bool(its >= max_iter and stats[1] > options.cg_tolerance)
         return y, int(its), stats[4] == 0.0
 
+    if (options.ic_damping_ratio and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None):
+        floor = max(options.ic_shift, 1e-300)
+        now, built = max(state.get("lam", 0.0), floor), max(state.get("lam_built", 0.0), floor)
+        if max(now / built, built / now) > options.ic_damping_ratio:
+            state["pc"] = None  # LM's damping moved: a factor of the damped matrix at the new lambda
+            summary.ic_damping_rebuilds += 1
+    builds_before = summary.ic_builds
     t_cg = time.perf_counter()
     stale = (options.ic_stale_cg_budget and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
              and state.get("built_at") != state.get("linearisation") and state.get("cg_iteration_s", 0.0) > 0.0)
@@ -773,6 +817,20 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.fp16_fallbacks += 1
         y, its2, ok = run(S64a.astype(np.float32), S64b.astype(np.float32), "fp32", np.dtype(np.float32), False)
         its += its2
+    if ok and state.get("cg_unconverged") and options.preconditioner in ("ic0", "ict"):
+        if summary.ic_builds == builds_before:
+            # an older factor: one more try with a fresh one at this linearisation and lambda
+            state["pc"] = None
+            y, its2, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+            its += its2
+    if options.direct_fallback and (not ok or state.get("cg_unconverged")) and not half:
+        # CG cannot deliver this step: the fp64 direct solve does (counted and reported)
+        t1 = time.perf_counter()
+        y = _direct_solve(layout, S64a, S64b, rhs, lam_s, g).astype(vec_dtype)
+        ok = bool(np.all(np.isfinite(y)))
+        summary.direct_fallbacks += 1
+        summary.linear_solve_time_s += time.perf_counter() - t1
+        state["cg_unconverged"] = False
     t_cg = time.perf_counter() - t_cg
     if (options.ic_rebuild_cg_iterations and options.preconditioner in ("ic0", "ict")
             and its > options.ic_rebuild_cg_iterations and t_cg > state.get("build_s", 0.0)):
