@@ -111,3 +111,24 @@ def random_pose_graph(n: int, kind: str = "se2", seed: int = 0, turn_prob: float
                      measurements=Z, information=np.stack(info), has_vertices=True, path=name,
                      edge_lines=np.arange(len(ei), dtype=np.int64) + n + 1)
     return SynthGraph(graph, gt, name)
+
+
+def graph_from_spec(spec: str) -> SynthGraph:
+    """``"synth:KIND:POSES:SEED[:key=value...]"`` (keywords of :func:`random_pose_graph`), e.g.
+    ``synth:se2:800:1:odom_sigma_r=0.6:max_loops=20:loop_prob=0.3``: how benchmarks name generated graphs."""
+    parts = spec.split(":")
+    if len(parts) < 4 or parts[0] != "synth":
+        raise ValueError(f"{spec!r}: expected synth:KIND:POSES:SEED[:key=value...]")
+    kw = {}
+    for item in parts[4:]:
+        key, _, value = item.partition("=")
+        if not value:
+            raise ValueError(f"{spec!r}: {item!r} is not key=value")
+        kw[key] = int(value) if key == "max_loops" else float(value)
+    try:
+        out = random_pose_graph(int(parts[2]), parts[1], int(parts[3]), **kw)
+    except TypeError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+    out.name = spec
+    out.graph.path = spec
+    return out
