@@ -83,10 +83,16 @@ def random_pose_graph(n: int, kind: str = "se2", seed: int = 0, turn_prob: float
     pos = gt[:, : gt.shape[1] - 1, -1]
     loop_info = _info(kind, loop_sigma_t, loop_sigma_r)
     loops = 0
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(pos)  # neighbours by k-d tree: the all-pairs distances were O(n^2) (100,000 poses)
     for j in range(min_gap, n):
         if max_loops is not None and loops >= max_loops:
             break
-        near = np.flatnonzero(np.linalg.norm(pos[: j - min_gap + 1] - pos[j], axis=1) < loop_radius)
+        cand = np.array(sorted(tree.query_ball_point(pos[j], loop_radius)), dtype=np.int64)
+        near = cand[cand <= j - min_gap]
+        # (query_ball_point includes the radius itself; the strict "< loop_radius" of the unit-step grid)
+        near = near[np.linalg.norm(pos[near] - pos[j], axis=1) < loop_radius] if len(near) else near
         if len(near) == 0 or rng.random() >= loop_prob:
             continue
         i = int(rng.choice(near))
