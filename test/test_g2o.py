@@ -90,7 +90,7 @@ BAD_FILES = [
     ("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 abc\n", 2, "non-numeric"),
     ("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 nan 0 0\nEDGE_SE2 0 1 1 0 0 1 0 0 1 0 1\n", 2, "NaN"),
     ("VERTEX_SE2 0 0 0 0\nEDGE_SE2 0 7 1 0 0 1 0 0 1 0 1\n", 2, "vertex 7"),
-    ("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nEDGE_SE2 0 1 1 0 0 -1 0 0 1 0 1\n", 3, "positive definite"),
+    ("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nEDGE_SE2 0 1 1 0 0 -1 0 0 -1 0 -1\n", 3, "no positive eigenvalue"),
     ("VERTEX_SE3:QUAT 0 0 0 0 0 0 0 1\nVERTEX_SE2 1 0 0 0\n", 2, "mixes"),
     ("VERTEX_SE3:QUAT 0 0 0 0 0 0 0 0\n", 1, "zero quaternion"),
 ]

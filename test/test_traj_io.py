@@ -63,7 +63,6 @@ def test_shared_files_load(data_dir):
     ("# only a comment\n", "empty trajectory"),
     ("1.0 0 0 0 0 0 0 1\n2.0 0 0 0 0 0 1\n", ":2: expected 8 numbers, got 7"),
     ("1.0 0 0 0 0 0 0 1\n2.0 0 nan 0 0 0 0 1\n", ":2: NaN or infinite"),
-    ("1.0 0 0 0 0 0 0 1\n1.0 0 0 0 0 0 0 1\n", "not strictly increasing"),
     ("1 2 3 4 5\n", ":1: unknown trajectory format: 5 columns"),
 ])
 def test_bad_files_name_file_and_line(tmp_path, content, message):
@@ -72,6 +71,16 @@ def test_bad_files_name_file_and_line(tmp_path, content, message):
     with pytest.raises(DataError, match=message) as err:
         read_trajectory(path)
     assert "bad.txt" in str(err.value)
+
+
+def test_repeated_stamps_kept_like_evo_or_refused_when_strict(tmp_path):
+    path = tmp_path / "dup.txt"
+    path.write_text("1.0 0 0 0 0 0 0 1\n# c\n1.0 1 0 0 0 0 0 1\n0.5 2 0 0 0 0 0 1\n")
+    traj = read_trajectory(path)
+    assert list(traj.stamps_ns) == [1_000_000_000, 1_000_000_000, 500_000_000]
+    assert list(traj.positions[:, 0]) == [0.0, 1.0, 2.0]  # file order, nothing dropped
+    with pytest.raises(DataError, match=r"dup.txt:3: timestamps not strictly increasing: the stamp of pose 1 repeats"):
+        read_trajectory(path, strict=True)
 
 
 def test_missing_file():

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from mpslam_ros.io.g2o import G2OGraph, initial_guess, read_g2o
+from mpslam_ros.io.g2o import G2OGraph, read_g2o
 from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options, pose_graph_cost
 from mpslam_ros.solvers.lm import SolverOptions, solve
 from mpslam_ros.solvers.precision import PRECISIONS
@@ -28,12 +28,15 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="*", help=f"g2o files (default: every *.g2o in {DEFAULT_DIR})")
+    parser.add_argument("files", nargs="*",
+                        help=f"g2o files, or generated graphs named synth:KIND:POSES:SEED[:key=value...] "
+                             f"(mpslam_ros.problems.graph_synth; e.g. synth:se2:1000:0) (default: every *.g2o in "
+                             f"{DEFAULT_DIR})")
     parser.add_argument("--modes", default=",".join(PRECISIONS),
                         help="comma-separated precision modes to run (default: %(default)s)")
-    parser.add_argument("--init", default="chordal", choices=["file", "odometry", "chordal"],
-                        help="initial guess for every solver; 'file' falls back to chordal for edge-only files "
-                             "(default: %(default)s)")
+    parser.add_argument("--init", default="chordal", choices=["auto", "file", "odometry", "chordal"],
+                        help="initial guess for every solver; 'file' falls back to chordal for edge-only files; "
+                             "'auto' the lower-cost of file and chordal (default: %(default)s)")
     parser.add_argument("--preconditioner", default="ict", choices=["none", "block_jacobi", "ic0", "ict"],
                         help="CGNR preconditioner for our solver (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -100,16 +103,24 @@ def _fmt_row(cells, widths):
 
 def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, repeat: int,
                with_gtsam: bool) -> List[dict]:
-    graph = read_g2o(path)
+    if str(path).startswith("synth:"):
+        from mpslam_ros.problems.graph_synth import graph_from_spec
+
+        graph = graph_from_spec(str(path)).graph
+    else:
+        graph = read_g2o(path)
     if init == "file" and not graph.has_vertices:
         init = "chordal"
-    poses0 = initial_guess(graph, init)
+    from mpslam_ros.problems.initialization import choose_initial_guess
+
+    guess = choose_initial_guess(graph, init)
+    poses0, init = guess.poses, guess.method
 
     def score(poses):
         return pose_graph_cost(graph.kind, poses, graph.edge_i, graph.edge_j, graph.measurements, graph.information)
 
     rows = []
-    base = dict(dataset=path.stem, poses=graph.num_poses, edges=graph.num_edges, init=init,
+    base = dict(dataset=path.stem if not str(path).startswith("synth:") else str(path), poses=graph.num_poses, edges=graph.num_edges, init=init,
                 initial_cost=score(poses0))
     ref = None
     if with_gtsam:
@@ -159,7 +170,7 @@ def print_table(rows: List[dict]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    files = [Path(f) for f in args.files] or sorted(DEFAULT_DIR.glob("*.g2o"))
+    files = [f if f.startswith("synth:") else Path(f) for f in args.files] or sorted(DEFAULT_DIR.glob("*.g2o"))
     if not files:
         print(f"no g2o files given and none found in {DEFAULT_DIR}")
         return 2

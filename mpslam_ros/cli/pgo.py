@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precision preset: fp64 reference, fp32, naive fp16 (no scaling, every "
                              "operation rounded to fp16), or mixed (Cholesky factor stored in fp16, fp32 "
                              "Jacobian/CG/residuals, fp64 state) (default: %(default)s)")
-    parser.add_argument("--init", default=None, choices=["file", "odometry", "chordal"],
-                        help="initial guess: the file's VERTEX lines, the odometry chain, or a chordal "
-                             "relaxation (default: file if it has vertices, else chordal)")
+    parser.add_argument("--init", default="auto", choices=["auto", "file", "odometry", "chordal"],
+                        help="initial guess: the file's VERTEX lines, the odometry chain, a chordal relaxation, "
+                             "or auto: whichever of file and chordal has the lower cost (default: %(default)s)")
     parser.add_argument("--linear-solver", default="cgnr", choices=["cgnr", "cholesky"],
                         help="matrix-free CGNR or the fp64 sparse direct baseline (default: %(default)s)")
     parser.add_argument("--preconditioner", default="ict", choices=["none", "block_jacobi", "ic0", "ict"],
@@ -37,23 +37,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="robust loss on every edge (default: none)")
     parser.add_argument("--robust-scale", type=float, default=1.0,
                         help="robust loss scale in whitened units (default: %(default)s)")
+    parser.add_argument("--strict-information", action="store_true",
+                        help="refuse information matrices that are not positive definite (default: project "
+                             "them to the nearest positive-definite matrix, counted and warned)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per LM iteration")
 
 
 def main(args: argparse.Namespace) -> int:
-    from mpslam_ros.io.g2o import G2OFormatError, initial_guess, read_g2o, write_g2o
+    from mpslam_ros.io.g2o import G2OFormatError, read_g2o, write_g2o
+    from mpslam_ros.problems.initialization import choose_initial_guess
     from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options
     from mpslam_ros.solvers.lm import SolverOptions, solve
 
     try:
-        graph = read_g2o(args.input)
+        graph = read_g2o(args.input, info_policy="strict" if args.strict_information else "project")
     except G2OFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    init = args.init or ("file" if graph.has_vertices else "chordal")
     try:
-        poses0 = initial_guess(graph, init)
+        guess = choose_initial_guess(graph, args.init)
+        poses0, init = guess.poses, guess.method
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,12 +73,17 @@ def main(args: argparse.Namespace) -> int:
         write_g2o(args.output, graph, problem.poses)
     if args.json:
         out = dict(input=args.input, output=args.output, kind=graph.kind, init=init, poses=graph.num_poses,
-                   edges=graph.num_edges)
+                   edges=graph.num_edges, projected_information=len(graph.projected_edges),
+                   init_costs=guess.costs)
         out.update(summary.to_dict())
         print(json.dumps(out))
     else:
         print(f"{args.input}: {graph.kind.upper()} graph, {graph.num_poses} poses, {graph.num_edges} edges, "
-              f"init {init}")
+              f"init {guess.describe()}")
+        if len(graph.projected_edges):
+            print(f"information: {len(graph.projected_edges)} non-positive-definite matrices projected to the "
+                  f"nearest positive-definite one (first at line {graph.edge_lines[graph.projected_edges[0]]}; "
+                  f"--strict-information refuses them)")
         print(summary.report())
         if args.output:
             print(f"wrote {args.output}")

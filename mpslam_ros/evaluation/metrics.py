@@ -11,6 +11,7 @@ Statistics: rmse, mean, median, std, min, max, sse, computed like evo.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,6 +20,7 @@ import numpy as np
 from mpslam_ros.datatypes import Trajectory
 
 ALIGNMENTS = ("se3", "sim3", "none")
+log = logging.getLogger("mpslam_ros.evaluation.metrics")
 
 
 class EvaluationError(ValueError):
@@ -87,14 +89,16 @@ class ErrorResult:
 
 
 def matching_indices(stamps_1: np.ndarray, stamps_2: np.ndarray, max_diff_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """evo's ``matching_time_indices`` for sorted stamps: for each stamp of 1, the nearest of 2
-    within ``max_diff_ns`` (ties go to the earlier stamp, as in evo)."""
+    """evo's ``matching_time_indices``: for each stamp of 1 (in its order, repeats included), the
+    nearest of 2 within ``max_diff_ns`` (ties go to the earlier stamp, as in evo). When 2 goes
+    back in time, evo's linear search (first minimum of |diff|) with evo's warning."""
     s1 = np.asarray(stamps_1, dtype=np.int64)
     s2 = np.asarray(stamps_2, dtype=np.int64)
     if len(s2) == 0 or len(s1) == 0:
         return np.zeros(0, int), np.zeros(0, int)
     if np.any(np.diff(s2) < 0):
-        # evo's linear search fallback: argmin of |diff| (first minimum)
+        # evo's linear search fallback: argmin of |diff| (first minimum); same warning as evo
+        log.warning("Timestamps aren't sorted, using slower linear matching.")
         i1, i2 = [], []
         for i, s in enumerate(s1):
             d = np.abs(s2 - s)

@@ -101,7 +101,8 @@ class EurocSource:
 
     def ground_truth(self) -> Optional[Trajectory]:
         if self._gt is None and self._gt_path is not None:
-            self._gt = read_euroc_csv(self._gt_path)
+            # strict: pose_at() interpolates by binary search, which needs increasing stamps
+            self._gt = read_euroc_csv(self._gt_path, strict=True)
         return self._gt
 
     def _gt_at(self, stamp: int) -> Optional[np.ndarray]:

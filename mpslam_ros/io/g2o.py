@@ -13,6 +13,11 @@ permuted to (rotation, translation) order (as ``gtsam.readG2o`` does; no other r
 (x, y, theta). Poses are 4x4 (SE(3)) or 3x3 (SE(2)) float64 matrices, ``T_world_vertex``; an edge
 measures ``T_i^-1 T_j``.
 
+Information blocks that are not positive definite (singular, indefinite, or conditioned beyond
+1e10) are handled by :mod:`mpslam_ros.io.information`: projected to the nearest positive-definite
+matrix, counted in ``G2OGraph.projected_edges`` and warned once per file (default), or refused with
+the edge's line number (``info_policy="strict"``).
+
 Files with edges only (e.g. kitti_00) get an initial guess from :func:`initial_guess`: the odometry
 chain (composing edges i -> i+1) or a chordal relaxation (rotations by linear least squares on the
 matrix entries, projected to SO(n), then translations by linear least squares).
@@ -20,6 +25,7 @@ matrix entries, projected to SO(n), then translations by linear least squares).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -29,6 +35,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from mpslam_ros.geometry import lie
+from mpslam_ros.io.information import INFO_POLICIES, REL_FLOOR, make_positive_definite
+
+log = logging.getLogger("mpslam_ros.io.g2o")
 
 PathLike = Union[str, Path]
 
@@ -54,6 +63,10 @@ class G2OGraph:
     has_vertices: bool = True
     fixed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices of FIX vertices
     path: str = ""
+    #: edges whose information block was projected to the nearest positive-definite matrix
+    projected_edges: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: the file's line number of each edge
+    edge_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def dim(self) -> int:
@@ -74,8 +87,15 @@ def _upper_to_full(vals: List[float], n: int) -> np.ndarray:
     return M + np.triu(M, 1).T
 
 
-def read_g2o(path: PathLike) -> G2OGraph:
-    """Parse a g2o file. Raises :class:`G2OFormatError` (file:line: reason) on malformed input."""
+def read_g2o(path: PathLike, info_policy: str = "project") -> G2OGraph:
+    """Parse a g2o file. Raises :class:`G2OFormatError` (file:line: reason) on malformed input.
+
+    ``info_policy``: "project" (default) replaces information blocks that are not positive definite
+    by the nearest positive-definite matrix, with one warning per file and the edges listed in
+    ``projected_edges``; "strict" refuses them (see :mod:`mpslam_ros.io.information`).
+    """
+    if info_policy not in INFO_POLICIES:
+        raise ValueError(f"unknown info_policy {info_policy!r}; choose from {INFO_POLICIES}")
     path = Path(path)
     vertices = {}
     edges = []
@@ -152,8 +172,20 @@ def read_g2o(path: PathLike) -> G2OGraph:
     for i, j, _, info, lineno in edges:
         if i == j:
             raise G2OFormatError(f"{path}:{lineno}: edge connects vertex {i} to itself")
-        if not np.allclose(info, info.T) or np.linalg.eigvalsh(info).min() <= 0.0:
-            raise G2OFormatError(f"{path}:{lineno}: information matrix is not positive definite")
+    lines = np.array([e[4] for e in edges], dtype=np.int64)
+    check = make_positive_definite(np.stack([e[3] for e in edges]))
+    if len(check.unusable):
+        k = int(check.unusable[0])
+        raise G2OFormatError(f"{path}:{lines[k]}: information matrix has no positive eigenvalue "
+                             f"(largest {check.max_eig[k]:.3g}): no weight to give this edge")
+    if len(check.projected):
+        k = int(check.projected[0])
+        where = (f"{path}:{lines[k]}: information matrix is not positive definite (eigenvalues "
+                 f"{check.min_eig[k]:.3g} .. {check.max_eig[k]:.3g})")
+        if info_policy == "strict":
+            raise G2OFormatError(where + f"; {len(check.projected)} such edge(s) in the file")
+        log.warning("%s; %d of %d information matrices projected to the nearest positive-definite matrix "
+                    "(eigenvalues clipped at %g x the largest)", where, len(check.projected), len(edges), 2 * REL_FLOOR)
     edge_ids = {i for e in edges for i in e[:2]}
     if vertices:
         missing = sorted(edge_ids - set(vertices))
@@ -171,10 +203,12 @@ def read_g2o(path: PathLike) -> G2OGraph:
         edge_i=np.array([index[e[0]] for e in edges], dtype=np.int64),
         edge_j=np.array([index[e[1]] for e in edges], dtype=np.int64),
         measurements=np.stack([e[2] for e in edges]),
-        information=np.stack([e[3] for e in edges]),
+        information=check.information,
         has_vertices=bool(vertices),
         fixed=np.array(sorted(index[f] for f in fixed_ids if f in index), dtype=np.int64),
         path=str(path),
+        projected_edges=check.projected,
+        edge_lines=lines,
     )
 
 

@@ -4,10 +4,16 @@ stamps) and EuRoC ground-truth CSV (``t_ns, px, py, pz, qw, qx, qy, qz, ...``).
 Timestamps are parsed from the decimal text exactly into integer nanoseconds (no float rounding).
 KITTI files carry no stamps: pose ``i`` gets stamp ``i`` seconds, so two KITTI files associate
 one-to-one by index. Any malformed line raises :class:`DataError` naming the file and line.
+
+Timestamps that repeat or go backwards are kept in file order with a warning, as evo keeps them
+(evo's readers take every line; its association then matches each pose on its own, falling back to a
+linear search when the longer trajectory is unsorted), so ``mpslam eval`` gives evo's numbers on the
+files users actually have. ``strict=True`` refuses such files instead, naming the line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -19,6 +25,7 @@ from mpslam_ros.io.errors import DataError
 
 PathLike = Union[str, os.PathLike]
 FORMATS = ("tum", "kitti", "euroc")
+log = logging.getLogger("mpslam_ros.io.trajectory_io")
 
 
 def quat_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
@@ -80,7 +87,8 @@ def _data_lines(path: Path):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such file")
-    with open(path, errors="replace") as fh:
+    # utf-8-sig: a leading byte-order mark (files saved by some Windows editors) is skipped, as evo does
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.strip()
             if line and not line.startswith(("#", "%", "//")):
@@ -99,19 +107,27 @@ def _floats(path, lineno, fields, n) -> np.ndarray:
     return vals
 
 
-def _finish(path, stamps, poses) -> Trajectory:
+def _finish(path, stamps, poses, linenos, strict: bool = False) -> Trajectory:
+    """Trajectory of the parsed lines; repeated / decreasing stamps are kept (warned) or refused (strict)."""
     if not stamps:
         raise DataError(path, "empty trajectory (no pose lines)")
     stamps = np.array(stamps, dtype=np.int64)
-    if np.any(np.diff(stamps) <= 0):
-        k = int(np.nonzero(np.diff(stamps) <= 0)[0][0])
-        raise DataError(path, f"timestamps not strictly increasing at pose {k + 1}")
+    d = np.diff(stamps)
+    if np.any(d <= 0):
+        k = int(np.nonzero(d <= 0)[0][0]) + 1
+        n_dup, n_back = int(np.count_nonzero(d == 0)), int(np.count_nonzero(d < 0))
+        what = "repeats" if d[k - 1] == 0 else "goes back"
+        if strict:
+            raise DataError(path, f"timestamps not strictly increasing: the stamp of pose {k} {what}", linenos[k])
+        log.warning("%s:%d: timestamps not strictly increasing (%d repeated, %d going back); poses kept in "
+                    "file order, as evo keeps them", path, linenos[k], n_dup, n_back)
     return Trajectory(stamps, np.array(poses))
 
 
-def read_tum(path: PathLike) -> Trajectory:
-    stamps, poses = [], []
+def read_tum(path: PathLike, strict: bool = False) -> Trajectory:
+    stamps, poses, linenos = [], [], []
     for lineno, line in _data_lines(path):
+        linenos.append(lineno)
         fields = line.replace(",", " ").split()
         vals = _floats(path, lineno, fields, 8)
         T = np.eye(4)
@@ -122,24 +138,27 @@ def read_tum(path: PathLike) -> Trajectory:
         except ValueError:
             raise DataError(path, f"bad timestamp {fields[0]!r}", lineno) from None
         poses.append(T)
-    return _finish(path, stamps, poses)
+    return _finish(path, stamps, poses, linenos, strict)
 
 
-def read_kitti(path: PathLike) -> Trajectory:
-    poses = []
+def read_kitti(path: PathLike, strict: bool = False) -> Trajectory:
+    """KITTI poses; ``strict`` is accepted for symmetry (stamps are the line indices, always increasing)."""
+    poses, linenos = [], []
     for lineno, line in _data_lines(path):
+        linenos.append(lineno)
         vals = _floats(path, lineno, line.split(), 12)
         if len(line.split()) != 12:
             raise DataError(path, f"expected 12 numbers (a 3x4 pose), got {len(line.split())}", lineno)
         T = np.eye(4)
         T[:3, :] = vals.reshape(3, 4)
         poses.append(T)
-    return _finish(path, [i * 1_000_000_000 for i in range(len(poses))], poses)
+    return _finish(path, [i * 1_000_000_000 for i in range(len(poses))], poses, linenos, strict)
 
 
-def read_euroc_csv(path: PathLike) -> Trajectory:
-    stamps, poses = [], []
+def read_euroc_csv(path: PathLike, strict: bool = False) -> Trajectory:
+    stamps, poses, linenos = [], [], []
     for lineno, line in _data_lines(path):
+        linenos.append(lineno)
         fields = [f.strip() for f in line.split(",")]
         vals = _floats(path, lineno, fields, 8)
         T = np.eye(4)
@@ -148,9 +167,12 @@ def read_euroc_csv(path: PathLike) -> Trajectory:
         try:
             stamps.append(int(fields[0]))
         except ValueError:
-            raise DataError(path, f"bad nanosecond timestamp {fields[0]!r}", lineno) from None
+            try:  # evo parses the stamp as a float: accept '1.4037e18' / '1403715273262142976.0' too
+                stamps.append(int(round(float(fields[0]))))
+            except ValueError:
+                raise DataError(path, f"bad nanosecond timestamp {fields[0]!r}", lineno) from None
         poses.append(T)
-    return _finish(path, stamps, poses)
+    return _finish(path, stamps, poses, linenos, strict)
 
 
 def detect_format(path: PathLike) -> str:
@@ -167,13 +189,17 @@ def detect_format(path: PathLike) -> str:
     raise DataError(path, "empty trajectory file")
 
 
-def read_trajectory(path: PathLike, fmt: Optional[str] = None) -> Trajectory:
-    """Read a TUM, KITTI or EuRoC-CSV trajectory (format guessed from the content when ``fmt`` is None)."""
+def read_trajectory(path: PathLike, fmt: Optional[str] = None, strict: bool = False) -> Trajectory:
+    """Read a TUM, KITTI or EuRoC-CSV trajectory (format guessed from the content when ``fmt`` is None).
+
+    Repeated or decreasing timestamps are kept in file order with a warning (evo's behaviour);
+    ``strict=True`` raises :class:`DataError` at the first such line instead.
+    """
     fmt = (fmt or detect_format(path)).lower()
     readers = {"tum": read_tum, "kitti": read_kitti, "euroc": read_euroc_csv}
     if fmt not in readers:
         raise ValueError(f"unknown trajectory format {fmt!r}; choose from {FORMATS}")
-    return readers[fmt](path)
+    return readers[fmt](path, strict=strict)
 
 
 def write_tum(path: PathLike, traj: Trajectory) -> None:

@@ -306,8 +306,9 @@ def _invert_pivot(DI, d, C, Ci, Dinv, o):
     return True
 
 
-def block_ldl_numeric(sym: BlockSymbolic, Ja: np.ndarray, Jb: np.ndarray, shift: float):
-    """Factor ``P (J^T J + shift diag(J^T J)) P^T``; returns ``(U, Dinv, bad_row)`` in fp64.
+def block_ldl_numeric(sym: BlockSymbolic, Ja: np.ndarray, Jb: np.ndarray, shift: float, damping: float = 0.0):
+    """Factor ``P (J^T J + damping I + shift diag(J^T J + damping I)) P^T``; returns ``(U, Dinv, bad_row)``
+    in fp64. ``damping``: LM's ``lambda`` (scaled), so the factor preconditions the damped system exactly.
 
     ``U`` holds L's strictly lower blocks in the pattern of ``sym`` (row-major d x d each), ``Dinv``
     the inverse diagonal blocks; ``bad_row`` is -1 or the block row where a pivot was not positive
@@ -318,6 +319,8 @@ def block_ldl_numeric(sym: BlockSymbolic, Ja: np.ndarray, Jb: np.ndarray, shift:
     diag = np.empty(sym.nb * dd)
     _assemble(np.ascontiguousarray(Ja, np.float64), np.ascontiguousarray(Jb, np.float64),
               sym.blk_a, sym.blk_b, sym.off_pos, d, off, diag)
+    if damping > 0.0:
+        diag.reshape(sym.nb, d * d)[:, :: d + 1] += damping  # the diagonal of each d x d block
     U = np.empty(max(nnz, 1) * dd)
     Dinv = np.empty(sym.nb * dd)
     F = np.empty(max(sym.max_row, 1) * dd)

@@ -20,6 +20,7 @@ unless the preset disables it (the naive fp16 preset, to show the failure).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ from mpslam_ros.solvers.precision import (
 from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, parameter_offsets, robust_mask
 
 LINEAR_SOLVERS = ("cgnr", "cholesky")
+_FP64 = get_preset("fp64")
 PRECONDITIONERS = ("none", "block_jacobi", "ic0", "ict")
 ROBUST_LOSSES = (None, "huber", "cauchy")
 
@@ -57,6 +59,9 @@ class SolverOptions:
     max_iterations: int = 100
     #: Stop when an accepted step changes the cost by less than this fraction.
     function_tolerance: float = 1e-6
+    #: ... and the decrease the linear model predicted for that step is below ``model_agreement_factor`` times
+    #: this (relative): a small actual decrease with a much larger predicted one is a crawl, not a minimum.
+    model_agreement_factor: float = 1.0
     #: Stop when the largest gradient entry (unscaled) is below this.
     gradient_tolerance: float = 1e-10
     #: Stop when |delta| <= parameter_tolerance * (sqrt(n) + parameter_tolerance).
@@ -72,6 +77,14 @@ class SolverOptions:
     ict_drop_tolerance: float = 0.0
     #: Inexact Newton forcing term: CG stops at |r| <= cg_tolerance * |rhs|.
     cg_tolerance: float = 1e-2
+    #: CG tolerance while LM is far from a minimum: used for the first step and after any step that
+    #: lowered the cost by more than ``far_phase_decrease`` (relative). None: ``cg_tolerance`` always
+    #: (pose graphs: 1e-6). Why: far from a minimum the loose inexact-Newton step takes LM along another
+    #: path than the direct solver's, and on non-convex graphs that path can end in another local minimum
+    #: (generated 1,500-pose 2-D graph from its odometry guess: mixed ended 2.9 % above fp64 LM with
+    #: 1e-2 and 1e-4, on fp64 LM's optimum with 1e-6); near the minimum the loose tolerance is harmless.
+    cg_tolerance_far: Optional[float] = None
+    far_phase_decrease: float = 1e-2
     #: CG also requires its last update to be below this fraction of the step (``|alpha p| <= tol |x|``,
     #: at least 2 iterations); None/0: off (BA). Pose graphs use 0.05 (:func:`~mpslam_ros.problems.pgo.pgo_options`):
     #: the residual test alone accepted steps 8x too long along the near-null modes of a 5,000-pose chain.
@@ -94,6 +107,36 @@ class SolverOptions:
     #: once and CG rerun, instead of spending up to ``cg_max_iterations`` on a stale factor. None: off
     #: (pose graphs turn it on in :func:`~mpslam_ros.problems.pgo.pgo_options`).
     ic_stale_cg_budget: Optional[bool] = None
+    #: The ic0/ict factor is of the *damped* matrix ``J^T J + lambda I`` (lambda at the build), and is
+    #: rebuilt when LM's lambda has since moved by more than this factor either way (lambdas below
+    #: ``ic_shift`` count as ``ic_shift``). Why: with the linearisation unchanged, the preconditioned
+    #: operator ``(A + lambda_b I)^-1 (A + lambda I)`` has its eigenvalues between 1 and
+    #: ``lambda / lambda_b``, so this ratio bounds CG's condition number. A factor of the undamped
+    #: ``J^T J`` gives ``1 + lambda / sigma_min`` instead: on an 800-pose odometry-quality 2-D graph LM's
+    #: radius fell to 0.05 and every CG solve hit ``cg_max_iterations`` (28k CG iterations, 100 LM
+    #: iterations, 2.5x the direct solver's cost). 0: off (the factor ignores lambda, as before).
+    ic_damping_ratio: float = 10.0
+    #: When CG ends unconverged (``cg_max_iterations`` at a relative residual above ``cg_tolerance``)
+    #: even with a factor built for this linearisation and lambda, solve this step with the fp64 sparse
+    #: direct solver instead (counted in ``SolverSummary.direct_fallbacks``).
+    #: None: off (pose graphs: on, :func:`~mpslam_ros.problems.pgo.pgo_options`).
+    direct_fallback: Optional[bool] = None
+    #: Step refinement sweeps (None/0: off; pose graphs: 2): when J or the residual is stored below fp64,
+    #: the step's residual ``-g - (J^T J + lambda I) y`` is recomputed with the fp64 Jacobian and, while
+    #: above ``cg_tolerance`` of ``|g|``, corrected by another low-precision CG solve. Why: fp32 products
+    #: cannot resolve the near-null modes of a long chain (condition ~1e10), so a fp32 / mixed step could
+    #: differ from the fp64 one by far more than the CG tolerance; on a generated 1,500-pose 2-D graph
+    #: from its odometry guess the first mixed step was rejected where fp64's was accepted, and mixed LM
+    #: ended in another local minimum 2.9 % above fp64 LM's. Needs ``fp64_gradient``.
+    step_refinement: Optional[int] = None
+    #: When LM rejects a step computed in reduced precision (fp32 / mixed; not the naive fp16 preset),
+    #: compute the same step (same linearisation and lambda) with fp64 CG and try that before shrinking
+    #: the trust region (counted in ``SolverSummary.precision_fallbacks``). Why: on a generated
+    #: 1,500-pose 2-D graph from its odometry guess the first fp32 step was rejected where fp64's (both
+    #: within CG's tolerance; condition ~1e10) was accepted, and fp32 / mixed LM then converged to another
+    #: local minimum 2.9 % above fp64 LM's. Rejections are rare near an optimum, so this costs little.
+    #: None: off (pose graphs: on; bundle adjustment keeps its own mixed-precision policy).
+    precision_fallback: Optional[bool] = None
     #: "ict" factor layout: "block" (d x d blocks, unit block-lower L in the preconditioner format with the
     #: inverse diagonal blocks D^-1 in the CG vector format; used when every free block has the same size
     #: and the CG arithmetic is not emulated fp16) or "scalar" (CSR of C = L sqrt(D) in the preconditioner format).
@@ -115,7 +158,8 @@ class SolverOptions:
     #: Right-hand side of the normal equations from the fp64 gradient (rounded once to the CG vector
     #: format) instead of the residual-precision J^T r: mixed-precision iterative refinement, whose
     #: fixed point is the fp64 optimum whatever the precision of J and CG (not for emulated fp16).
-    fp64_gradient: bool = False
+    #: None: False (pose graphs: True, :func:`~mpslam_ros.problems.pgo.pgo_options`).
+    fp64_gradient: Optional[bool] = None
     verbose: bool = False
 
     def validate(self) -> None:
@@ -167,6 +211,14 @@ class SolverSummary:
     ic_breakdowns: int = 0
     ic_builds: int = 0
     ic_shift: float = 0.0
+    #: factor rebuilds because LM's lambda moved beyond ``ic_damping_ratio`` of the factor's lambda.
+    ic_damping_rebuilds: int = 0
+    #: LM steps whose CG solve did not converge even with a fresh factor and were solved directly (fp64).
+    direct_fallbacks: int = 0
+    #: step refinement sweeps done (see ``SolverOptions.step_refinement``).
+    refinement_sweeps: int = 0
+    #: rejected reduced-precision steps recomputed in fp64 (see ``SolverOptions.precision_fallback``).
+    precision_fallbacks: int = 0
     #: bytes of stored operands: Jacobian values (as stored for CG) and preconditioner values.
     jacobian_bytes: int = 0
     preconditioner_bytes: int = 0
@@ -189,7 +241,14 @@ class SolverSummary:
             ("iterations", f"{self.iterations} ({self.successful_iterations} successful)"),
             ("CG iterations", str(self.cg_iterations)),
             ("fp16 fallbacks", str(self.fp16_fallbacks)),
-            ("IC builds / breakdowns", f"{self.ic_builds} / {self.ic_breakdowns} (shift {self.ic_shift:.1e})"),
+            ("IC builds / breakdowns", f"{self.ic_builds} / {self.ic_breakdowns} (shift {self.ic_shift:.1e})"
+                                       + (f", {self.ic_damping_rebuilds} for a new damping"
+                                          if self.ic_damping_rebuilds else "")),
+            ("fp64 step retries", f"{self.precision_fallbacks}" + (
+                " (reduced-precision steps rejected by LM, recomputed in fp64)" if self.precision_fallbacks else "")),
+            ("direct-solve fallbacks", f"{self.direct_fallbacks}" + (
+                " (CG did not converge on these steps: solved with the fp64 sparse direct solver)"
+                if self.direct_fallbacks else "")),
             ("jacobian storage", f"{self.jacobian_bytes / 1024:.1f} KiB"),
             ("preconditioner storage", f"{self.preconditioner_bytes / 1024:.1f} KiB"),
             ("time: evaluation", f"{self.evaluation_time_s:.4f} s"),
@@ -251,8 +310,11 @@ class _Layout:
         self.m, self.da, self.db = int(problem.residual_dim), int(problem.dim_a), int(problem.dim_b)
         # free column -> index in the full update vector
         free_blocks = np.flatnonzero(~fixed)
-        self.free_to_full = np.concatenate(
-            [np.arange(self.full_offsets[i], self.full_offsets[i + 1]) for i in free_blocks]).astype(np.int64)
+        # (vectorised: one np.arange per block was 0.3 ms of a 3 ms solve of a 300-pose graph)
+        lens = (self.full_offsets[free_blocks + 1] - self.full_offsets[free_blocks]).astype(np.int64)
+        starts = np.repeat(self.full_offsets[free_blocks].astype(np.int64) - np.concatenate([[0], np.cumsum(lens)[:-1]]),
+                           lens)
+        self.free_to_full = (starts + np.arange(int(lens.sum()), dtype=np.int64)).astype(np.int64)
         # block-Jacobi layout: one dense block per free parameter block
         self.bd_col = col_start[free_blocks].astype(np.int64)
         self.bd_size = sizes[free_blocks].astype(np.int64)
@@ -387,6 +449,9 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     bd64 = np.empty(layout.bd_total)
     step_full = np.zeros(layout.n_full)
     n_sqrt = math.sqrt(layout.n)
+    far = True  # no step taken yet: the first is computed as if far from the minimum
+    options_far = (dataclasses.replace(options, cg_tolerance=options.cg_tolerance_far)
+                   if options.cg_tolerance_far else options)
 
     for it in range(options.max_iterations):
         if options.max_time_s and time.perf_counter() - t_start > options.max_time_s:
@@ -441,50 +506,72 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         lam = 0.0 if options.algorithm == "gn" else 1.0 / radius
         lam_s = lam * g * g
         pc_state["linearisation"] = summary.successful_iterations  # J changes only when a step is accepted
+        pc_state["lam"] = lam
 
-        # ---- linear solve
-        y, cg_its, ok = _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half,
-                                      vec_dtype, bd64, tps, pc_state)
-        summary.cg_iterations += cg_its
-        summary.iterations += 1
+        # ---- linear solve (and, for a reduced-precision step that LM rejects, the same step in fp64)
+        low_precision = not half and any(getattr(preset, f) != "fp64" for f in (
+            "residual", "jacobian_storage", "cg_vectors", "preconditioner_storage"))
+        stop = False
+        step_options = options_far if far else options
+        for attempt in range(2 if options.precision_fallback and low_precision else 1):
+            if attempt == 0:
+                y, cg_its, ok = _linear_solve(step_options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g,
+                                              half, vec_dtype, bd64, tps, pc_state,
+                                              -grad if options.fp64_gradient and not half else None)
+                summary.iterations += 1
+            else:
+                # fp32 products cannot resolve a long chain's near-null modes (condition ~1e10): a
+                # reduced-precision step can fail where the fp64 step succeeds, and LM then shrinks
+                # its trust region and leaves fp64 LM's path (see SolverOptions.precision_fallback)
+                summary.precision_fallbacks += 1
+                y, cg_its, ok = _linear_solve(step_options, _FP64, layout, summary, S64a, S64b, S64a, S64b, -grad, lam_s,
+                                              g, False, np.dtype(np.float64), bd64, tps, pc_state)
+            summary.cg_iterations += cg_its
 
-        t0 = time.perf_counter()
-        if not ok:
-            # non-finite step (naive fp16 without fallback): treat as a failed step
-            new_cost = float("nan")
-            accepted = False
-            step_norm = float("nan")
-            rho_gain = float("nan")
-        else:
-            delta = y.astype(np.float64) * col_scale
-            step_norm = float(np.linalg.norm(delta))
-            # predicted decrease of the (robust-weighted) linear model, in fp64
-            Jd = np.empty(r.size)
-            K.jac_matvec(Ja, Jb, layout.col_a, layout.col_b, delta, Jd, False)
-            rr = r.ravel()
-            pred = -(float(rr @ Jd) + 0.5 * float(Jd @ Jd))
-            if step_norm <= options.parameter_tolerance * (n_sqrt + options.parameter_tolerance):
-                summary.termination = f"converged: step norm {step_norm:.3e} below parameter tolerance"
-                summary.converged = True
-                summary.update_time_s += time.perf_counter() - t0
-                _log(summary, options, it, cost, float("nan"), grad_max, step_norm, radius, cg_its, False)
-                break
-            saved = problem.get_state()
-            step_full[:] = 0.0
-            step_full[layout.free_to_full] = delta
-            problem.retract(step_full)
-            summary.update_time_s += time.perf_counter() - t0
-            new_cost, r_new, Ja_new, Jb_new = evaluate(True)
             t0 = time.perf_counter()
-            rho_gain = (cost - new_cost) / pred if pred > 0 else -1.0
-            accepted = math.isfinite(new_cost) and new_cost < cost and (
-                options.algorithm == "gn" or rho_gain > options.min_relative_decrease)
-            if not accepted:
-                problem.set_state(saved)
+            if not ok:
+                # non-finite step (naive fp16 without fallback): treat as a failed step
+                new_cost = float("nan")
+                accepted = False
+                step_norm = float("nan")
+                rho_gain = float("nan")
+            else:
+                delta = y.astype(np.float64) * col_scale
+                step_norm = math.sqrt(_dot(delta, delta))
+                # predicted decrease of the (robust-weighted) linear model, in fp64
+                Jd = np.empty(r.size)
+                K.jac_matvec(Ja, Jb, layout.col_a, layout.col_b, delta, Jd, False)
+                rr = r.ravel()
+                pred = -(_dot(rr, Jd) + 0.5 * _dot(Jd, Jd))
+                if step_norm <= options.parameter_tolerance * (n_sqrt + options.parameter_tolerance):
+                    summary.termination = f"converged: step norm {step_norm:.3e} below parameter tolerance"
+                    summary.converged = True
+                    summary.update_time_s += time.perf_counter() - t0
+                    _log(summary, options, it, cost, float("nan"), grad_max, step_norm, radius, cg_its, False)
+                    stop = True
+                    break
+                saved = problem.get_state()
+                step_full[:] = 0.0
+                step_full[layout.free_to_full] = delta
+                problem.retract(step_full)
+                summary.update_time_s += time.perf_counter() - t0
+                new_cost, r_new, Ja_new, Jb_new = evaluate(True)
+                t0 = time.perf_counter()
+                rho_gain = (cost - new_cost) / pred if pred > 0 else -1.0
+                accepted = math.isfinite(new_cost) and new_cost < cost and (
+                    options.algorithm == "gn" or rho_gain > options.min_relative_decrease)
+                if not accepted:
+                    problem.set_state(saved)
+            if accepted:
+                break
+        if stop:
+            break
         _log(summary, options, it, new_cost if accepted else cost, rho_gain, grad_max, step_norm, radius, cg_its,
              accepted)
         if accepted:
             rel_change = (cost - new_cost) / max(cost, 1e-300)
+            pred_rel = pred / max(cost, 1e-300)
+            far = rel_change > options.far_phase_decrease
             cost, r, Ja, Jb = new_cost, r_new, Ja_new, Jb_new
             summary.successful_iterations += 1
             radius = min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
@@ -494,7 +581,12 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
                 summary.termination = "converged: zero cost"
                 summary.converged = True
                 break
-            if rel_change <= options.function_tolerance:
+            # converged only when the linear model agrees that little is left (its predicted decrease is
+            # small too): in a curved valley LM crawls with gain ratios ~0.25 and tiny actual decreases,
+            # and stopping there left a generated 3,000-pose graph 5e-4 above the minimum that the same
+            # run reaches when it goes on
+            if (rel_change <= options.function_tolerance
+                    and pred_rel <= options.function_tolerance * options.model_agreement_factor):
                 summary.termination = (f"converged: relative cost change {rel_change:.3e} "
                                        f"<= {options.function_tolerance:g}")
                 summary.converged = True
@@ -517,6 +609,13 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     summary.ic_shift = pc_state["shift"] if options.preconditioner in ("ic0", "ict") else 0.0
     summary.time_s = time.perf_counter() - t_start
     return summary
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Vector dot product without BLAS: OpenBLAS's threaded ddot spins against other jobs on a shared
+    machine (measured 11 ms instead of ~20 us for 18,000 entries on the 2-core VM under load), and these
+    run every LM iteration."""
+    return float(np.einsum("i,i->", a, b))
 
 
 def _log(summary, options, it, cost, gain, grad_max, step_norm, radius, cg_its, accepted):
@@ -564,12 +663,19 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
                 pc.storage = storage
             return pc
         state["built_at"] = state.get("linearisation")
+        # the factor is of the damped matrix (see SolverOptions.ic_damping_ratio)
+        # (not for the naive fp16 preset: it is the unprotected baseline that shows the failure)
+        damping = lam_s if options.ic_damping_ratio and not half else 0.0
+        state["lam_built"] = state.get("lam", 0.0)
         if options.preconditioner == "ict":
             if _numba_block_factor_applies(options, layout, S64a, S64b, half):
-                _build_block_ict(summary, layout, S64a, S64b, state, pc)
+                _build_block_ict(summary, layout, S64a, S64b, state, pc, damping)
             else:
                 J = layout.jacobian_csr(S64a, S64b)
-                _build_ict(options, summary, (J.T @ J).tocsr(), state, pc, layout,
+                A = (J.T @ J).tocsr()
+                if damping > 0.0:
+                    A = (A + sp.identity(layout.n, format="csr") * damping).tocsr()
+                _build_ict(options, summary, A, state, pc, layout,
                            block=options.ict_layout == "block" and not half)
             pc = pc.cast(storage)
             pc.storage = storage
@@ -579,6 +685,8 @@ def _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, b
             return pc
         J = layout.jacobian_csr(S64a, S64b)
         A = (J.T @ J).tocsr()
+        if damping > 0.0:
+            A = (A + sp.identity(layout.n, format="csr") * damping).tocsr()
         diag = A.diagonal()
         indptr, indices, data = _ic0_lower(A)
         diag_pos = indptr[1:] - 1
@@ -675,7 +783,7 @@ def _numba_block_factor_applies(options, layout, S64a, S64b, half) -> bool:
     return d > 1 and bool(np.all(layout.bd_size == d)) and S64a.shape[2] == d and S64b.shape[2] == d
 
 
-def _build_block_ict(summary, layout, S64a, S64b, state, pc) -> None:
+def _build_block_ict(summary, layout, S64a, S64b, state, pc, damping: float = 0.0) -> None:
     """Block L D L^T of P (J^T J + shift diag) P^T (:mod:`~mpslam_ros.solvers.block_ldl`): the symbolic
     analysis (minimum-degree block order, pattern of L) once per solve, the numeric factor per build."""
     sym = state.get("block_symbolic")
@@ -685,7 +793,7 @@ def _build_block_ict(summary, layout, S64a, S64b, state, pc) -> None:
         state["block_symbolic"] = sym
     shift = state["shift"]
     while True:
-        U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift)
+        U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift, damping)
         if bad_row < 0 and np.all(np.isfinite(U)) and np.all(np.isfinite(Dinv)):
             break
         shift = _next_shift(summary, shift, "Cholesky preconditioner")
@@ -708,39 +816,50 @@ def _block_minimum_degree(layout: "_Layout") -> np.ndarray:
     a = np.searchsorted(layout.bd_col, layout.col_a)
     b = np.searchsorted(layout.bd_col, layout.col_b)
     keep = (layout.col_a >= 0) & (layout.col_b >= 0)
-    B = sp.coo_matrix((np.full(int(keep.sum()), -1e-3), (a[keep], b[keep])), shape=(nb, nb)).tocsr()
-    B = (B + B.T + sp.identity(nb) * (1.0 + 2e-3 * nb)).tocsc()  # SPD stand-in with the block pattern
+    # SPD stand-in with the block pattern: B + B^T + c I assembled in one COO (three sparse sums cost
+    # more than the ordering itself on small graphs)
+    ak, bk, m = a[keep], b[keep], int(keep.sum())
+    diag = np.arange(nb)
+    B = sp.csc_matrix((np.concatenate([np.full(2 * m, -1e-3), np.full(nb, 1.0 + 2e-3 * nb)]),
+                       (np.concatenate([ak, bk, diag]), np.concatenate([bk, ak, diag]))), shape=(nb, nb))
     lu = spla.splu(B, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
     border = np.empty(nb, dtype=np.int64)
     border[lu.perm_c] = np.arange(nb)
     return border
 
 
+def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float) -> np.ndarray:
+    """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback)."""
+    J = layout.jacobian_csr(S64a, S64b)
+    A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
+    # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
+    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+    return lu.solve(np.asarray(rhs, dtype=np.float64))
+
+
 def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g, half, vec_dtype, bd64, tps,
-                  state):
-    """Solve the scaled damped normal equations; returns (y, cg_iterations, ok-or-state)."""
+                  state, rhs64=None):
+    """Solve the scaled damped normal equations; returns (y, cg_iterations, ok-or-state).
+    ``rhs64``: the fp64 right-hand side, for step refinement (``options.step_refinement``)."""
     t0 = time.perf_counter()
     if options.linear_solver == "cholesky":
-        J = layout.jacobian_csr(S64a, S64b)
-        A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
-        # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
-        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
-        y = lu.solve(np.asarray(rhs, dtype=np.float64))
+        y = _direct_solve(layout, S64a, S64b, rhs, lam_s, g)
         summary.linear_solve_time_s += time.perf_counter() - t0
         return y, 0, bool(np.all(np.isfinite(y)))
 
-    def run(Sa_, Sb_, storage, vdt, half_, max_iter=options.cg_max_iterations):
+    def run(Sa_, Sb_, storage, vdt, half_, max_iter=options.cg_max_iterations, b=None):
+        b = rhs if b is None else b
         pc = _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage, half_)
         summary.preconditioner_bytes = pc.nbytes
         t1 = time.perf_counter()
         y = np.empty(layout.n, dtype=vdt)
         stats = np.zeros(6)
         if options.cgnr_kernel is not None and pc.kind in (K.PC_NONE, K.PC_BLOCK_JACOBI) and not half_:
-            its = options.cgnr_kernel(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt),
+            its = options.cgnr_kernel(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(b, dtype=vdt),
                                       lam_s, pc.kind, pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off,
                                       max_iter, options.cg_tolerance, y, stats)
         else:
-            its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(rhs, dtype=vdt), lam_s, pc.kind,
+            its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(b, dtype=vdt), lam_s, pc.kind,
                          pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off, pc.L_indptr, pc.L_indices, pc.L_vals,
                          pc.L_perm, pc.L_diag if pc.kind == K.PC_BLOCK_LDL else np.zeros(1, dtype=vdt), int(pc.L_block),
                          float(pc.L_inv_scale), max_iter, options.cg_tolerance, float(options.cg_step_tolerance or 0.0),
@@ -751,8 +870,17 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.jacobian_product_time_s += stats[3] / tps
         if its > 0:
             state["cg_iteration_s"] = dt / its
+        state["cg_unconverged"] = bool(its >= max_iter and stats[1] > options.cg_tolerance)
         return y, int(its), stats[4] == 0.0
 
+    if (options.ic_damping_ratio and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
+            and not half):
+        floor = max(options.ic_shift, 1e-300)
+        now, built = max(state.get("lam", 0.0), floor), max(state.get("lam_built", 0.0), floor)
+        if max(now / built, built / now) > options.ic_damping_ratio:
+            state["pc"] = None  # LM's damping moved: a factor of the damped matrix at the new lambda
+            summary.ic_damping_rebuilds += 1
+    builds_before = summary.ic_builds
     t_cg = time.perf_counter()
     stale = (options.ic_stale_cg_budget and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
              and state.get("built_at") != state.get("linearisation") and state.get("cg_iteration_s", 0.0) > 0.0)
@@ -773,6 +901,39 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.fp16_fallbacks += 1
         y, its2, ok = run(S64a.astype(np.float32), S64b.astype(np.float32), "fp32", np.dtype(np.float32), False)
         its += its2
+    if ok and state.get("cg_unconverged") and options.preconditioner in ("ic0", "ict") and not half:
+        if summary.ic_builds == builds_before:
+            # an older factor: one more try with a fresh one at this linearisation and lambda
+            state["pc"] = None
+            y, its2, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+            its += its2
+    if options.direct_fallback and (not ok or state.get("cg_unconverged")) and not half:
+        # CG cannot deliver this step: the fp64 direct solve does (counted and reported)
+        t1 = time.perf_counter()
+        y = _direct_solve(layout, S64a, S64b, rhs, lam_s, g).astype(vec_dtype)
+        ok = bool(np.all(np.isfinite(y)))
+        summary.direct_fallbacks += 1
+        summary.linear_solve_time_s += time.perf_counter() - t1
+        state["cg_unconverged"] = False
+    elif (ok and rhs64 is not None and options.step_refinement and not half
+          and (preset.jacobian_storage != "fp64" or preset.residual != "fp64")):
+        # iterative refinement of the step against the fp64 system (see SolverOptions.step_refinement)
+        y64 = y.astype(np.float64)
+        q = np.empty(layout.m * len(layout.col_a))
+        Ay = np.empty(layout.n)
+        target = options.cg_tolerance * math.sqrt(_dot(rhs64, rhs64))
+        for _ in range(int(options.step_refinement)):
+            K.jtj_matvec(S64a, S64b, layout.col_a, layout.col_b, y64, q, Ay, False)
+            res = rhs64 - Ay - lam_s * y64
+            if not math.sqrt(_dot(res, res)) > target:
+                break
+            e, its2, ok2 = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half, b=res.astype(vec_dtype))
+            its += its2
+            summary.refinement_sweeps += 1
+            if not ok2:
+                break
+            y64 += e.astype(np.float64)
+        y = y64
     t_cg = time.perf_counter() - t_cg
     if (options.ic_rebuild_cg_iterations and options.preconditioner in ("ic0", "ict")
             and its > options.ic_rebuild_cg_iterations and t_cg > state.get("build_s", 0.0)):
