@@ -145,7 +145,12 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
     lat = rec.latencies()
     with rec._lock:
         first_camera = min(rec.data.camera_arrival.values(), default=None)
-        first_odometry = min((t for _, _, t in rec.data.odometry), default=None)
+        # the first frame seen both ways, by stamp (this recorder's camera subscription may match the
+        # player after VO's: the earliest arrivals can belong to different frames)
+        odom_arrival = {int(st): t for st, _, t in rec.data.odometry}
+        common = sorted(set(odom_arrival) & {int(st) for st in rec.data.camera_arrival})
+        first_odometry = odom_arrival[common[0]] if common else None
+        first_camera_of_it = rec.data.camera_arrival[common[0]] if common else None
     summary = {
         "bag_frames": n_frames,
         "frames_received": int(vo_diag.get("frames_received", 0)),
@@ -163,8 +168,8 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
         "latency_p95_ms": 1e3 * float(np.percentile(lat, 95)) if len(lat) else None,
         "latency_max_ms": 1e3 * float(np.max(lat)) if len(lat) else None,
         # the cold-start figure (issue 13): first camera frame published -> its odometry received
-        "first_frame_latency_ms": (1e3 * (first_odometry - first_camera)
-                                   if first_camera is not None and first_odometry is not None else None),
+        "first_frame_latency_ms": (1e3 * (first_odometry - first_camera_of_it)
+                                   if first_odometry is not None else None),
         # nodes started -> first camera frame: the nodes' warm-up (the player waits until both are ready)
         "startup_s": first_camera - result["t_start"] if first_camera is not None and "t_start" in result else None,
         "vo_warmup_s": _num(vo_diag.get("warmup_s")),
