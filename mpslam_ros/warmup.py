@@ -369,6 +369,8 @@ class KernelWatch:
 
         self.compiled = 0
         self.compiled_names: List[str] = []
+        #: names already reported (so a late kernel is logged once)
+        self.reported: set = set()
         self._baseline = kernel_signatures()
         watch = self
 

@@ -33,9 +33,6 @@ HELP = "run visual odometry (+ loop closure) over a dataset offline; write traje
 DESCRIPTION = __doc__
 
 DRIFT_SEGMENTS_M = (1.0, 10.0)
-#: Tracking states without a pose measurement: the node publishes no odometry for them, so the
-#: trajectories and their evaluation leave them out (they count against the tracked fraction).
-NO_POSE_STATES = ("lost", "relocalizing")
 STAGES = ("rectify", "track", "pnp", "stereo", "detect", "descriptors", "ba", "total")
 
 
@@ -88,7 +85,9 @@ class RunOutput:
 
     @property
     def has_pose(self) -> np.ndarray:
-        """bool[n]: frames with a pose measurement (see NO_POSE_STATES)."""
+        """bool[n]: frames with a pose measurement (see mpslam_ros.slam.vo.NO_POSE_STATES)."""
+        from mpslam_ros.slam.vo import NO_POSE_STATES
+
         return np.array([s not in NO_POSE_STATES for s in self.states], bool)
 
     def trajectory(self, poses: np.ndarray):

@@ -30,8 +30,8 @@ from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
 from mpslam_ros.nodes.runtime import run_node
-from mpslam_ros.nodes.vo_node import (KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, _kernel_stats,
-                                      _start_kernel_watch, try_tf_broadcaster)
+from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up
+from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster
 
 
 
@@ -202,7 +202,7 @@ class LoopClosureNode(Node):
     def _work(self) -> None:
         if self.do_warmup:
             self._warm_up()
-        self._kernel_watch = _start_kernel_watch(self.get_logger())
+        self._kernel_watch = start_kernel_watch(self.get_logger())
         self._warm.set()
         while True:
             with self._wake:
@@ -227,18 +227,10 @@ class LoopClosureNode(Node):
         """Place recognition, verification, a forced loop and both PGO stages once, in this node's
         precision, on synthetic keyframes decoded from keyframe messages as vo_node's are: the first
         real loop and solve then run warm (and the default vocabulary is loaded now, not then)."""
-        from mpslam_ros.warmup import warm_pipeline
-
-        log = self.get_logger()
-        log.info(f"warming up (precision {self.precision}) before subscribing ...")
-        try:
-            report = warm_pipeline([self.precision], vo=False, loop_closure=True, lc_config=self.config,
-                                   keyframe_filter=self._as_received)
-        except Exception as exc:  # kernels then compile on first use; the node still works
-            log.error(f"warm-up failed ({type(exc).__name__}: {exc}); continuing cold")
-            return
-        self.warmup_s = report.seconds
-        log.info(f"kernels ready: {report.summary()}")
+        seconds = warm_up(self.get_logger(), f"precision {self.precision}", precisions=[self.precision],
+                          vo=False, loop_closure=True, lc_config=self.config, keyframe_filter=self._as_received)
+        if seconds is not None:
+            self.warmup_s = seconds
 
     def _as_received(self, kf: Keyframe) -> Keyframe:
         """A warm-up keyframe as the subscriptions would decode it (same dtypes and layouts)."""
@@ -316,7 +308,7 @@ class LoopClosureNode(Node):
             "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
             "precision": self.precision, "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
-            **_kernel_stats(self._kernel_watch, self.get_logger()),
+            **kernel_stats(self._kernel_watch, self.get_logger()),
             "current_map_aligned": lc.current_map_aligned(), **dataclasses.asdict(lc.stats),
         }
 

@@ -29,6 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from mpslam_ros.datatypes import CameraIntrinsics, FrameResult, StereoFrame, StereoRig
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
+from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up
 from mpslam_ros.nodes.runtime import run_node
 
 KEYFRAME_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -98,7 +99,9 @@ class VisualOdometryNode(Node):
                                  "compile the numba kernels (in the worker) before subscribing to images")
         self.T_body_left = declare_camera_extrinsic(self)
 
-        from mpslam_ros.slam.vo import VOConfig
+        from mpslam_ros.slam.vo import NO_POSE_STATES, VOConfig
+
+        self._no_pose_states = NO_POSE_STATES
 
         vo_defaults = VOConfig()
         self.precision = declare(self, "precision", vo_defaults.precision,
@@ -291,7 +294,7 @@ class VisualOdometryNode(Node):
     def _work(self) -> None:
         if self.do_warmup:
             self._warm_up()
-        self._kernel_watch = _start_kernel_watch(self.get_logger())
+        self._kernel_watch = start_kernel_watch(self.get_logger())
         self._warm.set()
         vo = None
         while True:
@@ -323,18 +326,11 @@ class VisualOdometryNode(Node):
         """Run the real pipeline (first keyframe, tracking, BA, window slide) on a few synthetic frames in
         this node's precision and mode, decoded from Image messages as the camera's are: every kernel
         the camera path runs is then in memory (issue 13: 6.6 s of frames lost to compilation)."""
-        from mpslam_ros.warmup import warm_pipeline
-
-        log = self.get_logger()
-        log.info(f"warming up (precision {self.precision}, mode {self.mode}) before subscribing ...")
-        try:
-            report = warm_pipeline([self.precision], [self.mode], vo=True, loop_closure=False,
-                                   vo_config=self.vo_config, frame_filter=self._as_received)
-        except Exception as exc:  # kernels then compile on first use; the node still works
-            log.error(f"warm-up failed ({type(exc).__name__}: {exc}); continuing cold")
-            return
-        self.warmup_s = report.seconds
-        log.info(f"kernels ready: {report.summary()}")
+        seconds = warm_up(self.get_logger(), f"precision {self.precision}, mode {self.mode}",
+                          precisions=[self.precision], modes=[self.mode], vo=True, loop_closure=False,
+                          vo_config=self.vo_config, frame_filter=self._as_received)
+        if seconds is not None:
+            self.warmup_s = seconds
 
     def _as_received(self, frame: StereoFrame) -> StereoFrame:
         """A warm-up frame as the image callbacks would hand it over (same dtypes, layout, flags)."""
@@ -356,7 +352,7 @@ class VisualOdometryNode(Node):
         self._processed_times.append(now)
         T = np.asarray(result.T_world_body, dtype=np.float64)
         # no pose measurement while lost or relocalising: publish nothing rather than the held pose
-        if result.tracking_state not in ("lost", "relocalizing") and np.all(np.isfinite(T)):
+        if result.tracking_state not in self._no_pose_states and np.all(np.isfinite(T)):
             self.pub_odom.publish(msgs.odometry(T, stamp, self.odom_frame, self.base_frame, result.covariance_diag))
             self.odometry_published += 1
             self.pub_pose.publish(msgs.pose_stamped(T, stamp, self.odom_frame))
@@ -406,7 +402,7 @@ class VisualOdometryNode(Node):
             "precision": self.precision, "window_size": self.window_size,
             "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
         }
-        values.update(_kernel_stats(self._kernel_watch, self.get_logger()))
+        values.update(kernel_stats(self._kernel_watch, self.get_logger()))
         vo = getattr(self, "_vo", None)
         if vo is not None:  # losses, relocalisations, new maps, time spent relocalising
             values["map_id"] = vo.map_id
@@ -455,33 +451,6 @@ def warm_kernels(modules) -> None:
     from mpslam_ros.warmup import warm_modules
 
     warm_modules(modules)
-
-
-def _start_kernel_watch(logger):
-    """A KernelWatch from now on (None where numba's event API is missing: diagnostics then omit it)."""
-    try:
-        from mpslam_ros.warmup import KernelWatch
-
-        return KernelWatch()
-    except Exception as exc:
-        logger.warning(f"cannot count kernel compilations after ready: {type(exc).__name__}: {exc}")
-        return None
-
-
-def _kernel_stats(watch, logger=None) -> dict:
-    """Diagnostics values: numba kernels compiled / signatures loaded since ready (0 = warm-up complete).
-    Names each newly compiled or loaded kernel once in the log (what the warm-up missed)."""
-    if watch is None:
-        return {}
-    new = watch.new_signature_names()
-    if logger is not None:
-        reported = getattr(watch, "reported", set())
-        watch.reported = reported
-        for name in [n for n in new if n not in reported] + [n for n in watch.compiled_names if n not in reported]:
-            reported.add(name)
-            logger.warning(f"numba kernel compiled or loaded after ready (missed by the warm-up): {name}")
-    return {"kernels_compiled_after_ready": watch.compiled,
-            "kernel_signatures_loaded_after_ready": sum(new.values())}
 
 
 def main(args=None) -> int:

@@ -137,6 +137,12 @@ class SolveRecord:
     termination: str
 
 
+def loop_frame_transform(edge: LoopEdge, P_match: np.ndarray, P_query: np.ndarray) -> np.ndarray:
+    """The transform taking the query keyframe's frame onto the match keyframe's frame that the loop
+    implies, given each keyframe's pose in its own frame (identity when the frames already agree)."""
+    return P_match @ edge.T_match_query @ np.linalg.inv(P_query)
+
+
 def odometry_information(config: LoopClosureConfig) -> np.ndarray:
     """6x6 information of one odometry edge (rotation, translation order)."""
     return np.diag([config.odometry_sigma_rad ** -2] * 3 + [config.odometry_sigma_m ** -2] * 3)
@@ -307,15 +313,12 @@ class LoopClosure:
                     return True
                 return self._confirm_loop(edge)
             agreeing = [e for e in self._merge_candidates if self._joins(e, a, b) and self._agree(e, edge)]
-            if len(agreeing) + 1 < max(1, self.config.merge_min_loops):
-                self._merge_candidates.append(edge)
+            keep = self._keep_if_agreed(edge, self._merge_candidates, agreeing, self.config.merge_min_loops)
+            if keep is None:
                 self.stats.merge_candidates += 1
                 log.info("loop closure: loop %d -> %d joins maps %d and %d: held until %d loops agree",
                          edge.query_id, edge.match_id, a, b, self.config.merge_min_loops)
                 return False
-            keep = agreeing[: max(1, self.config.merge_min_loops) - 1]
-            self._merge_candidates = [e for e in self._merge_candidates if not any(e is k for k in keep)]
-            self._loops.extend(keep + [edge])
             old, new = min(a, b), max(a, b)
             self._merged[new] = old
             self.stats.merges += 1
@@ -341,15 +344,23 @@ class LoopClosure:
         if need > 1 and any(confirms(e) for e in self._loops[-self.config.loop_confirm_keyframes * 2:]):
             self._loops.append(edge)  # continues a group of loops already kept
             return True
-        near = [e for e in self._unconfirmed if confirms(e)]
-        if len(near) + 1 < need:
-            self._unconfirmed.append(edge)
+        if self._keep_if_agreed(edge, self._unconfirmed, [e for e in self._unconfirmed if confirms(e)], need) is None:
             self.stats.loops_held += 1
             return False
-        keep = near[: need - 1]
-        self._unconfirmed = [e for e in self._unconfirmed if not any(e is k for k in keep)]
-        self._loops.extend(keep + [edge])
         return True
+
+    def _keep_if_agreed(self, edge: LoopEdge, held: List[LoopEdge], agreeing: List[LoopEdge],
+                        need: int) -> Optional[List[LoopEdge]]:
+        """With ``need`` loops agreeing (``edge`` included), keep ``edge`` and enough of ``agreeing``
+        (taken out of ``held``) and return those; else hold ``edge`` and return None."""
+        need = max(1, need)
+        if len(agreeing) + 1 < need:
+            held.append(edge)
+            return None
+        keep = agreeing[: need - 1]
+        held[:] = [e for e in held if not any(e is k for k in keep)]
+        self._loops.extend(keep + [edge])
+        return keep
 
     def _joins(self, edge: LoopEdge, a: int, b: int) -> bool:
         ends = {self._root(self._map_ids[self._index[edge.match_id]]),
@@ -358,10 +369,8 @@ class LoopClosure:
 
     def _map_transform(self, edge: LoopEdge, poses: Dict[int, np.ndarray], ref_map: int) -> np.ndarray:
         """The transform from the other map's frame into ``ref_map``'s frame that ``edge`` implies."""
-        Pm, Pq = poses[edge.match_id], poses[edge.query_id]
-        if self._root(self._map_ids[self._index[edge.match_id]]) == ref_map:
-            return Pm @ edge.T_match_query @ np.linalg.inv(Pq)
-        return Pq @ np.linalg.inv(edge.T_match_query) @ np.linalg.inv(Pm)
+        T = loop_frame_transform(edge, poses[edge.match_id], poses[edge.query_id])
+        return T if self._root(self._map_ids[self._index[edge.match_id]]) == ref_map else np.linalg.inv(T)
 
     def _agree(self, e1: LoopEdge, e2: LoopEdge) -> bool:
         """Pairwise consistency of two loops between the same two maps (PCM's test)."""
@@ -469,9 +478,9 @@ class LoopClosure:
                     continue
                 fm, fq = int(frame[m]), int(frame[q])
                 if fm in aligned and fq in pending:
-                    T, move = init[m] @ e.T_match_query @ np.linalg.inv(init[q]), fq
+                    T, move = loop_frame_transform(e, init[m], init[q]), fq
                 elif fq in aligned and fm in pending:
-                    T, move = init[q] @ np.linalg.inv(e.T_match_query) @ np.linalg.inv(init[m]), fm
+                    T, move = np.linalg.inv(loop_frame_transform(e, init[m], init[q])), fm
                 else:
                     continue
                 sel = idx[frame[idx] == move]

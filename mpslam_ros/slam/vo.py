@@ -150,6 +150,11 @@ class VOResult(FrameResult):
     num_inliers: int = 0
 
 
+#: Tracking states without a pose measurement: vo_node publishes no odometry for them and
+#: ``mpslam run`` leaves them out of its trajectories (they count against the tracked fraction).
+NO_POSE_STATES = ("lost", "relocalizing")
+
+
 @dataclass
 class VOStats:
     """Counters of the events that degrade tracking (for the run report and /diagnostics)."""

@@ -1,0 +1,48 @@
+"""What both nodes do before they subscribe, and how they report it: the pipeline warm-up (nothing
+compiles on the camera path afterwards) and the count of numba kernels compiled or loaded after ready.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def warm_up(logger, description: str, **warm_pipeline_kwargs) -> Optional[float]:
+    """Run :func:`mpslam_ros.warmup.warm_pipeline` with these arguments, logging before and after.
+    Returns its seconds, or None when it failed (the node then runs cold, kernels compile on first use)."""
+    from mpslam_ros.warmup import warm_pipeline
+
+    logger.info(f"warming up ({description}) before subscribing ...")
+    try:
+        report = warm_pipeline(**warm_pipeline_kwargs)
+    except Exception as exc:  # kernels then compile on first use; the node still works
+        logger.error(f"warm-up failed ({type(exc).__name__}: {exc}); continuing cold")
+        return None
+    logger.info(f"kernels ready: {report.summary()}")
+    return report.seconds
+
+
+def start_kernel_watch(logger):
+    """A KernelWatch from now on (None where numba's event API is missing: diagnostics then omit it)."""
+    try:
+        from mpslam_ros.warmup import KernelWatch
+
+        return KernelWatch()
+    except Exception as exc:
+        logger.warning(f"cannot count kernel compilations after ready: {type(exc).__name__}: {exc}")
+        return None
+
+
+def kernel_stats(watch, logger=None) -> dict:
+    """Diagnostics values: numba kernels compiled / signatures loaded since ready (0 = warm-up complete).
+    Names each newly compiled or loaded kernel once in the log (what the warm-up missed)."""
+    if watch is None:
+        return {}
+    new = watch.new_signature_names()
+    if logger is not None:
+        for name in [n for n in new if n not in watch.reported] + [n for n in watch.compiled_names
+                                                                   if n not in watch.reported]:
+            watch.reported.add(name)
+            logger.warning(f"numba kernel compiled or loaded after ready (missed by the warm-up): {name}")
+    return {"kernels_compiled_after_ready": watch.compiled,
+            "kernel_signatures_loaded_after_ready": sum(new.values())}
