@@ -32,6 +32,7 @@ import scipy.sparse.linalg as spla
 
 from mpslam_ros.solvers import kernels as K
 from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic
+from mpslam_ros.solvers.cuda import DEVICE_PRECONDITIONERS, DEVICES, resolve_device
 from mpslam_ros.solvers.precision import (
     PrecisionPreset,
     arithmetic_dtype,
@@ -161,6 +162,13 @@ class SolverOptions:
     #: None: False (pose graphs: True, :func:`~mpslam_ros.problems.pgo.pgo_options`).
     fp64_gradient: Optional[bool] = None
     verbose: bool = False
+    #: Where the CG iterations run: "cpu" (numba CPU kernels), "cuda" (:mod:`mpslam_ros.solvers.cuda`: a GPU,
+    #: or numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1; an error naming the problem when neither is
+    #: usable) or "auto" (a GPU only when one is present and J has at least
+    #: :data:`~mpslam_ros.solvers.cuda.AUTO_MIN_JACOBIAN_VALUES` values; else the CPU). Evaluation, scaling,
+    #: preconditioner builds and the LM logic stay on the CPU. Steps the device loop does not cover (the
+    #: emulated-fp16 preset, scalar IC/ict factors) run on the CPU and the summary's ``device_note`` says so.
+    device: str = "cpu"
 
     def validate(self) -> None:
         get_preset(self.precision)
@@ -174,6 +182,8 @@ class SolverOptions:
             raise ValueError(f"ict_layout must be 'block' or 'scalar', got {self.ict_layout!r}")
         if self.robust_loss not in ROBUST_LOSSES:
             raise ValueError(f"robust_loss must be one of {ROBUST_LOSSES}, got {self.robust_loss!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
 
 
 @dataclass
@@ -224,6 +234,10 @@ class SolverSummary:
     preconditioner_bytes: int = 0
     #: per-iteration log: cost, relative decrease, gradient max-norm, step norm, radius, cg iterations, accepted.
     history: list = field(default_factory=list)
+    #: where the CG iterations ran: "cpu", "cuda", or "cuda+cpu" (some steps on each; see device_note).
+    device: str = "cpu"
+    #: why that device (e.g. the GPU's name, "numba CUDA simulator ...", why "auto" chose the CPU).
+    device_note: str = ""
 
     def to_dict(self, history: bool = False) -> dict:
         d = asdict(self)
@@ -234,6 +248,7 @@ class SolverSummary:
     def report(self) -> str:
         rows = [
             ("precision", self.precision),
+            ("device", self.device + (f" ({self.device_note})" if self.device_note else "")),
             ("linear solver", f"{self.linear_solver} ({self.preconditioner})" if self.linear_solver == "cgnr"
              else self.linear_solver),
             ("initial cost", f"{self.initial_cost:.9g}"),
@@ -411,6 +426,8 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     tps = K.ticks_per_second()
     layout = _Layout(problem)
     mask = robust_mask(problem)
+    device, summary.device_note = resolve_device(options.device,
+                                                 len(layout.col_a) * layout.m * (layout.da + layout.db))
     half = preset.emulate_half
     vec_dtype = arithmetic_dtype(preset.cg_vectors)
     res_dtype = arithmetic_dtype(preset.residual)
@@ -444,7 +461,13 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     decrease_factor = 2.0
     col_scale = None
     # static factor (kept across iterations), its shift, build time and fill-reducing order
-    pc_state = {"pc": None, "shift": options.ic_shift, "build_s": 0.0}
+    pc_state = {"pc": None, "shift": options.ic_shift, "build_s": 0.0, "cg_on": set()}  # cg_on: devices CG ran on
+    if device == "cuda":
+        from mpslam_ros.solvers.cuda.cgnr import CudaCGNR
+
+        # device-resident for the whole solve: column maps, work vectors, J per linearisation, the factor
+        pc_state["cuda"] = CudaCGNR(layout.col_a, layout.col_b, layout.n, layout.m, layout.bd_col, layout.bd_size,
+                                    layout.bd_off)
     colnorm = np.empty(layout.n)
     bd64 = np.empty(layout.bd_total)
     step_full = np.zeros(layout.n_full)
@@ -607,6 +630,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
 
     summary.final_cost = cost
     summary.ic_shift = pc_state["shift"] if options.preconditioner in ("ic0", "ict") else 0.0
+    summary.device = "+".join(d for d in ("cuda", "cpu") if d in pc_state["cg_on"]) or device
     summary.time_s = time.perf_counter() - t_start
     return summary
 
@@ -854,7 +878,18 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         t1 = time.perf_counter()
         y = np.empty(layout.n, dtype=vdt)
         stats = np.zeros(6)
-        if options.cgnr_kernel is not None and pc.kind in (K.PC_NONE, K.PC_BLOCK_JACOBI) and not half_:
+        cu = state.get("cuda")
+        on_device = cu is not None and not half_ and pc.kind in DEVICE_PRECONDITIONERS
+        if cu is not None:
+            state["cg_on"].add("cuda" if on_device else "cpu")
+            if not on_device and "cpu note" not in state:
+                state["cpu note"] = True
+                summary.device_note += ("; " if summary.device_note else "") + (
+                    "emulated-fp16 CG runs on the CPU" if half_ else "CG with a scalar IC/ict factor runs on the CPU")
+        if on_device:
+            its = cu.solve(Sa_, Sb_, np.ascontiguousarray(b, dtype=vdt), lam_s, pc, max_iter, options.cg_tolerance,
+                           float(options.cg_step_tolerance or 0.0), y, stats)
+        elif options.cgnr_kernel is not None and pc.kind in (K.PC_NONE, K.PC_BLOCK_JACOBI) and not half_:
             its = options.cgnr_kernel(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(b, dtype=vdt),
                                       lam_s, pc.kind, pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off,
                                       max_iter, options.cg_tolerance, y, stats)
