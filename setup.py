@@ -19,6 +19,9 @@ ROS_WHEELS = [
     "ros-std-srvs==5.5.1",
 ]
 
+#: Checked with numba 0.68.1 / numpy 2.4 (Python 3.11): installs without a GPU or CUDA toolkit.
+NUMBA_CUDA = "numba-cuda>=0.30"
+
 setup(
     name=package_name,
     version="0.1.0",
@@ -43,7 +46,10 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "pytest-timeout>=2.1"],
+        # numba-cuda: the CUDA backend of the CGNR kernels (mpslam_ros.solvers.cuda; no GPU needed to install).
+        # In "test" too, so the suite checks the CUDA kernels under numba's simulator on machines without a GPU.
+        "cuda": [NUMBA_CUDA],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", NUMBA_CUDA],
         "bench": ["gtsam>=4.2", "pyceres>=2.3", "pycolmap>=3.10", "evo>=1.25"],
     },
     zip_safe=True,
