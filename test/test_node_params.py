@@ -85,3 +85,19 @@ def test_yaml_matches_declared_parameters(ros_env, node_name, module, cls, prefi
             assert declared[name]["value"] == value, name
     if node_name == "vo_node":
         assert declared["window_size"]["value"] == 7  # -p overrides the file
+
+
+@pytest.mark.skipif(__import__("os").path.exists("/dev/nvidiactl"), reason="this machine has a GPU")
+@pytest.mark.parametrize("node_name,module,cls", [
+    ("vo_node", "mpslam_ros.nodes.vo_node", "VisualOdometryNode"),
+    ("loop_closure_node", "mpslam_ros.nodes.loop_closure_node", "LoopClosureNode"),
+])
+def test_device_cuda_without_a_gpu_is_logged_and_the_node_runs_on_the_cpu(ros_env, node_name, module, cls):
+    if "loop_closure" in module:
+        pytest.importorskip("mpslam_ros.slam.loop_closure")
+    out = subprocess.run([sys.executable, "-c", DUMP, module, cls, "--ros-args", "--params-file", str(CONFIG),
+                          "-p", "warmup:=false", "-p", f"{node_name}:device:=cuda"], env=ros_env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = out.stdout + out.stderr
+    assert "parameter device='cuda'" in log and "using 'cpu'" in log, log

@@ -28,7 +28,7 @@ from visualization_msgs.msg import MarkerArray
 
 from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
-from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
+from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass, declare_device
 from mpslam_ros.nodes.runtime import run_node
 from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up
 from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster
@@ -70,7 +70,9 @@ class LoopClosureNode(Node):
         defaults = LoopClosureConfig()
         self.precision = declare(self, "precision", getattr(defaults, "precision", "mixed"),
                                  "solver precision preset of pose-graph optimisation: fp64, fp32, fp16 or mixed")
-        overrides = declare_dataclass(self, "loop", LoopClosureConfig, skip=("precision",))
+        self.device = declare_device(self, defaults.device, "pose-graph optimisation")
+        overrides = declare_dataclass(self, "loop", LoopClosureConfig, skip=("precision", "device"))
+        overrides["device"] = self.device
         if hasattr(defaults, "precision"):
             overrides["precision"] = self.precision
         self.config = LoopClosureConfig(**overrides)
@@ -120,7 +122,7 @@ class LoopClosureNode(Node):
         self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
         self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
         self.create_subscription(CameraInfo, "vo/keyframes/camera_info", self._on_info, LATCHED)
-        self.get_logger().info(f"loop_closure_node ready: precision={self.precision}")
+        self.get_logger().info(f"loop_closure_node ready: precision={self.precision} device={self.device}")
 
     def _create_services(self) -> None:
         try:
@@ -307,7 +309,7 @@ class LoopClosureNode(Node):
             "keyframes_received": self.keyframes_received, "keyframes_processed": self.keyframes_processed,
             "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
-            "precision": self.precision, "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
+            "precision": self.precision, "device": self.device, "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
             **kernel_stats(self._kernel_watch, self.get_logger()),
             "current_map_aligned": lc.current_map_aligned(), **dataclasses.asdict(lc.stats),
         }

@@ -19,6 +19,27 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     return node.declare_parameter(name, default, ParameterDescriptor(description=description)).value
 
 
+def declare_device(node: Node, default: str, what: str) -> str:
+    """The ``device`` parameter (where ``what``'s CG iterations run), checked once at start-up: "cuda" on a
+    machine where no GPU (nor the simulator) is usable is logged as an error naming the reason and the node
+    runs on the CPU instead of failing every solve; an unknown value is refused the same way."""
+    from mpslam_ros.solvers.cuda import DEVICES, resolve_device
+
+    device = str(declare(node, "device", default,
+                         f"where {what}'s CG iterations run: cpu, cuda (a GPU through numba-cuda) or auto (the GPU "
+                         f"when present and the problem is large enough); see docs/cuda.md"))
+    if device not in DEVICES:
+        node.get_logger().error(f"parameter device={device!r} is not one of {DEVICES}; using 'cpu'")
+        return "cpu"
+    if device == "cuda":
+        try:
+            resolve_device(device, 0)
+        except RuntimeError as exc:
+            node.get_logger().error(f"parameter device='cuda': {exc}; using 'cpu'")
+            return "cpu"
+    return device
+
+
 def declare_camera_extrinsic(node: Node):
     """T_body_left from ``camera_extrinsic.translation`` / ``camera_extrinsic.rotation_xyzw``."""
     t = declare(node, "camera_extrinsic.translation", [0.0, 0.0, 0.0],

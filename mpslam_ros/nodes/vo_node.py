@@ -28,7 +28,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from mpslam_ros.datatypes import CameraIntrinsics, FrameResult, StereoFrame, StereoRig
 from mpslam_ros.nodes import msgs
-from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass
+from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass, declare_device
 from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up
 from mpslam_ros.nodes.runtime import run_node
 
@@ -108,8 +108,10 @@ class VisualOdometryNode(Node):
                                  "solver precision preset of the local bundle adjustment: fp64, fp32, fp16 or mixed")
         self.window_size = declare(self, "window_size", vo_defaults.window_size,
                                    "keyframes in the sliding bundle-adjustment window")
-        overrides = declare_dataclass(self, "vo", VOConfig, skip=("precision", "window_size"))
-        self.vo_config = VOConfig(precision=self.precision, window_size=self.window_size, **overrides)
+        self.device = declare_device(self, vo_defaults.device, "the local bundle adjustment")
+        overrides = declare_dataclass(self, "vo", VOConfig, skip=("precision", "window_size", "device"))
+        self.vo_config = VOConfig(precision=self.precision, window_size=self.window_size, device=self.device,
+                                  **overrides)
         self.bad = BadInputLog(self.get_logger())
         self._lock = threading.Lock()
         self._infos: dict = {}
@@ -175,7 +177,7 @@ class VisualOdometryNode(Node):
         for topic in self._info_topics:
             self.create_subscription(CameraInfo, topic, lambda m, t=topic: self._on_info(t, m), self.image_qos)
         self.get_logger().info(
-            f"vo_node ready: mode={self.mode} precision={self.precision} window={self.window_size}, "
+            f"vo_node ready: mode={self.mode} precision={self.precision} device={self.device} window={self.window_size}, "
             f"listening on {self.topics['left']} + {self.topics['other']}")
 
     # ------------------------------------------------------------------ inputs (executor thread)
@@ -399,7 +401,7 @@ class VisualOdometryNode(Node):
             "odometry_published": self.odometry_published,
             "bad_messages": self.bad.count,
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
-            "precision": self.precision, "window_size": self.window_size,
+            "precision": self.precision, "device": self.device, "window_size": self.window_size,
             "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
         }
         values.update(kernel_stats(self._kernel_watch, self.get_logger()))

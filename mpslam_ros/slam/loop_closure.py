@@ -105,6 +105,10 @@ class LoopClosureConfig:
     #: less than this (translation, rotation).
     merge_max_translation_m: float = 0.15
     merge_max_rotation_deg: float = 3.0
+    #: Where pose-graph optimisation's CG iterations run: "cpu", "cuda" (a GPU through numba-cuda; an error at the
+    #: first solve when there is none) or "auto" (the GPU when present and the problem is large enough).
+    #: See docs/cuda.md.
+    device: str = "cpu"
 
 
 @dataclass
@@ -188,7 +192,7 @@ def pgo_solver_options(config: LoopClosureConfig):
 
     loss = None if config.robust_loss in ("", "none") else config.robust_loss
     return SolverOptions(precision=config.precision, robust_loss=loss, robust_scale=config.robust_scale,
-                         max_iterations=config.max_iterations)
+                         max_iterations=config.max_iterations, device=config.device)
 
 
 class LoopClosure:

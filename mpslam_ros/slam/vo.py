@@ -136,6 +136,10 @@ class VOConfig:
     #: A candidate is verified against the landmarks of this many keyframes on each side of it (its
     #: local map), not only its own: more 3D points to match after a large viewpoint change.
     relocalization_neighbours: int = 3
+    #: Where the window BA's CG iterations run: "cpu", "cuda" (a GPU through numba-cuda; an error at the
+    #: first solve when there is none) or "auto" (the GPU when present and the problem is large enough).
+    #: See docs/cuda.md.
+    device: str = "cpu"
 
 
 @dataclass
@@ -751,7 +755,7 @@ class VisualOdometry:
             precision=cfg.precision, max_iterations=cfg.ba_iterations,
             preconditioner=cfg.ba_preconditioner,
             robust_loss=None if cfg.ba_robust_loss in ("", "none") else cfg.ba_robust_loss,
-            robust_scale=cfg.ba_robust_scale_px / cfg.sigma_px)
+            robust_scale=cfg.ba_robust_scale_px / cfg.sigma_px, device=cfg.device)
         T_new, P_new, _summary = _solve_window(
             T_cw, points_w, np.asarray(obs_cam, np.int64), np.asarray(obs_pt, np.int64),
             np.asarray(obs_uv, np.float64).reshape(-1, 2), np.asarray(obs_ur, np.float64),
