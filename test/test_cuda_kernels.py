@@ -158,3 +158,16 @@ def test_level_schedule_orders_dependencies():
     # the transposed lists hold exactly the blocks of each column
     for j in range(nb):
         assert sorted(s.trow[s.tptr[j]:s.tptr[j + 1]].tolist()) == [i for i, r in enumerate(rows) if j in r]
+
+
+@pytest.mark.skipif(HAS_GPU or os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"),
+                    reason="this machine has a GPU or runs the simulator")
+def test_cli_device_cuda_without_gpu(tmp_path, capsys, data_dir):
+    from mpslam_ros.cli import main
+
+    assert main(["pgo", str(data_dir / "pgo" / "tinyGrid3D.g2o"), "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA device" in capsys.readouterr().err
+    assert main(["bench", "pgo", str(data_dir / "pgo" / "tinyGrid3D.g2o"), "--device", "cuda", "--no-gtsam",
+                 "--modes", "mixed"]) == 0
+    out = capsys.readouterr().out
+    assert "no CUDA device" in out and "the cuda rows are skipped" in out and "mixed" in out

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mpslam_ros.cli.device import add_device_argument
+
 HELP = "BA on BAL files: fp64/fp32/fp16/mixed CGNR vs the fp64 Schur reference and Ceres (table)"
 DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ba"
 
@@ -26,6 +28,17 @@ MODES = [
 ]
 #: Ceres linear solvers timed next to the modes (row label "ceres <name>").
 CERES_SOLVERS = ("DENSE_SCHUR", "ITERATIVE_SCHUR")
+
+
+def modes_for(device: str) -> list:
+    """:data:`MODES`, plus with ``--device cuda`` (and a usable device) the CGNR rows again with their CG
+    iterations on the GPU, labelled "... cuda" (not naive fp16: its emulated-fp16 CG runs on the CPU)."""
+    from mpslam_ros.cli.device import cuda_rows_wanted
+
+    if not cuda_rows_wanted(device):
+        return list(MODES)
+    return list(MODES) + [(f"{label} cuda", dict(kw, device="cuda")) for label, kw in MODES
+                          if label.startswith("cgnr") and kw.get("precision") != "fp16"]
 
 
 def solver_options(mode_kw: dict, max_iterations: int, **extra):
@@ -241,6 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--function-tolerance", type=float, default=1e-6,
                         help="stop when a step lowers the cost by less than this fraction, every solver incl. "
                              "Ceres (default 1e-6, Ceres' default)")
+    add_device_argument(parser, bench=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -251,10 +265,11 @@ def main(args: argparse.Namespace) -> int:
     single_threaded_blas()
     warmup()
     no_ceres = ceres_available()
+    modes = modes_for(args.device)
     for f in files:
         bal = read_bal(f)
         rows = []
-        for mode, kw in MODES:
+        for mode, kw in modes:
             t0 = time.perf_counter()
             _, s = solve_bal(bal, solver_options(kw, args.max_iterations, function_tolerance=args.function_tolerance))
             rows.append(row_from(mode, s, time.perf_counter() - t0))

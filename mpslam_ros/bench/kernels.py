@@ -18,6 +18,8 @@ from typing import List
 
 import numpy as np
 
+from mpslam_ros.cli.device import add_device_argument, cuda_rows_wanted
+
 HELP = "time the mixed-precision kernels (J p, J^T q, triangular solves, CGNR) per storage format"
 DESCRIPTION = __doc__
 
@@ -33,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the block triangular solves on synthetic 6x6 block factors with these "
                              "numbers of block rows (14 blocks per row, chain-like pattern), e.g. 20000,100000 "
                              "to go past the L3 cache (default: none)")
+    add_device_argument(parser, bench=True)
 
 
 def _median_time(fn, repeat: int) -> float:
@@ -45,7 +48,7 @@ def _median_time(fn, repeat: int) -> float:
     return float(np.median(ts))
 
 
-def bench_file(path: Path, repeat: int) -> List[dict]:
+def bench_file(path: Path, repeat: int, cuda_rows: bool = False) -> List[dict]:
     from mpslam_ros.io.g2o import initial_guess, read_g2o
     from mpslam_ros.problems.pgo import PoseGraphProblem
     from mpslam_ros.solvers import kernels as K
@@ -133,7 +136,61 @@ def bench_file(path: Path, repeat: int) -> List[dict]:
                              factor_bytes=Us.nbytes + Dinv.nbytes,
                              index_bytes=blk.L_indptr.nbytes + blk.L_indices.nbytes, tri_ms=1e3 * t_tri,
                              cg_iter_ms=1e3 * t_cg))
+            if cuda_rows:
+                rows.append(_cuda_row(base, lay, Ja_s, Jb_s, blk, Us, Dinv, p, repeat))
     return rows
+
+
+def _cuda_row(base: dict, lay, Ja_s, Jb_s, blk, Us, Dinv, p, repeat: int) -> dict:
+    """The same products, block triangular-solve pair and CG iteration on the CUDA device (factor "ict-block
+    cuda"): J and the factor resident on the device, each timing synchronised; CG = 10 iterations of
+    :class:`~mpslam_ros.solvers.cuda.cgnr.CudaCGNR` including its two small read-backs per iteration."""
+    from types import SimpleNamespace
+
+    from numba import cuda
+
+    from mpslam_ros.solvers import kernels as K
+    from mpslam_ros.solvers.cuda.cgnr import CudaCGNR
+    from mpslam_ros.solvers.cuda.kernels import TPB, blocks_for, kernels_for
+
+    def timed(fn, n):
+        def run():
+            fn()
+            cuda.synchronize()
+        return _median_time(run, n)
+
+    vt = p.dtype
+    kern = kernels_for(vt.name)
+    cg = CudaCGNR(lay.col_a, lay.col_b, lay.n, Ja_s.shape[1], lay.bd_col, lay.bd_size, lay.bd_off)
+    pc = SimpleNamespace(kind=K.PC_BLOCK_LDL, L_indptr=blk.L_indptr, L_indices=blk.L_indices, L_vals=Us, L_diag=Dinv,
+                         L_block=blk.L_block, L_inv_scale=blk.L_inv_scale, L_perm=blk.L_perm)
+    dJa, dJb = cg._jacobian(Ja_s, Jb_s)
+    dev_pc = cg._preconditioner(pc, vt)
+    w = cg._vectors(vt)
+    w["p"].copy_to_device(p)
+    Kn, m = Ja_s.shape[:2]
+    q = cuda.device_array(Kn * m, vt)
+    nq, nn, nk = blocks_for(Kn * m), blocks_for(lay.n), blocks_for(Kn)
+    t_jp = timed(lambda: kern.jac_matvec[nq, TPB](dJa, dJb, cg.col_a, cg.col_b, w["p"], q), repeat)
+
+    def jtq():
+        kern.fill[nn, TPB](w["Ap"], 0)
+        kern.jac_t_matvec_add[nk, TPB](dJa, dJb, cg.col_a, cg.col_b, q, w["Ap"])
+
+    t_jtq = timed(jtq, repeat)
+
+    def jtj():
+        kern.fill[nn, TPB](w["Ap"], 0)
+        kern.normal_product_add[nk, TPB](dJa, dJb, cg.col_a, cg.col_b, w["p"], w["Ap"])
+
+    t_jtj = timed(jtj, repeat)
+    t_tri = timed(lambda: cg.apply_preconditioner(kern, dev_pc, w["p"], w["z"], w["tmp"]), repeat)
+    x, stats = np.empty(lay.n, vt), np.zeros(6)
+    t_cg = timed(lambda: cg.solve(Ja_s, Jb_s, p, 1e-6, pc, 10, 0.0, 0.0, x, stats), max(3, repeat // 5)) / 10.0
+    levels = len(dev_pc["sched"].fwd_ptr) - 1
+    return dict(base, factor="ict-block cuda", factor_nnz=len(Us) + len(Dinv), factor_bytes=Us.nbytes + Dinv.nbytes,
+                index_bytes=blk.L_indptr.nbytes + blk.L_indices.nbytes, jp_ms=1e3 * t_jp, jtq_ms=1e3 * t_jtq,
+                jtj_ms=1e3 * t_jtj, tri_ms=1e3 * t_tri, cg_iter_ms=1e3 * t_cg, levels=levels)
 
 
 def print_table(rows: List[dict]) -> None:
@@ -185,10 +242,16 @@ def main(args: argparse.Namespace) -> int:
 
     kernels.warmup()
     files = [Path(f) for f in args.files] or [DEFAULT_DIR / f for f in DEFAULT_FILES]
+    cuda_rows = cuda_rows_wanted(args.device)
     rows: List[dict] = []
     for f in files:
-        rows.extend(bench_file(f, args.repeat))
+        rows.extend(bench_file(f, args.repeat, cuda_rows))
     print_table(rows)
+    levels = {r["dataset"]: r["levels"] for r in rows if "levels" in r}
+    if levels:
+        print("ict-block cuda: the CUDA kernels on the device (J, factor resident; times synchronised); level-"
+              "scheduled triangular solves, one launch per level: "
+              + ", ".join(f"{k} {v} levels" for k, v in levels.items()))
     sizes = [int(x) for x in args.synthetic_rows.split(",") if x.strip()]
     if sizes:
         print("\nsynthetic block factors (6x6 blocks), triangular-solve pair:")

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from mpslam_ros.cli.device import add_device_argument, cuda_rows_wanted
 from mpslam_ros.io.g2o import G2OGraph, read_g2o
 from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options, pose_graph_cost
 from mpslam_ros.solvers.lm import SolverOptions, solve
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run each solver this many times and report the fastest (default: %(default)s)")
     parser.add_argument("--no-gtsam", action="store_true", help="skip the GTSAM reference")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+    add_device_argument(parser, bench=True)
 
 
 def gtsam_graph(graph: G2OGraph, poses: np.ndarray):
@@ -89,10 +91,10 @@ def run_gtsam(graph: G2OGraph, poses0: np.ndarray) -> dict:
     return dict(time_s=elapsed, iterations=int(opt.iterations()), poses=poses, gtsam_error=float(fg.error(result)))
 
 
-def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str) -> dict:
+def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str, device: str = "cpu") -> dict:
     problem = PoseGraphProblem(graph.kind, poses0, graph.edge_i, graph.edge_j, graph.measurements,
                                graph.information, fixed=np.array([0]))
-    summary = solve(problem, pgo_options(SolverOptions(precision=mode, preconditioner=preconditioner)))
+    summary = solve(problem, pgo_options(SolverOptions(precision=mode, preconditioner=preconditioner, device=device)))
     return dict(time_s=summary.time_s, iterations=summary.iterations, poses=problem.poses.copy(),
                 summary=summary)
 
@@ -102,7 +104,8 @@ def _fmt_row(cells, widths):
 
 
 def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, repeat: int,
-               with_gtsam: bool) -> List[dict]:
+               with_gtsam: bool, devices=("cpu",)) -> List[dict]:
+    """Rows of one graph: each mode on each device (mode label "MODE cuda" for device rows), then GTSAM."""
     if str(path).startswith("synth:"):
         from mpslam_ros.problems.graph_synth import graph_from_spec
 
@@ -127,12 +130,13 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
         runs = [run_gtsam(graph, poses0) for _ in range(repeat)]
         ref = min(runs, key=lambda r: r["time_s"])
         ref["cost"] = score(ref["poses"])
-    for mode in modes:
-        runs = [run_ours(graph, poses0, mode, preconditioner) for _ in range(repeat)]
+    for mode, device in [(m, d) for d in devices for m in modes if d == "cpu" or m != "fp16"]:
+        runs = [run_ours(graph, poses0, mode, preconditioner, device) for _ in range(repeat)]
         best = min(runs, key=lambda r: r["time_s"])
         s = best["summary"]
         cost = score(best["poses"])
-        rows.append(dict(base, mode=mode, final_cost=cost, iterations=s.iterations, cg_iterations=s.cg_iterations,
+        rows.append(dict(base, mode=mode if device == "cpu" else f"{mode} {device}", device=s.device, final_cost=cost,
+                         iterations=s.iterations, cg_iterations=s.cg_iterations,
                          time_s=s.time_s, time_per_iteration_s=s.time_s / max(s.iterations, 1),
                          triangular_solve_time_s=s.triangular_solve_time_s,
                          linear_solve_time_s=s.linear_solve_time_s,
@@ -141,7 +145,8 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          cost_ratio=cost / ref["cost"] if ref else float("nan"),
                          time_ratio=s.time_s / ref["time_s"] if ref else float("nan")))
     if ref:
-        rows.append(dict(base, mode="gtsam", final_cost=ref["cost"], iterations=ref["iterations"], cg_iterations=0,
+        rows.append(dict(base, mode="gtsam", device="cpu", final_cost=ref["cost"], iterations=ref["iterations"],
+                         cg_iterations=0,
                          time_s=ref["time_s"], time_per_iteration_s=ref["time_s"] / max(ref["iterations"], 1),
                          triangular_solve_time_s=0.0, linear_solve_time_s=float("nan"),
                          preconditioner_bytes=0, jacobian_bytes=0, fp16_fallbacks=0, termination="gtsam",
@@ -181,6 +186,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
     from mpslam_ros.problems import pgo
 
+    devices = ("cpu", "cuda") if cuda_rows_wanted(args.device) else ("cpu",)
     pgo.warmup()  # compile outside the timed region
     try:
         from tqdm import tqdm
@@ -189,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
             return x
     rows: List[dict] = []
     for f in tqdm(files, desc="pose graphs", unit="graph"):
-        rows.extend(bench_file(f, modes, args.init, args.preconditioner, args.repeat, not args.no_gtsam))
+        rows.extend(bench_file(f, modes, args.init, args.preconditioner, args.repeat, not args.no_gtsam, devices))
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from mpslam_ros.cli.device import add_device_argument
+
 HELP = "sliding-window BA (50 keyframes, ~230 landmarks, ~2,750 observations): all modes and Ceres, table"
 
 
@@ -24,12 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="convergence: a step lowering the cost by less than this fraction, every solver "
                              "incl. Ceres (default 1e-6, Ceres' default)")
     parser.add_argument("--no-ceres", action="store_true", help="skip the Ceres rows")
+    add_device_argument(parser, bench=True)
 
 
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mpslam_ros.bench.ba import (CERES_SOLVERS, MODES, ceres_available, ceres_window, print_table,
+    from mpslam_ros.bench.ba import (CERES_SOLVERS, ceres_available, ceres_window, modes_for, print_table,
                                      single_threaded_blas, solver_options)
     from mpslam_ros.problems.ba import solve_window, warmup
     from mpslam_ros.problems.window_synth import make_window
@@ -38,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
     warmup()
     no_ceres = "--no-ceres given" if args.no_ceres else (
         "stereo windows (COLMAP's costs are mono)" if args.stereo else ceres_available())
-    labels = [m for m, _ in MODES] + ([] if no_ceres else [f"ceres {ls}" for ls in CERES_SOLVERS])
+    modes = modes_for(args.device)
+    labels = [m for m, _ in modes] + ([] if no_ceres else [f"ceres {ls}" for ls in CERES_SOLVERS])
     rec = {m: dict(cost=[], time=[], its=[], cg=[], share=[]) for m in labels}
     optimum, n_obs = [], []
     for i in tqdm(range(args.count), desc="windows"):
@@ -48,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         _, _, ref = solve_window(*w.solve_args(), options=solver_options(
             dict(linear_solver="schur"), 20, function_tolerance=1e-13))
         optimum.append(ref.final_cost)
-        for mode, kw in MODES:
+        for mode, kw in modes:
             opts = solver_options(kw, args.max_iterations, function_tolerance=args.function_tolerance)
             t0 = time.perf_counter()
             _, _, s = solve_window(*w.solve_args(), options=opts)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from mpslam_ros.cli.device import add_device_argument, cuda_unavailable
+
 HELP = "bundle-adjust a BAL problem (.txt/.bz2) and write the optimised problem in BAL format"
 
 
@@ -19,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-iterations", type=int, default=50, help="LM iterations (default 50)")
     parser.add_argument("--loss", choices=["huber", "cauchy"], default=None, help="robust loss (default none)")
     parser.add_argument("--loss-scale", type=float, default=1.0, help="robust loss scale in pixels (default 1)")
+    add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the text report")
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per LM iteration")
 
@@ -28,6 +31,9 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.problems.ba import solve_bal
     from mpslam_ros.solvers.lm import SolverOptions
 
+    if args.device == "cuda" and cuda_unavailable():
+        print(f"error: --device cuda: {cuda_unavailable()}", file=sys.stderr)
+        return 2
     try:
         bal = read_bal(args.input)
     except (BALFormatError, FileNotFoundError) as exc:
@@ -35,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     options = SolverOptions(precision=args.precision, linear_solver=args.solver, preconditioner="block_jacobi",
                             max_iterations=args.max_iterations, robust_loss=args.loss,
-                            robust_scale=args.loss_scale, verbose=args.verbose)
+                            robust_scale=args.loss_scale, verbose=args.verbose, device=args.device)
     out, summary = solve_bal(bal, options)
     if args.output:
         write_bal(args.output, out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from mpslam_ros.cli.device import add_device_argument, cuda_unavailable
 from typing import Optional
 
 import numpy as np
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict-information", action="store_true",
                         help="refuse information matrices that are not positive definite (default: project "
                              "them to the nearest positive-definite matrix, counted and warned)")
+    add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per LM iteration")
 
@@ -50,6 +53,9 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options
     from mpslam_ros.solvers.lm import SolverOptions, solve
 
+    if args.device == "cuda" and cuda_unavailable():
+        print(f"error: --device cuda: {cuda_unavailable()}", file=sys.stderr)
+        return 2
     try:
         graph = read_g2o(args.input, info_policy="strict" if args.strict_information else "project")
     except G2OFormatError as exc:
@@ -67,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     options = SolverOptions(precision=args.precision, linear_solver=args.linear_solver,
                             preconditioner=args.preconditioner, max_iterations=args.max_iterations,
                             robust_loss=args.robust, robust_scale=args.robust_scale,
-                            verbose=args.verbose and not args.json)
+                            verbose=args.verbose and not args.json, device=args.device)
     summary = solve(problem, pgo_options(options))
     if args.output:
         write_g2o(args.output, graph, problem.poses)

@@ -32,7 +32,7 @@ import scipy.sparse.linalg as spla
 
 from mpslam_ros.solvers import kernels as K
 from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic
-from mpslam_ros.solvers.cuda import DEVICE_PRECONDITIONERS, DEVICES, resolve_device
+from mpslam_ros.solvers.cuda import DEVICES, resolve_device
 from mpslam_ros.solvers.precision import (
     PrecisionPreset,
     arithmetic_dtype,
@@ -879,7 +879,7 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         y = np.empty(layout.n, dtype=vdt)
         stats = np.zeros(6)
         cu = state.get("cuda")
-        on_device = cu is not None and not half_ and pc.kind in DEVICE_PRECONDITIONERS
+        on_device = cu is not None and not half_ and cu.supports(pc.kind)
         if cu is not None:
             state["cg_on"].add("cuda" if on_device else "cpu")
             if not on_device and "cpu note" not in state:

@@ -13,12 +13,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
-from mpslam_ros.solvers import kernels as _K
-
 DEVICES = ("cpu", "cuda", "auto")
-
-#: Preconditioner kinds the device CG loop applies (scalar IC(0) / CSR ict factors stay on the CPU).
-DEVICE_PRECONDITIONERS = (_K.PC_NONE, _K.PC_BLOCK_JACOBI, _K.PC_BLOCK_LDL)
 
 #: "auto" uses the GPU from this many stored Jacobian values (K residual blocks x rows x columns) up.
 #: A guess, not a measurement: no GPU was available when the backend was written (docs/cuda.md).

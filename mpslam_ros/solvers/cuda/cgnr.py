@@ -23,7 +23,6 @@ from typing import Optional
 import numpy as np
 
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.cuda import DEVICE_PRECONDITIONERS
 from mpslam_ros.solvers.cuda.kernels import (
     MAX_ROWS,
     blocks_for,
@@ -32,6 +31,10 @@ from mpslam_ros.solvers.cuda.kernels import (
     level_schedule,
     reduction_blocks,
 )
+
+
+#: Preconditioner kinds the device CG loop applies (scalar IC(0) / CSR ict factors stay on the CPU).
+DEVICE_PRECONDITIONERS = (K.PC_NONE, K.PC_BLOCK_JACOBI, K.PC_BLOCK_LDL)
 
 
 class CudaCGNR:
@@ -60,6 +63,11 @@ class CudaCGNR:
         self._pc = (None, None)  # (host preconditioner object, its device arrays)
         self._schedule = (None, None)  # ((indptr, indices) host arrays, device level schedule)
         self.uploads = {"jacobian": 0, "preconditioner": 0}
+
+    @staticmethod
+    def supports(pc_kind: int) -> bool:
+        """Whether the device loop applies this preconditioner kind."""
+        return pc_kind in DEVICE_PRECONDITIONERS
 
     # ------------------------------------------------------------------ device data
 
