@@ -162,7 +162,7 @@ def test_level_schedule_orders_dependencies():
 
 @pytest.mark.skipif(HAS_GPU or os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"),
                     reason="this machine has a GPU or runs the simulator")
-def test_cli_device_cuda_without_gpu(tmp_path, capsys, data_dir):
+def test_cli_device_cuda_without_gpu(capsys, data_dir):
     from mpslam_ros.cli import main
 
     assert main(["pgo", str(data_dir / "pgo" / "tinyGrid3D.g2o"), "--device", "cuda"]) == 2

@@ -18,13 +18,13 @@ tick counts in ``stats[2:4]`` are 0 (kernel launches are asynchronous; no per-ph
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
 from mpslam_ros.solvers import kernels as K
 from mpslam_ros.solvers.cuda.kernels import (
     MAX_ROWS,
+    TPB,
     blocks_for,
     device_view,
     kernels_for,
@@ -127,12 +127,12 @@ class CudaCGNR:
         nbk = blocks_for(n)
         kind = pc_dev["kind"]
         if kind == K.PC_BLOCK_JACOBI:
-            kern.block_jacobi_apply[nbk, _tpb()](pc_dev["vals"], self.col_blk, self.bd_col, self.bd_size,
+            kern.block_jacobi_apply[nbk, TPB](pc_dev["vals"], self.col_blk, self.bd_col, self.bd_size,
                                                  self.bd_off, r, z)
         elif kind == K.PC_BLOCK_LDL:
             block_ldl_solve(kern, pc_dev, r, z, tmp, n)
         else:
-            kern.copy[nbk, _tpb()](r, z)
+            kern.copy[nbk, TPB](r, z)
 
     def solve(self, Sa: np.ndarray, Sb: np.ndarray, rhs: np.ndarray, lam: float, pc, max_iter: int, rtol: float,
               step_rtol: float, x_out: np.ndarray, stats: np.ndarray) -> int:
@@ -146,7 +146,7 @@ class CudaCGNR:
         pc_dev = self._preconditioner(pc, vec)
         w = self._vectors(vec)
         x, r, z, p, Ap, tmp = w["x"], w["r"], w["z"], w["p"], w["Ap"], w["tmp"]
-        n, tpb, nbk, nred = self.n, _tpb(), blocks_for(self.n), reduction_blocks(self.n)
+        n, tpb, nbk, nred = self.n, TPB, blocks_for(self.n), reduction_blocks(self.n)
         s = self.scalars
         stats[:] = 0.0
         b = np.ascontiguousarray(rhs, dtype=vec)
@@ -212,16 +212,10 @@ class CudaCGNR:
         return it
 
 
-def _tpb() -> int:
-    from mpslam_ros.solvers.cuda.kernels import TPB
-
-    return TPB
-
-
 def block_ldl_solve(kern, pc_dev, r, z, tmp, n: int) -> None:
     """z = P^T (L D L^T)^-1 P r with level-scheduled block triangular solves (one launch per level);
     ``r`` is left unchanged, ``tmp`` is overwritten."""
-    sched, d, tpb = pc_dev["sched"], pc_dev["d"], _tpb()
+    sched, d, tpb = pc_dev["sched"], pc_dev["d"], TPB
     nbk = blocks_for(n)
     perm = pc_dev["perm"]
     if perm is not None:

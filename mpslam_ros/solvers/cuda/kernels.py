@@ -16,7 +16,6 @@ rows of one level depend only on rows of earlier levels, so a solve is one launc
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from types import SimpleNamespace
 
