@@ -31,6 +31,8 @@ from mpslam_ros.nodes.runtime import run_node
 
 #: seconds to wait after every --wait-for topic is matched, before the first message
 MATCH_SETTLE_S = 0.5
+#: Topics that stay global under --in-namespace.
+GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
 #: At the end of playback, at most this long for every reader to acknowledge the last messages.
 DELIVERY_TIMEOUT_S = 10.0
 
@@ -86,15 +88,17 @@ class BagPlayerNode(Node):
                 self.get_logger().warning(f"skipping {conn.topic}: message type {conn.msgtype} is not installed")
                 continue
             if conn.topic not in self._topic_publishers:
+                name = (conn.topic.lstrip("/") if options.in_namespace and conn.topic not in GLOBAL_TOPICS
+                        else conn.topic)
                 self._topic_publishers[conn.topic] = self.create_publisher(
-                    cls, conn.topic, latched if conn.topic == "/tf_static" else qos)
+                    cls, name, latched if conn.topic == "/tf_static" else qos)
             self._connections.append(conn)
         if not self._connections:
             raise BagError(f"bag {options.bag}: no playable topics")
         self._clock_pub = self.create_publisher(Clock, "/clock", 10) if options.clock_hz > 0 else None
         self.get_logger().info(
             f"playing {options.bag} at rate {options.rate:g}: "
-            + ", ".join(sorted(self._topic_publishers)))
+            + ", ".join(sorted(p.topic_name for p in self._topic_publishers.values())))
         self._thread = threading.Thread(target=self._play_guarded, name="bag_player", daemon=True)
         self._thread.start()
 
@@ -127,8 +131,11 @@ class BagPlayerNode(Node):
                 self.get_logger().warning(f"not every subscriber of {topic} acknowledged the last messages")
 
     def _wait_for_subscribers(self) -> None:
-        deadline = time.monotonic() + self.options.wait_timeout
+        timeout = self.options.wait_timeout if self.options.wait_timeout > 0 else float("inf")
+        deadline = time.monotonic() + timeout
         pending = list(self.options.wait_for)
+        if pending:
+            self.get_logger().info(f"waiting for subscribers on {[self.resolve_topic_name(t) for t in pending]}")
         while pending and not self._stop.is_set():
             pending = [t for t in pending if self._subscriber_count(t) == 0]
             if not pending:
@@ -145,10 +152,13 @@ class BagPlayerNode(Node):
     def _subscriber_count(self, topic: str) -> int:
         """Matched DDS readers for a topic this player publishes (the ROS graph can list a
         subscriber before its endpoints match, and what is sent before the match is lost);
-        graph subscribers for any other topic (e.g. a node's keyframe input, a readiness sign)."""
-        name = topic if topic.startswith("/") else "/" + topic
-        publisher = self._topic_publishers.get(name) or self._topic_publishers.get(topic)
-        return publisher.get_subscription_count() if publisher is not None else self.count_subscribers(topic)
+        graph subscribers for any other topic (e.g. a node's keyframe input, a readiness sign).
+        A relative TOPIC resolves in the player's namespace, as the nodes' names do."""
+        name = self.resolve_topic_name(topic)
+        for publisher in self._topic_publishers.values():
+            if publisher.topic_name == name:
+                return publisher.get_subscription_count()
+        return self.count_subscribers(name)
 
     def _play_once(self) -> None:
         opts = self.options
