@@ -125,6 +125,7 @@ class VisualOdometryNode(Node):
         self._pending: collections.deque = collections.deque()
         self._wake = threading.Condition(self._lock)
         self._stop = False
+        self._busy = False  # the worker is on a frame (frames_pending counts it)
         self._abandon = False  # set when close() stops waiting: the worker then publishes nothing more
         self.frames_received = 0
         self.frames_processed = 0
@@ -308,6 +309,7 @@ class VisualOdometryNode(Node):
         vo = None
         while True:
             with self._wake:
+                self._busy = False
                 while not self._pending and not self._stop:
                     self._wake.wait(0.5)
                 # on shutdown, frames already received are still processed (close() waits up to
@@ -315,6 +317,7 @@ class VisualOdometryNode(Node):
                 if self._abandon or (self._stop and not self._pending):
                     return
                 frame, arrived = self._pending.popleft()
+                self._busy = True
                 rig = self._rig
             try:
                 if vo is None:
@@ -406,6 +409,7 @@ class VisualOdometryNode(Node):
             "tracking_state": self.tracking_state, "num_tracked": self.num_tracked,
             "frames_received": self.frames_received, "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped, "frames_missed": self.frames_missed,
+            "frames_pending": len(self._pending) + int(self._busy),
             "images_unpaired": self.images_unpaired,
             "odometry_published": self.odometry_published,
             "bad_messages": self.bad.count,
