@@ -3,12 +3,30 @@
 #   ./dev.sh demo   -> the full SLAM demo on the built-in synthetic data (`mpslam demo`)
 #   ./dev.sh test   -> the whole test suite (pytest)
 #   ./dev.sh setup  -> only the environment;  ./dev.sh shell CMD... -> run CMD inside it
+# Where ../shared/vendor holds the upstream ROS 2 launch stack (launch, launch_ros, launch_testing,
+# ros2cli: on no registry), it is installed into .venv too, with a dev/test-only composition_interfaces
+# shim (dev/composition_interfaces_shim): `ros2 launch`, `colcon build` and the launch tests then run.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 VENV=.venv
-STAMP=$VENV/.installed-$(cat setup.py | sha1sum | cut -c1-12)
+VENDOR=${MPSLAM_ROS_VENDOR:-../shared/vendor}
+STAMP=$VENV/.installed-$(cat setup.py dev.sh $(ls "$VENDOR"/SOURCES.txt 2>/dev/null) | sha1sum | cut -c1-12)
+
+# The vendored upstream packages, in dependency order (pip --no-deps: their Python deps are the `launch` extra).
+VENDORED_PACKAGES="launch/launch launch/launch_xml launch/launch_yaml launch/launch_testing launch/launch_pytest
+  ros2cli/ros2cli ros2cli/ros2pkg ros2cli/ros2run ros2cli/ros2node ros2cli/ros2topic ros2cli/ros2param
+  launch_ros/launch_ros launch_ros/launch_testing_ros launch_ros/ros2launch"
+
+install_vendored_launch() {
+  local src=$VENV/vendor-src
+  rm -rf "$src" && mkdir -p "$src"
+  for t in "$VENDOR"/*.tar.gz; do tar xzf "$t" -C "$src"; done
+  local paths=()
+  for p in $VENDORED_PACKAGES; do paths+=("$src/$p"); done
+  "$VENV/bin/python" -m pip install -q --no-deps "${paths[@]}" ./dev/composition_interfaces_shim
+}
 
 setup_env() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -16,15 +34,24 @@ setup_env() {
     "$PY" -m venv "$VENV"
   fi
   if [ ! -f "$STAMP" ]; then
-    echo "[dev.sh] installing mpslam_ros[ros,test,bench] into $VENV (first run only)"
+    echo "[dev.sh] installing mpslam_ros and its dependencies into $VENV (first run only)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[ros,test,bench]"
+    if [ -d "$VENDOR" ]; then
+      "$VENV/bin/python" -m pip install -q -e ".[ros,test,bench,launch]"
+      echo "[dev.sh] installing the ROS 2 launch stack from $VENDOR into $VENV"
+      install_vendored_launch
+    else
+      echo "[dev.sh] no $VENDOR: without the launch stack (launch tests skip)"
+      "$VENV/bin/python" -m pip install -q -e ".[ros,test,bench]"
+    fi
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
   fi
   export PATH="$PWD/$VENV/bin:$PATH"
   # Keep each run's DDS traffic on this machine.
   export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+  # ament_index (ros2 launch/run/pkg) finds the vendored packages installed into the venv prefix.
+  export AMENT_PREFIX_PATH=$PWD/$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
   # Compile (or load from cache) every numba kernel once, so tests and nodes start warm.
   mpslam warmup >/dev/null
 }

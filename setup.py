@@ -49,7 +49,12 @@ setup(
         # numba-cuda: the CUDA backend of the CGNR kernels (mpslam_ros.solvers.cuda; no GPU needed to install).
         # In "test" too, so the suite checks the CUDA kernels under numba's simulator on machines without a GPU.
         "cuda": [NUMBA_CUDA],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", NUMBA_CUDA],
+        # pytest < 9: launch_testing's pytest plugin does not load under pytest 9 (ros2/launch#979)
+        "test": ["pytest>=7,<9", "pytest-timeout>=2.1", NUMBA_CUDA],
+        # Python dependencies of the upstream launch stack that dev.sh installs from ../shared/vendor
+        # (launch, launch_ros, launch_testing, ros2cli: on no registry), and colcon to build the package.
+        "launch": ["osrf-pycommon>=2.0", "lark>=1.1", "importlib-metadata", "psutil", "argcomplete",
+                   "packaging", "catkin-pkg>=1.0", "colcon-common-extensions>=0.3"],
         "bench": ["gtsam>=4.2", "pyceres>=2.3", "pycolmap>=3.10", "evo>=1.25"],
     },
     zip_safe=True,

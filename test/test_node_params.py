@@ -57,7 +57,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def yaml_params(node_name: str) -> dict:
     cfg = yaml.safe_load(CONFIG.read_text())
     values = flatten(cfg["/**"]["ros__parameters"])
-    values.update(flatten(cfg[node_name]["ros__parameters"]))
+    values.update(flatten(cfg[f"/**/{node_name}"]["ros__parameters"]))  # any namespace (namespace:=robot1)
     return values
 
 

@@ -23,7 +23,17 @@ def add_player_arguments(parser: argparse.ArgumentParser) -> None:
                         help="before playing, wait until each TOPIC has a subscriber (e.g. the camera topics "
                              "of vo_node, so no frame is lost while the nodes start)")
     parser.add_argument("--wait-timeout", type=float, default=60.0,
-                        help="seconds to wait for --wait-for subscribers before giving up (default 60)")
+                        help="seconds to wait for --wait-for subscribers before giving up and playing anyway "
+                             "(default 60; 0 = wait as long as it takes: the nodes subscribe only once warm, "
+                             "so a cold first start cannot make the player play into the void)")
+    parser.add_argument("--wait-processed", type=float, default=0.0, metavar="SECONDS",
+                        help="after the last message, wait up to SECONDS until vo_node reports on /diagnostics "
+                             "that no frame is pending (a bag is offline data: the launch then ends only "
+                             "once VO has caught up; default 0 = do not wait)")
+    parser.add_argument("--in-namespace", action="store_true",
+                        help="publish the bag's topics relative to the player's namespace (under "
+                             "`--ros-args -r __ns:=/robot1`, /camera/left/image_raw goes out on "
+                             "/robot1/camera/left/image_raw); /clock, /tf and /tf_static stay global")
     parser.add_argument("--delay", type=float, default=0.0,
                         help="seconds to sleep before the first message (after --wait-for)")
     parser.add_argument("--qos-depth", type=int, default=100,

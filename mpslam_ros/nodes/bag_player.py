@@ -25,12 +25,16 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 
 from mpslam_ros.cli.play import add_player_arguments
-from mpslam_ros.nodes.msgs import ns_to_time
+from mpslam_ros.nodes.msgs import diagnostic_values, ns_to_time
 from mpslam_ros.nodes.runtime import run_node
 
 
 #: seconds to wait after every --wait-for topic is matched, before the first message
 MATCH_SETTLE_S = 0.5
+#: the /diagnostics status whose frames_pending --wait-processed waits on
+VO_DIAGNOSTIC = "vo_node: visual odometry"
+#: Topics that stay global under --in-namespace.
+GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
 #: At the end of playback, at most this long for every reader to acknowledge the last messages.
 DELIVERY_TIMEOUT_S = 10.0
 
@@ -86,15 +90,22 @@ class BagPlayerNode(Node):
                 self.get_logger().warning(f"skipping {conn.topic}: message type {conn.msgtype} is not installed")
                 continue
             if conn.topic not in self._topic_publishers:
+                name = (conn.topic.lstrip("/") if options.in_namespace and conn.topic not in GLOBAL_TOPICS
+                        else conn.topic)
                 self._topic_publishers[conn.topic] = self.create_publisher(
-                    cls, conn.topic, latched if conn.topic == "/tf_static" else qos)
+                    cls, name, latched if conn.topic == "/tf_static" else qos)
             self._connections.append(conn)
         if not self._connections:
             raise BagError(f"bag {options.bag}: no playable topics")
         self._clock_pub = self.create_publisher(Clock, "/clock", 10) if options.clock_hz > 0 else None
+        self._vo_reports: list = []  # (arrival monotonic, frames_pending) of vo_node's diagnostics
+        if options.wait_processed > 0:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.get_logger().info(
             f"playing {options.bag} at rate {options.rate:g}: "
-            + ", ".join(sorted(self._topic_publishers)))
+            + ", ".join(sorted(p.topic_name for p in self._topic_publishers.values())))
         self._thread = threading.Thread(target=self._play_guarded, name="bag_player", daemon=True)
         self._thread.start()
 
@@ -109,6 +120,8 @@ class BagPlayerNode(Node):
                 if not self.options.loop:
                     break
             self._wait_for_delivery()
+            if self.options.wait_processed > 0 and not self._stop.is_set():
+                self._wait_for_processing(self.options.wait_processed)
         except Exception as exc:  # a corrupt bag mid-way: report it and end the process with an error
             self.get_logger().error(f"playback of {self.options.bag} stopped: {type(exc).__name__}: {exc}")
             self.exit_code = 1
@@ -126,9 +139,30 @@ class BagPlayerNode(Node):
             if self._stop.is_set() or left <= 0 or not publisher.wait_for_all_acked(Duration(seconds=left)):
                 self.get_logger().warning(f"not every subscriber of {topic} acknowledged the last messages")
 
+    def _on_diagnostics(self, msg) -> None:
+        values = diagnostic_values(msg).get(VO_DIAGNOSTIC)
+        if values is not None and "frames_pending" in values:
+            self._vo_reports.append((time.monotonic(), int(values["frames_pending"])))
+
+    def _wait_for_processing(self, timeout: float) -> None:
+        """Until a vo_node report made after every frame was delivered shows nothing pending."""
+        delivered = time.monotonic()
+        deadline = delivered + timeout
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if any(t > delivered and pending == 0 for t, pending in self._vo_reports[-3:]):
+                self.get_logger().info(f"vo_node processed every frame ({time.monotonic() - delivered:.1f} s "
+                                       "after the last message)")
+                return
+            time.sleep(0.1)
+        if not self._stop.is_set():
+            self.get_logger().warning(f"vo_node still had frames pending {timeout:g} s after the last message")
+
     def _wait_for_subscribers(self) -> None:
-        deadline = time.monotonic() + self.options.wait_timeout
+        timeout = self.options.wait_timeout if self.options.wait_timeout > 0 else float("inf")
+        deadline = time.monotonic() + timeout
         pending = list(self.options.wait_for)
+        if pending:
+            self.get_logger().info(f"waiting for subscribers on {[self.resolve_topic_name(t) for t in pending]}")
         while pending and not self._stop.is_set():
             pending = [t for t in pending if self._subscriber_count(t) == 0]
             if not pending:
@@ -145,10 +179,13 @@ class BagPlayerNode(Node):
     def _subscriber_count(self, topic: str) -> int:
         """Matched DDS readers for a topic this player publishes (the ROS graph can list a
         subscriber before its endpoints match, and what is sent before the match is lost);
-        graph subscribers for any other topic (e.g. a node's keyframe input, a readiness sign)."""
-        name = topic if topic.startswith("/") else "/" + topic
-        publisher = self._topic_publishers.get(name) or self._topic_publishers.get(topic)
-        return publisher.get_subscription_count() if publisher is not None else self.count_subscribers(topic)
+        graph subscribers for any other topic (e.g. a node's keyframe input, a readiness sign).
+        A relative TOPIC resolves in the player's namespace, as the nodes' names do."""
+        name = self.resolve_topic_name(topic)
+        for publisher in self._topic_publishers.values():
+            if publisher.topic_name == name:
+                return publisher.get_subscription_count()
+        return self.count_subscribers(name)
 
     def _play_once(self) -> None:
         opts = self.options

@@ -22,6 +22,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry, Path
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, PointCloud2
 from visualization_msgs.msg import MarkerArray
@@ -30,7 +31,7 @@ from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass, declare_device
 from mpslam_ros.nodes.runtime import run_node
-from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up
+from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up, worker_join_timeout
 from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster
 
 
@@ -109,16 +110,21 @@ class LoopClosureNode(Node):
         self._warm = threading.Event()
         self.warmup_s = 0.0
         self._kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
-        self._subscribe_timer = self.create_timer(0.1, self._subscribe_when_warm)
-        self.create_timer(max(self.publish_period, 0.05), self._publish_periodic)
+        # a guard condition, not a timer: a timer on the node's clock never fires under use_sim_time
+        # before /clock, and the player sends /clock only once the nodes subscribe
+        self._ready_signal = self.create_guard_condition(self._subscribe_when_warm)
+        self._subscribed = False
+        # steady clock: diagnostics (readiness) publish before a bag's /clock starts
+        self.create_timer(max(self.publish_period, 0.05), self._publish_periodic,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._create_services()
         self._worker = threading.Thread(target=self._work, name="loop_closure_worker", daemon=True)
         self._worker.start()
 
     def _subscribe_when_warm(self) -> None:
-        if not self._warm.is_set():
+        if not self._warm.is_set() or self._subscribed:
             return
-        self._subscribe_timer.cancel()
+        self._subscribed = True
         self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
         self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
         self.create_subscription(CameraInfo, "vo/keyframes/camera_info", self._on_info, LATCHED)
@@ -206,6 +212,7 @@ class LoopClosureNode(Node):
             self._warm_up()
         self._kernel_watch = start_kernel_watch(self.get_logger())
         self._warm.set()
+        self._ready_signal.trigger()
         while True:
             with self._wake:
                 while not self._queue and not self._stop:
@@ -363,7 +370,7 @@ class LoopClosureNode(Node):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=worker_join_timeout(self._warm))
         if self.save_on_exit and self.map_path:
             try:
                 self._save_map()

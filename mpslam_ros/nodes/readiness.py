@@ -4,7 +4,12 @@ compiles on the camera path afterwards) and the count of numba kernels compiled 
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
+
+#: Seconds close() waits for a warm worker to finish its current item: launch sends SIGINT, then
+#: SIGTERM after 5 s and SIGKILL 5 s later, so a node must be gone well within 5 s.
+WORKER_JOIN_S = 3.0
 
 
 def warm_up(logger, description: str, **warm_pipeline_kwargs) -> Optional[float]:
@@ -46,3 +51,9 @@ def kernel_stats(watch, logger=None) -> dict:
             logger.warning(f"numba kernel compiled or loaded after ready (missed by the warm-up): {name}")
     return {"kernels_compiled_after_ready": watch.compiled,
             "kernel_signatures_loaded_after_ready": sum(new.values())}
+
+
+def worker_join_timeout(warm: threading.Event) -> float:
+    """How long close() waits for the worker: WORKER_JOIN_S once warm; not at all during the warm-up
+    (a numba compile cannot be interrupted, has computed nothing to flush, and runs in a daemon thread)."""
+    return WORKER_JOIN_S if warm.is_set() else 0.0

@@ -69,15 +69,17 @@ class Recording:
 class OutputRecorder:
     """Record the SLAM outputs: ``with OutputRecorder(domain_id=7) as rec: ...; rec.data``."""
 
-    def __init__(self, domain_id: Optional[int] = None, camera_info_topic: str = "/camera/left/camera_info",
-                 keep_clouds: bool = True) -> None:
+    def __init__(self, domain_id: Optional[int] = None, camera_info_topic: str = "camera/left/camera_info",
+                 keep_clouds: bool = True, namespace: str = "") -> None:
+        """``namespace``: the graph's (e.g. ``/robot1``): relative topic names resolve in it, as the nodes'
+        do; /diagnostics stays global."""
         self.data = Recording()
         self.errors: list = []  # exceptions raised while handling a message
         self._lock = threading.Lock()
         self._keep_clouds = keep_clouds
         self._context = Context()
         rclpy.init(context=self._context, domain_id=domain_id)
-        self.node = Node("slam_output_recorder", context=self._context)
+        self.node = Node("slam_output_recorder", namespace=namespace, context=self._context)
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         # deep queues: a starved recorder thread must not lose odometry it is asked to count

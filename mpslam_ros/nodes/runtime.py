@@ -34,7 +34,7 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
         received.append(signum)
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}  # process entry points only
     node = None
     code = 0
     executor = SingleThreadedExecutor()
@@ -64,6 +64,9 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        # The node is done and the process is about to exit with ``code``: a SIGINT/SIGTERM that
+        # arrives now (launch signals every process at shutdown, also one that just finished on its
+        # own) must not turn that exit into -2/-15, so they are ignored from here on.
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
     return code

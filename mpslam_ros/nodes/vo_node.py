@@ -22,6 +22,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -29,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from mpslam_ros.datatypes import CameraIntrinsics, FrameResult, StereoFrame, StereoRig
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass, declare_device
-from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up
+from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up, worker_join_timeout
 from mpslam_ros.nodes.runtime import run_node
 
 KEYFRAME_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -125,6 +127,8 @@ class VisualOdometryNode(Node):
         self._pending: collections.deque = collections.deque()
         self._wake = threading.Condition(self._lock)
         self._stop = False
+        self._busy = False  # the worker is on a frame (frames_pending counts it)
+        self._abandon = False  # set when close() stops waiting: the worker then publishes nothing more
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -157,28 +161,33 @@ class VisualOdometryNode(Node):
         self.topics = {"left": "camera/left/image_raw", "other": other}
         self._info_topics = ["camera/left/camera_info"] + (
             ["camera/right/camera_info"] if self.mode == "stereo" else [])
-        self.create_timer(1.0, self._publish_diagnostics)
+        # diagnostics on the steady clock: readiness shows on /diagnostics before a bag's /clock starts
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(max(self.path_period, 0.05), self._publish_path)
         # Subscribing waits for the worker's kernel warm-up, so a player started with
         # --wait-for <camera topics> sends the first frame only once VO can take it.
         self._warm = threading.Event()
         self.warmup_s = 0.0
         self._kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
-        self._subscribe_timer = self.create_timer(0.1, self._subscribe_when_warm)
+        # a guard condition, not a timer: a timer on the node's clock never fires under use_sim_time
+        # before /clock, and the player sends /clock only once the nodes subscribe
+        self._ready_signal = self.create_guard_condition(self._subscribe_when_warm)
+        self._subscribed = False
         self._worker = threading.Thread(target=self._work, name="vo_worker", daemon=True)
         self._worker.start()
 
     def _subscribe_when_warm(self) -> None:
-        if not self._warm.is_set():
+        if not self._warm.is_set() or self._subscribed:
             return
-        self._subscribe_timer.cancel()
+        self._subscribed = True
         self.create_subscription(Image, self.topics["left"], lambda m: self._on_image("left", m), self.image_qos)
         self.create_subscription(Image, self.topics["other"], lambda m: self._on_image("other", m), self.image_qos)
         for topic in self._info_topics:
             self.create_subscription(CameraInfo, topic, lambda m, t=topic: self._on_info(t, m), self.image_qos)
         self.get_logger().info(
             f"vo_node ready: mode={self.mode} precision={self.precision} device={self.device} window={self.window_size}, "
-            f"listening on {self.topics['left']} + {self.topics['other']}")
+            f"listening on {self.resolve_topic_name(self.topics['left'])} + "
+            f"{self.resolve_topic_name(self.topics['other'])}")
 
     # ------------------------------------------------------------------ inputs (executor thread)
 
@@ -298,14 +307,19 @@ class VisualOdometryNode(Node):
             self._warm_up()
         self._kernel_watch = start_kernel_watch(self.get_logger())
         self._warm.set()
+        self._ready_signal.trigger()
         vo = None
         while True:
             with self._wake:
+                self._busy = False
                 while not self._pending and not self._stop:
                     self._wake.wait(0.5)
-                if self._stop:
+                # on shutdown, frames already received are still processed (close() waits up to
+                # WORKER_JOIN_S): the end of a bag triggers the shutdown while VO is a frame or two behind
+                if self._abandon or (self._stop and not self._pending):
                     return
                 frame, arrived = self._pending.popleft()
+                self._busy = True
                 rig = self._rig
             try:
                 if vo is None:
@@ -397,6 +411,7 @@ class VisualOdometryNode(Node):
             "tracking_state": self.tracking_state, "num_tracked": self.num_tracked,
             "frames_received": self.frames_received, "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped, "frames_missed": self.frames_missed,
+            "frames_pending": len(self._pending) + int(self._busy),
             "images_unpaired": self.images_unpaired,
             "odometry_published": self.odometry_published,
             "bad_messages": self.bad.count,
@@ -436,12 +451,17 @@ class VisualOdometryNode(Node):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=worker_join_timeout(self._warm))
+        with self._wake:
+            self._abandon = True
+        # the last odometry reaches every reliable subscriber before the process goes away
+        self.pub_odom.wait_for_all_acked(Duration(seconds=1.0))
         s = self.stats()
         self.get_logger().info(
             f"vo_node summary: received {s['frames_received']} frames, processed {s['frames_processed']}, "
             f"dropped {s['frames_dropped']} (VO busy), missed {s['frames_missed']} (stamp gaps), "
-            f"unpaired images {s['images_unpaired']}, bad messages {s['bad_messages']}")
+            f"unpaired images {s['images_unpaired']}, not processed at exit {len(self._pending)}, "
+            f"bad messages {s['bad_messages']}")
 
 
 #: Kernel modules of visual odometry (kept for callers of the earlier API; see mpslam_ros.warmup).
