@@ -23,6 +23,12 @@ MODES = [
     ("cgnr fp32", dict(precision="fp32")),
     ("cgnr fp16 naive", dict(precision="fp16")),
     ("cgnr mixed", dict(precision="mixed")),
+    ("dense_schur fp64", dict(linear_solver="dense_schur", precision="fp64")),
+    ("dense_schur fp32", dict(linear_solver="dense_schur", precision="fp32")),
+    ("dense_schur mixed", dict(linear_solver="dense_schur", precision="mixed")),
+    ("iterative_schur fp64", dict(linear_solver="iterative_schur", precision="fp64")),
+    ("iterative_schur fp32", dict(linear_solver="iterative_schur", precision="fp32")),
+    ("iterative_schur mixed", dict(linear_solver="iterative_schur", precision="mixed")),
 ]
 #: Ceres linear solvers timed next to the modes (row label "ceres <name>").
 CERES_SOLVERS = ("DENSE_SCHUR", "ITERATIVE_SCHUR")
@@ -229,7 +235,7 @@ def print_table(title: str, rows: list, ceres_ref: str = "ceres DENSE_SCHUR") ->
 def row_from(mode: str, s, dt: float) -> dict:
     lin = getattr(s, "linear_solve_time_s", 0.0)
     jp = getattr(s, "jacobian_product_time_s", 0.0)
-    cgnr = mode.startswith("cgnr")
+    cgnr = mode.startswith(("cgnr", "iterative_schur"))
     return dict(mode=mode, final_cost=s.final_cost, time_s=dt, iterations=s.iterations,
                 cg_iterations=s.cg_iterations if cgnr else None,
                 jp_share=(jp / lin) if cgnr and lin > 0 else float("nan"))

@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for m in labels:
         r = rec[m]
-        cgnr = m.startswith("cgnr")
+        cgnr = m.startswith(("cgnr", "iterative_schur"))
         rows.append(dict(mode=m, final_cost=float(np.median(r["cost"])), time_s=float(np.median(r["time"])),
                          iterations=int(np.median(r["its"])),
                          cg_iterations=int(np.median(r["cg"])) if cgnr else None,

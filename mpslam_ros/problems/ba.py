@@ -187,6 +187,20 @@ class _CameraPointProblem:
     def num_observations(self) -> int:
         return len(self.obs_cam)
 
+    def sort_observations_by_point(self) -> None:
+        """Reorder the observations point-major (the layout of :mod:`mpslam_ros.solvers.schur_ba`);
+        the cost and the state do not change, only the order of residual blocks."""
+        from mpslam_ros.solvers.schur_ba import point_major_order
+
+        order = point_major_order(self.obs_pt)
+        if np.all(order == np.arange(len(order))):
+            return
+        for name in ("obs_cam", "obs_pt", "obs_uv", "obs_ur"):
+            if hasattr(self, name):
+                setattr(self, name, np.ascontiguousarray(getattr(self, name)[order]))
+        self.block_a = self.obs_cam
+        self.block_b = self.obs_pt + self.n_cams
+
     def _alloc(self, jacobians: bool):
         K, m = len(self.obs_cam), self.residual_dim
         res = np.empty((K, m))
@@ -381,6 +395,14 @@ def _solve(problem, options):
         from mpslam_ros.solvers.schur import solve_schur
 
         return solve_schur(problem, options)
+    from mpslam_ros.solvers.schur_ba import SCHUR_SOLVERS, solve_schur_ba
+
+    from mpslam_ros.solvers.precision import get_preset as _preset
+
+    # (the naive fp16 preset emulates fp16 arithmetic, which only the CGNR kernels do)
+    if options.linear_solver in SCHUR_SOLVERS and not _preset(options.precision).emulate_half:
+        problem.sort_observations_by_point()
+        return solve_schur_ba(problem, options, options.linear_solver)
     import dataclasses
 
     from mpslam_ros.solvers.lm import solve
