@@ -389,24 +389,27 @@ def ba_options(**overrides):
 
 
 def _solve(problem, options):
-    """Run the configured linear solver: ``linear_solver == "schur"`` -> fp64 Schur reference,
-    anything else -> the shared LM + CGNR in the options' precision."""
+    """Run the configured linear solver: ``"schur"`` -> the fp64 Schur reference; ``"dense_schur"`` /
+    ``"iterative_schur"`` -> :mod:`mpslam_ros.solvers.schur_ba` (observations reordered point-major);
+    ``"auto"`` -> one of those two by the reduced system's size
+    (:func:`~mpslam_ros.solvers.schur_ba.choose_schur_solver`), or CGNR for the naive fp16 preset
+    (emulated fp16 arithmetic exists only in the CGNR kernels); anything else -> the shared LM + CGNR."""
+    import dataclasses
+
+    from mpslam_ros.solvers.precision import get_preset
+    from mpslam_ros.solvers.schur_ba import SCHUR_SOLVERS, choose_schur_solver, solve_schur_ba
+
     if getattr(options, "linear_solver", None) == "schur":
         from mpslam_ros.solvers.schur import solve_schur
 
         return solve_schur(problem, options)
-    from mpslam_ros.solvers.schur_ba import SCHUR_SOLVERS, solve_schur_ba
-
-    from mpslam_ros.solvers.precision import get_preset as _preset
-
-    # (the naive fp16 preset emulates fp16 arithmetic, which only the CGNR kernels do)
-    if options.linear_solver in SCHUR_SOLVERS and not _preset(options.precision).emulate_half:
+    if options.linear_solver == "auto":
+        options = dataclasses.replace(options, linear_solver="cgnr" if get_preset(options.precision).emulate_half
+                                      else choose_schur_solver(problem))
+    if options.linear_solver in SCHUR_SOLVERS:
         problem.sort_observations_by_point()
         return solve_schur_ba(problem, options, options.linear_solver)
-    import dataclasses
-
     from mpslam_ros.solvers.lm import solve
-    from mpslam_ros.solvers.precision import get_preset
 
     if isinstance(options.precision, str) and options.precision == "mixed":
         # BA's mixed mode per the brief: fp16-stored Jacobian in the J p / J^T q products, everything

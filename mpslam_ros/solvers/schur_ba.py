@@ -39,11 +39,24 @@ import scipy.linalg as sla
 from numba import njit
 
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.kernels import widen, zero_of
-from mpslam_ros.solvers.lm import SolverOptions, SolverSummary
+from mpslam_ros.solvers.kernels import half_bits, widen, zero_of
+from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, robust_weights
+from mpslam_ros.solvers.problem import robust_mask
 from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale, to_storage
 
 SCHUR_SOLVERS = ("dense_schur", "iterative_schur")
+#: ``linear_solver="auto"`` picks dense_schur up to this many free camera columns, else iterative_schur.
+#: Measured (docs/ba.md): dense wins on VO windows (288 columns) and problem-49 (441), iterative on a
+#: generated 250-camera problem (2,250 columns: dense 1.0 s vs 0.55 s CPU).
+DENSE_SCHUR_MAX_COLUMNS = 1000
+
+
+def choose_schur_solver(problem) -> str:
+    """``"dense_schur"`` for a reduced camera system of at most :data:`DENSE_SCHUR_MAX_COLUMNS` free
+    columns, else ``"iterative_schur"`` (the explicit S grows as columns^2, its factor as columns^3)."""
+    fixed = np.asarray(problem.fixed_blocks[: problem.n_cams], dtype=bool)
+    n_c = int((~fixed).sum()) * int(problem.dim_a)
+    return "dense_schur" if n_c <= DENSE_SCHUR_MAX_COLUMNS else "iterative_schur"
 
 
 def point_major_order(obs_pt: np.ndarray) -> np.ndarray:
@@ -55,25 +68,109 @@ def point_major_order(obs_pt: np.ndarray) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def point_inverses(B, pt_start, lam, Vinv):
-    """Vinv[j] = (sum_k B_k^T B_k + lam I)^-1 over point j's observations (fp64 sums and inverse)."""
-    m = B.shape[1]
+def scale_to_half(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
+    """Sa = fp16 bits of global_scale * Ja * diag(col_scale) (round to nearest even); likewise Sb.
+    Fixed columns -> 0 (as :func:`kernels.scale_jacobian`, which does the float formats)."""
+    K_, m, da = Ja.shape
+    db = Jb.shape[2]
+    for k in range(K_):
+        ca = col_a[k]
+        cb = col_b[k]
+        for r in range(m):
+            for c in range(da):
+                Sa[k, r, c] = half_bits(global_scale * Ja[k, r, c] * col_scale[ca + c]) if ca >= 0 else 0
+            for c in range(db):
+                Sb[k, r, c] = half_bits(global_scale * Jb[k, r, c] * col_scale[cb + c]) if cb >= 0 else 0
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def scaled_max_abs(Ja, Jb, col_a, col_b, col_scale):
+    """max |Ja * diag(col_scale)|, |Jb * diag(col_scale)| over free columns (for the power-of-two scale)."""
+    K_, m, da = Ja.shape
+    db = Jb.shape[2]
+    mx = 0.0
+    for k in range(K_):
+        ca = col_a[k]
+        cb = col_b[k]
+        for r in range(m):
+            if ca >= 0:
+                for c in range(da):
+                    mx = max(mx, abs(Ja[k, r, c] * col_scale[ca + c]))
+            if cb >= 0:
+                for c in range(db):
+                    mx = max(mx, abs(Jb[k, r, c] * col_scale[cb + c]))
+    return mx
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _obs_blocks(A, B, k, Yt, U, cb, BtB, j, m, dc):
+    # innermost loops run over contiguous block columns (vectorised once m, dc are constants)
+    for i in range(3):
+        for a in range(dc):
+            Yt[k, i, a] = 0.0
+    for r in range(m):
+        b0 = np.float64(widen(B[k, r, 0]))
+        b1 = np.float64(widen(B[k, r, 1]))
+        b2 = np.float64(widen(B[k, r, 2]))
+        for a in range(dc):
+            av = np.float64(widen(A[k, r, a]))
+            Yt[k, 0, a] += b0 * av
+            Yt[k, 1, a] += b1 * av
+            Yt[k, 2, a] += b2 * av
+        BtB[j, 0, 0] += b0 * b0
+        BtB[j, 0, 1] += b0 * b1
+        BtB[j, 0, 2] += b0 * b2
+        BtB[j, 1, 1] += b1 * b1
+        BtB[j, 1, 2] += b1 * b2
+        BtB[j, 2, 2] += b2 * b2
+        if cb >= 0:
+            for a in range(dc):
+                av = np.float64(widen(A[k, r, a]))
+                for b in range(a + 1):
+                    U[cb, a, b] += av * np.float64(widen(A[k, r, b]))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def linearisation_blocks(A, B, cam_col, pt_start, Yt, U, BtB):
+    """Per linearisation (independent of LM's lambda), fp64 sums of the stored blocks' products:
+    Yt[k] = B_k^T A_k (3 x dc, the W blocks transposed), U[c] = sum A_k^T A_k per free camera block,
+    BtB[j] = sum B_k^T B_k per point."""
+    m = A.shape[1]
+    dc = A.shape[2]
+    U[:] = 0.0
+    BtB[:] = 0.0
     for j in range(pt_start.shape[0] - 1):
-        v00 = v01 = v02 = v11 = v12 = v22 = 0.0
         for k in range(pt_start[j], pt_start[j + 1]):
-            for r in range(m):
-                b0 = np.float64(widen(B[k, r, 0]))
-                b1 = np.float64(widen(B[k, r, 1]))
-                b2 = np.float64(widen(B[k, r, 2]))
-                v00 += b0 * b0
-                v01 += b0 * b1
-                v02 += b0 * b2
-                v11 += b1 * b1
-                v12 += b1 * b2
-                v22 += b2 * b2
-        v00 += lam
-        v11 += lam
-        v22 += lam
+            c = cam_col[k]
+            cb = c // dc if c >= 0 else -1
+            if m == 2 and dc == 6:
+                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, 2, 6)
+            elif m == 2 and dc == 9:
+                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, 2, 9)
+            elif m == 3 and dc == 6:
+                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, 3, 6)
+            else:
+                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, m, dc)
+    for cb in range(U.shape[0]):
+        for a in range(dc):
+            for b in range(a):
+                U[cb, b, a] = U[cb, a, b]
+    for j in range(BtB.shape[0]):
+        BtB[j, 1, 0] = BtB[j, 0, 1]
+        BtB[j, 2, 0] = BtB[j, 0, 2]
+        BtB[j, 2, 1] = BtB[j, 1, 2]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def point_inverses(BtB, lam, Vinv):
+    """Vinv[j] = (BtB[j] + lam I)^-1 (fp64 closed form; the output may be fp32)."""
+    for j in range(BtB.shape[0]):
+        v00 = BtB[j, 0, 0] + lam
+        v01 = BtB[j, 0, 1]
+        v02 = BtB[j, 0, 2]
+        v11 = BtB[j, 1, 1] + lam
+        v12 = BtB[j, 1, 2]
+        v22 = BtB[j, 2, 2] + lam
         c00 = v11 * v22 - v12 * v12
         c01 = v02 * v12 - v01 * v22
         c02 = v01 * v12 - v02 * v11
@@ -95,6 +192,121 @@ def point_inverses(B, pt_start, lam, Vinv):
         Vinv[j, 2, 0] = c02 * inv
         Vinv[j, 2, 1] = c12 * inv
         Vinv[j, 2, 2] = c22 * inv
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _inv_sqrt_factor(Vinv, j, L):
+    """L (lower 3x3) with L L^T = Vinv[j] (Cholesky; a non-positive pivot gives a zero column)."""
+    a00 = Vinv[j, 0, 0]
+    l00 = np.sqrt(a00) if a00 > 0.0 else 0.0
+    i00 = 1.0 / l00 if l00 > 0.0 else 0.0
+    l10 = Vinv[j, 1, 0] * i00
+    l20 = Vinv[j, 2, 0] * i00
+    a11 = Vinv[j, 1, 1] - l10 * l10
+    l11 = np.sqrt(a11) if a11 > 0.0 else 0.0
+    i11 = 1.0 / l11 if l11 > 0.0 else 0.0
+    l21 = (Vinv[j, 2, 1] - l20 * l10) * i11
+    a22 = Vinv[j, 2, 2] - l20 * l20 - l21 * l21
+    l22 = np.sqrt(a22) if a22 > 0.0 else 0.0
+    L[0, 0] = l00
+    L[1, 0] = l10
+    L[1, 1] = l11
+    L[2, 0] = l20
+    L[2, 1] = l21
+    L[2, 2] = l22
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _point_dense_update(Yt, cam_col, s, e, L, G, S, dc):
+    # G[i] = L^T Yt[k] (3 x dc): W V^-1 W^T restricted to this point = sum_i G_k[i]^T G_l[i]
+    for k in range(s, e):
+        if cam_col[k] < 0:
+            continue
+        i = k - s
+        for a in range(dc):
+            y0 = Yt[k, 0, a]
+            y1 = Yt[k, 1, a]
+            y2 = Yt[k, 2, a]
+            G[i, 0, a] = L[0, 0] * y0 + L[1, 0] * y1 + L[2, 0] * y2
+            G[i, 1, a] = L[1, 1] * y1 + L[2, 1] * y2
+            G[i, 2, a] = L[2, 2] * y2
+    for k in range(s, e):
+        c = cam_col[k]
+        if c < 0:
+            continue
+        i = k - s
+        for l in range(s, e):
+            d = cam_col[l]
+            if d < 0 or d > c:
+                continue
+            il = l - s
+            for a in range(dc):
+                g0 = G[i, 0, a]
+                g1 = G[i, 1, a]
+                g2 = G[i, 2, a]
+                for b in range(dc):
+                    S[c + a, d + b] -= g0 * G[il, 0, b] + g1 * G[il, 1, b] + g2 * G[il, 2, b]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dense_schur_matrix(Yt, U, cam_col, pt_start, Vinv, lam, S):
+    """S (n_c x n_c, in S's dtype) = U + lam I - W V^-1 W^T, from :func:`linearisation_blocks`' sums.
+
+    Per point, ``V^-1 = L L^T`` and ``G_k = L^T W_k^T``, so its term is ``sum_kl G_k^T G_l`` over pairs of
+    its observations (lower block triangle accumulated, then mirrored; the diagonal blocks get their
+    upper half too and are overwritten by the mirror, which keeps S exactly symmetric)."""
+    dc = Yt.shape[2]
+    S[:] = 0
+    nb = U.shape[0]
+    for cb in range(nb):
+        for a in range(dc):
+            for b in range(dc):
+                S[cb * dc + a, cb * dc + b] = U[cb, a, b]
+    maxt = 1
+    for j in range(pt_start.shape[0] - 1):
+        maxt = max(maxt, pt_start[j + 1] - pt_start[j])
+    G = np.zeros((maxt, 3, dc), dtype=S.dtype)
+    L = np.zeros((3, 3))
+    for j in range(pt_start.shape[0] - 1):
+        _inv_sqrt_factor(Vinv, j, L)
+        if dc == 6:
+            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, S, 6)
+        elif dc == 9:
+            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, S, 9)
+        else:
+            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, S, dc)
+    n = S.shape[0]
+    for a in range(n):
+        S[a, a] += lam
+        for b in range(a):
+            S[b, a] = S[a, b]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def schur_diagonal_blocks(Yt, U, cam_col, pt_start, Vinv, lam, out):
+    """out[c] (fp64, dc x dc) = diagonal block of S for free camera block c: U_c + lam I - sum W V^-1 W^T
+    (the Schur-Jacobi preconditioner's blocks, before inversion)."""
+    dc = Yt.shape[2]
+    out[:] = U
+    Z = np.empty((3, dc))
+    for j in range(pt_start.shape[0] - 1):
+        for k in range(pt_start[j], pt_start[j + 1]):
+            c = cam_col[k]
+            if c < 0:
+                continue
+            cb = c // dc
+            for i in range(3):
+                for a in range(dc):
+                    Z[i, a] = Vinv[j, i, 0] * Yt[k, 0, a] + Vinv[j, i, 1] * Yt[k, 1, a] + Vinv[j, i, 2] * Yt[k, 2, a]
+            for a in range(dc):
+                y0 = Yt[k, 0, a]
+                y1 = Yt[k, 1, a]
+                y2 = Yt[k, 2, a]
+                for b in range(dc):
+                    out[cb, a, b] -= y0 * Z[0, b] + y1 * Z[1, b] + y2 * Z[2, b]
+    for cb in range(out.shape[0]):
+        for a in range(dc):
+            out[cb, a, a] += lam
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
@@ -155,99 +367,9 @@ def schur_product(A, B, cam_col, pt_start, Vinv, lam, p, out, q):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def schur_diagonal_blocks(A, B, cam_col, pt_start, Vinv, lam, n_cam_cols, out):
-    """out[c] (fp64, dc x dc) = diagonal block of S for free camera block c: U_c + lam I - sum W V^-1 W^T."""
-    m = A.shape[1]
-    dc = A.shape[2]
-    out[:] = 0.0
-    Y = np.empty((dc, 3))
-    for j in range(pt_start.shape[0] - 1):
-        for k in range(pt_start[j], pt_start[j + 1]):
-            c = cam_col[k]
-            if c < 0:
-                continue
-            cb = c // dc
-            for a in range(dc):
-                for b in range(3):
-                    acc = 0.0
-                    for r in range(m):
-                        acc += np.float64(widen(A[k, r, a])) * np.float64(widen(B[k, r, b]))
-                    Y[a, b] = acc
-            for a in range(dc):
-                z0 = Y[a, 0] * Vinv[j, 0, 0] + Y[a, 1] * Vinv[j, 1, 0] + Y[a, 2] * Vinv[j, 2, 0]
-                z1 = Y[a, 0] * Vinv[j, 0, 1] + Y[a, 1] * Vinv[j, 1, 1] + Y[a, 2] * Vinv[j, 2, 1]
-                z2 = Y[a, 0] * Vinv[j, 0, 2] + Y[a, 1] * Vinv[j, 1, 2] + Y[a, 2] * Vinv[j, 2, 2]
-                for b in range(dc):
-                    acc = 0.0
-                    for r in range(m):
-                        acc += np.float64(widen(A[k, r, a])) * np.float64(widen(A[k, r, b]))
-                    out[cb, a, b] += acc - (z0 * Y[b, 0] + z1 * Y[b, 1] + z2 * Y[b, 2])
-    for cb in range(out.shape[0]):
-        for a in range(dc):
-            out[cb, a, a] += lam
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def dense_schur_matrix(A, B, cam_col, pt_start, Vinv, lam, S):
-    """S (n_c x n_c, in S's dtype) = U + lam I - W V^-1 W^T assembled from the stored blocks, per point."""
-    m = A.shape[1]
-    dc = A.shape[2]
-    S[:] = 0
-    maxt = 0
-    for j in range(pt_start.shape[0] - 1):
-        maxt = max(maxt, pt_start[j + 1] - pt_start[j])
-    Y = np.zeros((maxt, dc, 3), dtype=S.dtype)
-    Z = np.zeros((maxt, dc, 3), dtype=S.dtype)
-    for j in range(pt_start.shape[0] - 1):
-        s = pt_start[j]
-        e = pt_start[j + 1]
-        for k in range(s, e):
-            c = cam_col[k]
-            if c < 0:
-                continue
-            i = k - s
-            for a in range(dc):
-                for b in range(3):
-                    acc = zero_of(S)
-                    for r in range(m):
-                        acc += widen(A[k, r, a]) * widen(B[k, r, b])
-                    Y[i, a, b] = acc
-                for b in range(3):
-                    Z[i, a, b] = Y[i, a, 0] * Vinv[j, 0, b] + Y[i, a, 1] * Vinv[j, 1, b] + Y[i, a, 2] * Vinv[j, 2, b]
-            # U_c (lower triangle of the block; mirrored below)
-            for a in range(dc):
-                for b in range(a + 1):
-                    acc = zero_of(S)
-                    for r in range(m):
-                        acc += widen(A[k, r, a]) * widen(A[k, r, b])
-                    S[c + a, c + b] += acc
-        for k in range(s, e):
-            c = cam_col[k]
-            if c < 0:
-                continue
-            i = k - s
-            for l in range(s, e):
-                d = cam_col[l]
-                if d < 0 or d > c:
-                    continue
-                il = l - s
-                for a in range(dc):
-                    for b in range(dc):
-                        if d == c and b > a:
-                            break
-                        S[c + a, d + b] -= Z[i, a, 0] * Y[il, b, 0] + Z[i, a, 1] * Y[il, b, 1] + Z[i, a, 2] * Y[il, b, 2]
-    n = S.shape[0]
-    for a in range(n):
-        S[a, a] += lam
-        for b in range(a):
-            S[b, a] = S[a, b]
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def reduce_rhs(A, B, cam_col, pt_start, Vinv, b_c, b_p, out):
-    """out = b_c - W V^-1 b_p (fp64 arithmetic; ``b_p`` per point, 3 values each)."""
-    m = A.shape[1]
-    dc = A.shape[2]
+def reduce_rhs(Yt, cam_col, pt_start, Vinv, b_c, b_p, out):
+    """out = b_c - W V^-1 b_p (fp64; ``b_p`` per point, 3 values each; W^T blocks ``Yt``)."""
+    dc = Yt.shape[2]
     out[:] = b_c
     for j in range(pt_start.shape[0] - 1):
         g0 = b_p[3 * j]
@@ -260,18 +382,14 @@ def reduce_rhs(A, B, cam_col, pt_start, Vinv, b_c, b_p, out):
             c = cam_col[k]
             if c < 0:
                 continue
-            for r in range(m):
-                w = (np.float64(widen(B[k, r, 0])) * v0 + np.float64(widen(B[k, r, 1])) * v1
-                     + np.float64(widen(B[k, r, 2])) * v2)
-                for d in range(dc):
-                    out[c + d] -= np.float64(widen(A[k, r, d])) * w
+            for a in range(dc):
+                out[c + a] -= Yt[k, 0, a] * v0 + Yt[k, 1, a] * v1 + Yt[k, 2, a] * v2
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def back_substitute(A, B, cam_col, pt_start, Vinv, b_p, x_c, x_p):
-    """x_p[j] = V_j^-1 (b_p[j] - sum_k B_k^T A_k x_c) (fp64 arithmetic)."""
-    m = A.shape[1]
-    dc = A.shape[2]
+def back_substitute(Yt, cam_col, pt_start, Vinv, b_p, x_c, x_p):
+    """x_p[j] = V_j^-1 (b_p[j] - sum_k W_k^T x_c) (fp64)."""
+    dc = Yt.shape[2]
     for j in range(pt_start.shape[0] - 1):
         t0 = b_p[3 * j]
         t1 = b_p[3 * j + 1]
@@ -280,13 +398,11 @@ def back_substitute(A, B, cam_col, pt_start, Vinv, b_p, x_c, x_p):
             c = cam_col[k]
             if c < 0:
                 continue
-            for r in range(m):
-                acc = 0.0
-                for d in range(dc):
-                    acc += np.float64(widen(A[k, r, d])) * x_c[c + d]
-                t0 -= np.float64(widen(B[k, r, 0])) * acc
-                t1 -= np.float64(widen(B[k, r, 1])) * acc
-                t2 -= np.float64(widen(B[k, r, 2])) * acc
+            for a in range(dc):
+                xa = x_c[c + a]
+                t0 -= Yt[k, 0, a] * xa
+                t1 -= Yt[k, 1, a] * xa
+                t2 -= Yt[k, 2, a] * xa
         x_p[3 * j] = Vinv[j, 0, 0] * t0 + Vinv[j, 0, 1] * t1 + Vinv[j, 0, 2] * t2
         x_p[3 * j + 1] = Vinv[j, 1, 0] * t0 + Vinv[j, 1, 1] * t1 + Vinv[j, 1, 2] * t2
         x_p[3 * j + 2] = Vinv[j, 2, 0] * t0 + Vinv[j, 2, 1] * t1 + Vinv[j, 2, 2] * t2
@@ -438,10 +554,21 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     vec = arithmetic_dtype(preset.cg_vectors)
     tps = K.ticks_per_second()
 
+    mask = robust_mask(problem) if options.robust_loss is not None else None
+
     def evaluate():
+        # as lm.solve: IRLS weights sqrt(rho') on the residual and Jacobian blocks of a robust loss
         t0 = time.perf_counter()
         r, Ja, Jb = problem.evaluate(jacobians=True)
-        cost = 0.5 * float(np.einsum("km,km->", r, r))
+        if mask is None:
+            cost = 0.5 * float(np.einsum("km,km->", r, r))
+        else:
+            rho, w = robust_weights(np.einsum("km,km->k", r, r), options.robust_loss, options.robust_scale)
+            w = np.where(mask, w, 1.0)
+            cost = 0.5 * float(np.where(mask, rho, np.einsum("km,km->k", r, r)).sum())
+            r = r * w[:, None]
+            Ja = Ja * w[:, None, None]
+            Jb = Jb * w[:, None, None]
         summary.evaluation_time_s += time.perf_counter() - t0
         return cost, r, Ja, Jb
 
@@ -459,6 +586,10 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     Vinv = np.empty((lay.n_pts, 3, 3), dtype=vec)
     Vinv64 = np.empty((lay.n_pts, 3, 3))
     blocks = np.empty((lay.n_free_cams, lay.dc, lay.dc))
+    Yt = np.empty((len(lay.cam_col), 3, lay.dc))
+    S = np.empty((lay.n_c, lay.n_c)) if linear_solver == "dense_schur" else None
+    U = np.empty((lay.n_free_cams, lay.dc, lay.dc))
+    BtB = np.empty((lay.n_pts, 3, 3))
     linearised = True
     for it in range(options.max_iterations):
         if options.max_time_s and time.perf_counter() - t_start > options.max_time_s:
@@ -470,20 +601,21 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
                 colnorm = np.empty(lay.n)
                 K.jtj_column_norms2(Ja, Jb, lay.cam_col, lay.pt_col, colnorm)
                 col_scale = 1.0 / np.sqrt(np.maximum(colnorm, 1e-12 * max(colnorm.max(), 1e-300)))
-            S64a = np.empty(Ja.shape)
-            S64b = np.empty(Jb.shape)
-            K.scale_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, col_scale, 1.0, S64a, S64b)
-            g = power_of_two_scale(max(np.abs(S64a).max(initial=0.0), np.abs(S64b).max(initial=0.0)))
-            if g != 1.0:
-                S64a *= g
-                S64b *= g
-            grad = np.empty(lay.n)
-            K.jac_t_matvec(S64a, S64b, lay.cam_col, lay.pt_col, (r * g).ravel(), grad, False)
-            grad_max = float(np.abs(grad / (col_scale * g * g)).max())
-            if storage == "fp64":
-                Sa, Sb = S64a, S64b
+            g = power_of_two_scale(scaled_max_abs(Ja, Jb, lay.cam_col, lay.pt_col, col_scale))
+            if storage == "fp16":
+                Sa = np.empty(Ja.shape, dtype=np.uint16)
+                Sb = np.empty(Jb.shape, dtype=np.uint16)
+                scale_to_half(Ja, Jb, lay.cam_col, lay.pt_col, col_scale, g, Sa, Sb)
             else:
-                Sa, Sb = to_storage(S64a, storage), to_storage(S64b, storage)
+                Sa = np.empty(Ja.shape, dtype=arithmetic_dtype(storage))
+                Sb = np.empty(Jb.shape, dtype=Sa.dtype)
+                K.scale_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, col_scale, g, Sa, Sb)
+            # fp64 gradient of the scaled system: g^2 diag(col_scale) J^T r
+            grad = np.empty(lay.n)
+            K.jac_t_matvec(Ja, Jb, lay.cam_col, lay.pt_col, r.ravel(), grad, False)
+            grad_max = float(np.abs(grad).max())
+            grad *= col_scale * (g * g)
+            linearisation_blocks(Sa, Sb, lay.cam_col, lay.pt_start, Yt, U, BtB)
             summary.jacobian_bytes = K.bytes_of(Sa, Sb)
             summary.scaling_time_s += time.perf_counter() - t0
             if grad_max <= options.gradient_tolerance:
@@ -496,28 +628,28 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
         # ---- linear solve: eliminate the points, solve the reduced camera system, back-substitute
         t0 = time.perf_counter()
         b = -grad
-        point_inverses(Sb, lay.pt_start, lam_s, Vinv64)
+        point_inverses(BtB, lam_s, Vinv64)
         Vinv[:] = Vinv64
         b_c = np.empty(lay.n_c)
-        reduce_rhs(Sa, Sb, lay.cam_col, lay.pt_start, Vinv64, b[:lay.n_c], b[lay.n_c:], b_c)
+        reduce_rhs(Yt, lay.cam_col, lay.pt_start, Vinv64, b[:lay.n_c], b[lay.n_c:], b_c)
         ok = True
         cg_its = 0
         if lay.n_c == 0:
             x_c = np.zeros(0)
         elif linear_solver == "dense_schur":
-            S = np.empty((lay.n_c, lay.n_c), dtype=vec)
             t1 = time.perf_counter()
-            dense_schur_matrix(Sa, Sb, lay.cam_col, lay.pt_start, Vinv, lam_s, S)
+            dense_schur_matrix(Yt, U, lay.cam_col, lay.pt_start, Vinv64, lam_s, S)
             summary.jacobian_product_time_s += time.perf_counter() - t1
+            x_c = np.full(lay.n_c, np.nan)
             try:
-                x_c = sla.cho_solve(sla.cho_factor(S.astype(np.float64, copy=False), lower=True, check_finite=False),
+                x_c = sla.cho_solve(sla.cho_factor(S, lower=True, overwrite_a=True, check_finite=False),
                                     b_c, check_finite=False)
             except (np.linalg.LinAlgError, ValueError):
-                x_c = np.full(lay.n_c, np.nan)
+                pass
             ok = bool(np.all(np.isfinite(x_c)))
         else:
             t1 = time.perf_counter()
-            schur_diagonal_blocks(Sa, Sb, lay.cam_col, lay.pt_start, Vinv64, lam_s, lay.n_free_cams, blocks)
+            schur_diagonal_blocks(Yt, U, lay.cam_col, lay.pt_start, Vinv64, lam_s, blocks)
             Minv = np.linalg.inv(blocks).astype(vec)
             summary.preconditioner_time_s += time.perf_counter() - t1
             x = np.empty(lay.n_c, dtype=vec)
@@ -530,7 +662,7 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
             x_c = x.astype(np.float64)
         y = np.empty(lay.n)
         y[:lay.n_c] = x_c
-        back_substitute(Sa, Sb, lay.cam_col, lay.pt_start, Vinv64, b[lay.n_c:], x_c, y[lay.n_c:])
+        back_substitute(Yt, lay.cam_col, lay.pt_start, Vinv64, b[lay.n_c:], x_c, y[lay.n_c:])
         summary.linear_solve_time_s += time.perf_counter() - t0
         summary.iterations += 1
         summary.cg_iterations += cg_its
