@@ -32,10 +32,12 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.bench.ba import (CERES_SOLVERS, MODES, ceres_available, ceres_window, print_table,
                                      single_threaded_blas, solver_options)
     from mpslam_ros.problems.ba import solve_window, warmup
+    from mpslam_ros.solvers.schur_ba import warmup as schur_warmup
     from mpslam_ros.problems.window_synth import make_window
 
     single_threaded_blas()
     warmup()
+    schur_warmup()
     no_ceres = "--no-ceres given" if args.no_ceres else (
         "stereo windows (COLMAP's costs are mono)" if args.stereo else ceres_available())
     labels = [m for m, _ in MODES] + ([] if no_ceres else [f"ceres {ls}" for ls in CERES_SOLVERS])

@@ -727,3 +727,32 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     summary.final_cost = cost
     summary.time_s = time.perf_counter() - t_start
     return summary
+
+
+def warmup(precisions=("fp64", "fp32", "mixed")) -> None:
+    """Compile (or load) both Schur solvers' kernels for mono and stereo windows (6-parameter cameras,
+    2 and 3 rows) and BAL problems (9 parameters) in ``precisions`` on tiny problems. The VO's own path
+    (dense, its precision) is compiled by :func:`mpslam_ros.warmup.warm_pipeline`'s VO run; the benches
+    call this so no row times a compilation."""
+    from mpslam_ros.io.bal import BALProblem
+    from mpslam_ros.problems.ba import BALProblemModel, WindowProblem, ba_options
+    from mpslam_ros.problems.window_synth import make_window
+
+    K.ticks_per_second()
+    for stereo in (False, True):
+        w = make_window(0, num_keyframes=6, num_landmarks=20, track_length=(3, 6), stereo=stereo)
+        for precision in precisions:
+            for solver in SCHUR_SOLVERS:
+                p = WindowProblem(*w.solve_args())
+                p.sort_observations_by_point()
+                solve_schur_ba(p, ba_options(precision=precision, max_iterations=2), solver)
+    rng = np.random.default_rng(0)
+    cams = np.concatenate([rng.normal(0, 0.01, (3, 3)), rng.normal(0, 0.1, (3, 3)) + [0, 0, -5.0],
+                           np.tile([500.0, 0.0, 0.0], (3, 1))], axis=1)
+    bal = BALProblem(cams, rng.normal(0, 0.5, (4, 3)), np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3),
+                     rng.normal(0, 10.0, (12, 2)))
+    for precision in precisions:
+        for solver in SCHUR_SOLVERS:
+            p = BALProblemModel(bal)
+            p.sort_observations_by_point()
+            solve_schur_ba(p, ba_options(precision=precision, max_iterations=2), solver)
