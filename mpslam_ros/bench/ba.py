@@ -19,10 +19,10 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "
 #: (row label, SolverOptions keyword arguments)
 MODES = [
     ("schur fp64", dict(linear_solver="schur")),
-    ("cgnr fp64", dict(precision="fp64")),
-    ("cgnr fp32", dict(precision="fp32")),
-    ("cgnr fp16 naive", dict(precision="fp16")),
-    ("cgnr mixed", dict(precision="mixed")),
+    ("cgnr fp64", dict(linear_solver="cgnr", precision="fp64")),
+    ("cgnr fp32", dict(linear_solver="cgnr", precision="fp32")),
+    ("cgnr fp16 naive", dict(linear_solver="cgnr", precision="fp16")),
+    ("cgnr mixed", dict(linear_solver="cgnr", precision="mixed")),
     ("dense_schur fp64", dict(linear_solver="dense_schur", precision="fp64")),
     ("dense_schur fp32", dict(linear_solver="dense_schur", precision="fp32")),
     ("dense_schur mixed", dict(linear_solver="dense_schur", precision="mixed")),

@@ -371,6 +371,10 @@ def ba_options(**overrides):
       with lambda = 1e-8 the 3x3 blocks of landmarks seen from a short baseline are so ill-conditioned
       that their fp32 inverses break the preconditioner, and fp32/mixed CG ran into its 300-iteration
       cap on the first step of ~15% of VO windows (fp64: 2 iterations);
+    - ``linear_solver="auto"``: the reduced camera system (:mod:`mpslam_ros.solvers.schur_ba`), dense
+      Cholesky up to 1,000 camera columns (VO windows, problem-49), matrix-free Schur-Jacobi CG above;
+      measured faster than full-J CGNR on every size tried (docs/ba.md). ``"cgnr"`` keeps the seed's
+      full-J CGNR (then the options below apply);
     - ``cgnr_kernel``: :func:`mpslam_ros.solvers.cgnr_ba.cgnr_ba`, the CG loop with fused J^T J
       products (one pass over the Jacobian per iteration; ~30% less time per CG iteration);
     - ``fp64_gradient=True``: the CG right-hand side is LM's fp64 gradient rounded once (mixed-precision
@@ -382,7 +386,7 @@ def ba_options(**overrides):
     from mpslam_ros.solvers.cgnr_ba import cgnr_ba
     from mpslam_ros.solvers.lm import SolverOptions
 
-    kw = dict(preconditioner="block_jacobi", cg_tolerance=0.1, function_tolerance=1e-6, max_iterations=10,
+    kw = dict(linear_solver="auto", preconditioner="block_jacobi", cg_tolerance=0.1, function_tolerance=1e-6, max_iterations=10,
               initial_trust_region_radius=1e4, cgnr_kernel=cgnr_ba, fp64_gradient=True)
     kw.update(overrides)
     return SolverOptions(**kw)
