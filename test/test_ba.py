@@ -184,7 +184,9 @@ def test_fp64_gradient_takes_fp32_and_mixed_to_the_fp64_optimum(seed):
     w = make_window(seed, init="vo")
     T_ref, P_ref, ref = solve_window(*w.solve_args(), options=SolverOptions(
         linear_solver="schur", max_iterations=50, function_tolerance=1e-16, parameter_tolerance=1e-14))
-    tight = dict(max_iterations=40, function_tolerance=1e-16, parameter_tolerance=1e-13, cg_tolerance=0.01)
+    # (CGNR: the Schur solvers always take the fp64 gradient, there is no J^T r variant to compare)
+    tight = dict(linear_solver="cgnr", max_iterations=40, function_tolerance=1e-16, parameter_tolerance=1e-13,
+                 cg_tolerance=0.01)
     for precision in ("fp32", "mixed"):
         T, P, s = solve_window(*w.solve_args(), options=ba_options(precision=precision, fp64_gradient=True, **tight))
         assert s.converged, (precision, s.termination)

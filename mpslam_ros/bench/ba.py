@@ -21,13 +21,26 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "
 #: (row label, SolverOptions keyword arguments)
 MODES = [
     ("schur fp64", dict(linear_solver="schur")),
-    ("cgnr fp64", dict(precision="fp64")),
-    ("cgnr fp32", dict(precision="fp32")),
-    ("cgnr fp16 naive", dict(precision="fp16")),
-    ("cgnr mixed", dict(precision="mixed")),
+    ("cgnr fp64", dict(linear_solver="cgnr", precision="fp64")),
+    ("cgnr fp32", dict(linear_solver="cgnr", precision="fp32")),
+    ("cgnr fp16 naive", dict(linear_solver="cgnr", precision="fp16")),
+    ("cgnr mixed", dict(linear_solver="cgnr", precision="mixed")),
+    ("dense_schur fp64", dict(linear_solver="dense_schur", precision="fp64")),
+    ("dense_schur fp32", dict(linear_solver="dense_schur", precision="fp32")),
+    ("dense_schur mixed", dict(linear_solver="dense_schur", precision="mixed")),
+    ("iterative_schur fp64", dict(linear_solver="iterative_schur", precision="fp64")),
+    ("iterative_schur fp32", dict(linear_solver="iterative_schur", precision="fp32")),
+    ("iterative_schur mixed", dict(linear_solver="iterative_schur", precision="mixed")),
 ]
-#: Ceres linear solvers timed next to the modes (row label "ceres <name>").
+#: Ceres linear solvers timed next to the modes (row label "ceres <name>"): windows ...
 CERES_SOLVERS = ("DENSE_SCHUR", "ITERATIVE_SCHUR")
+#: ... and BAL problems (SPARSE_SCHUR: Ceres' choice for BAL-sized problems)
+CERES_BAL_SOLVERS = ("SPARSE_SCHUR", "DENSE_SCHUR", "ITERATIVE_SCHUR")
+#: Rows skipped above these sizes (they take minutes there): (row label prefix, max observations)
+LARGE_SKIP = (("schur fp64", 50_000), ("cgnr fp16 naive", 50_000), ("cgnr fp64", 200_000), ("cgnr fp32", 200_000),
+              ("iterative_schur fp64", 200_000), ("ceres ITERATIVE_SCHUR", 200_000))
+#: dense rows (ours and Ceres') only up to this many cameras (the explicit S is cameras^2 x 81 values)
+DENSE_MAX_CAMERAS = 400
 
 
 def modes_for(device: str) -> list:
@@ -242,45 +255,130 @@ def print_table(title: str, rows: list, ceres_ref: str = "ceres DENSE_SCHUR") ->
 def row_from(mode: str, s, dt: float) -> dict:
     lin = getattr(s, "linear_solve_time_s", 0.0)
     jp = getattr(s, "jacobian_product_time_s", 0.0)
-    cgnr = mode.startswith("cgnr")
+    cgnr = mode.startswith(("cgnr", "iterative_schur"))
     return dict(mode=mode, final_cost=s.final_cost, time_s=dt, iterations=s.iterations,
                 cg_iterations=s.cg_iterations if cgnr else None,
                 jp_share=(jp / lin) if cgnr and lin > 0 else float("nan"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="*", help=f"BAL files (default: every file in {DEFAULT_DIR})")
+    parser.add_argument("files", nargs="*", help=f"BAL files (default: every file in {DEFAULT_DIR}, unless "
+                                                 "--generate is given)")
     parser.add_argument("--max-iterations", type=int, default=50, help="LM iterations per solve (default 50)")
     parser.add_argument("--function-tolerance", type=float, default=1e-6,
                         help="stop when a step lowers the cost by less than this fraction, every solver incl. "
                              "Ceres (default 1e-6, Ceres' default)")
     add_device_argument(parser, bench=True)
+    parser.add_argument("--generate", default="",
+                        help="comma-separated observation counts (e.g. 1e4,1e5,1e6): also solve synthetic BAL "
+                             "problems of about that size (problems/bal_synth.py, ring capture, ~6.3 "
+                             "observations per point, 400 per camera)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first generated problem (default 1)")
+    parser.add_argument("--products", action="store_true",
+                        help="also time one reduced-camera-system product S p per Jacobian storage (fp64, fp32, "
+                             "fp16) on each problem: the fp16-vs-fp32 table")
+
+
+def generated_problems(counts: str, seed: int):
+    """(name, BALProblem) for each observation count in ``counts`` (comma-separated, floats allowed)."""
+    from mpslam_ros.problems.bal_synth import make_bal
+
+    out = []
+    for i, c in enumerate(x for x in counts.split(",") if x.strip()):
+        n_obs = int(float(c))
+        cams = max(20, n_obs // 400)
+        pts = max(50, int(n_obs / 6.3))
+        out.append((f"generated-{n_obs:.0e}-seed{seed + i}", make_bal(seed + i, cams, pts)))
+    return out
+
+
+def product_times(bal, reps: int = 0) -> dict:
+    """Seconds (thread CPU, median) of one matrix-free S p on ``bal`` per storage format, and J's bytes."""
+    from mpslam_ros.problems.ba import BALProblemModel
+    from mpslam_ros.solvers import schur_ba as SB
+    from mpslam_ros.solvers.precision import to_storage
+
+    problem = BALProblemModel(bal)
+    problem.sort_observations_by_point()
+    lay = SB._SchurLayout(problem)
+    _, Ja, Jb = problem.evaluate(True)
+    scale = 1.0 / max(np.abs(Ja).max(), 1e-300)
+    reps = reps or max(5, min(200, int(2e6 / max(bal.num_observations, 1))))
+    BtB = np.empty((lay.n_pts, 3, 3))
+    Yt = np.empty((len(lay.cam_col), 3, lay.dc))
+    U = np.empty((lay.n_free_cams, lay.dc, lay.dc))
+    out = {}
+    for storage in ("fp64", "fp32", "fp16"):
+        vec = np.float64 if storage == "fp64" else np.float32
+        Sa, Sb = to_storage(Ja * scale, storage), to_storage(Jb * scale, storage)
+        SB.linearisation_blocks(Sa, Sb, lay.cam_col, lay.pt_start, Yt, U, BtB)
+        Vinv = np.empty((lay.n_pts, 3, 3))
+        SB.point_inverses(BtB, 1e-3, Vinv)
+        Vinv = Vinv.astype(vec)
+        p = np.ones(lay.n_c, dtype=vec)
+        o = np.empty_like(p)
+        q = np.empty((int(np.diff(lay.pt_start).max()), lay.m), dtype=vec)
+        SB.schur_product(Sa, Sb, lay.cam_col, lay.pt_start, Vinv, 1e-3, p, o, q)
+        ts = []
+        for _ in range(reps):
+            t0 = time.thread_time()
+            SB.schur_product(Sa, Sb, lay.cam_col, lay.pt_start, Vinv, 1e-3, p, o, q)
+            ts.append(time.thread_time() - t0)
+        out[storage] = (float(np.median(ts)), int(Sa.nbytes + Sb.nbytes))
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
     from mpslam_ros.io.bal import read_bal
     from mpslam_ros.problems.ba import solve_bal, warmup
+    from mpslam_ros.solvers.schur_ba import warmup as schur_warmup
 
-    files = [Path(f) for f in args.files] or sorted(DEFAULT_DIR.glob("*.txt*"))
+    files = [Path(f) for f in args.files] or ([] if args.generate else sorted(DEFAULT_DIR.glob("*.txt*")))
     single_threaded_blas()
     warmup()
+    schur_warmup()
     no_ceres = ceres_available()
     modes = modes_for(args.device)
-    for f in files:
-        bal = read_bal(f)
+    problems = [(f.name, f) for f in files] + generated_problems(args.generate, args.seed)
+    product_rows = []
+    for name, src in problems:
+        bal = read_bal(src) if isinstance(src, Path) else src
+        K = bal.num_observations
+
+        def wanted(label: str) -> bool:
+            if "dense" in label.lower() and bal.num_cameras > DENSE_MAX_CAMERAS:
+                return False
+            return not any(label.startswith(p) and K > k for p, k in LARGE_SKIP)
+
         rows = []
         for mode, kw in modes:
+            if not wanted(mode):
+                continue
             t0 = time.perf_counter()
             _, s = solve_bal(bal, solver_options(kw, args.max_iterations, function_tolerance=args.function_tolerance))
             rows.append(row_from(mode, s, time.perf_counter() - t0))
         if not no_ceres:
-            for ls in CERES_SOLVERS:
+            for ls in CERES_BAL_SOLVERS:
+                if not wanted(f"ceres {ls}"):
+                    continue
                 cost, its, dt = ceres_bal(bal, ls, args.max_iterations, args.function_tolerance)
                 rows.append(dict(mode=f"ceres {ls}", final_cost=cost, time_s=dt, iterations=its))
-        print_table(f"{f.name}: {bal.num_cameras} cameras, {bal.num_points} points, "
-                    f"{bal.num_observations} observations", rows)
-    print("\nJ-prod share = time share of the CGNR linear solve spent in J p / J^T q products "
-          "(a time share, not a flop count).")
+        print_table(f"{name}: {bal.num_cameras} cameras, {bal.num_points} points, {K} observations", rows,
+                    ceres_ref="ceres SPARSE_SCHUR" if not no_ceres else "schur fp64")
+        if args.products:
+            pt = product_times(bal)
+            product_rows.append((name, K, pt))
+    print("\nJ-prod share = time share of the linear solve spent in J products (CGNR: J p / J^T q; iterative_schur: "
+          "the matrix-free S p) (a time share, not a flop count). Rows skipped on large problems: "
+          + ", ".join(f"{p} above {k:,} observations" for p, k in LARGE_SKIP)
+          + f"; dense rows above {DENSE_MAX_CAMERAS} cameras.")
+    if product_rows:
+        print("\nOne matrix-free reduced-camera-system product S p (thread CPU time, median), per Jacobian storage:")
+        print(f"{'problem':34s} {'observations':>12s} {'J fp32 MiB':>10s} {'fp64 ms':>9s} {'fp32 ms':>9s} "
+              f"{'fp16 ms':>9s} {'fp16/fp32':>9s}")
+        for name, K, pt in product_rows:
+            print(f"{name:34s} {K:12,d} {pt['fp32'][1] / 2**20:10.1f} {pt['fp64'][0] * 1e3:9.3f} "
+                  f"{pt['fp32'][0] * 1e3:9.3f} {pt['fp16'][0] * 1e3:9.3f} {pt['fp16'][0] / pt['fp32'][0]:9.2f}")
     if no_ceres:
         print(f"Ceres columns skipped: {no_ceres}")
     return 0

@@ -35,10 +35,12 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.bench.ba import (CERES_SOLVERS, ceres_available, ceres_window, modes_for, print_table,
                                      single_threaded_blas, solver_options)
     from mpslam_ros.problems.ba import solve_window, warmup
+    from mpslam_ros.solvers.schur_ba import warmup as schur_warmup
     from mpslam_ros.problems.window_synth import make_window
 
     single_threaded_blas()
     warmup()
+    schur_warmup()
     no_ceres = "--no-ceres given" if args.no_ceres else (
         "stereo windows (COLMAP's costs are mono)" if args.stereo else ceres_available())
     modes = modes_for(args.device)
@@ -75,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for m in labels:
         r = rec[m]
-        cgnr = m.startswith("cgnr")
+        cgnr = m.startswith(("cgnr", "iterative_schur"))
         rows.append(dict(mode=m, final_cost=float(np.median(r["cost"])), time_s=float(np.median(r["time"])),
                          iterations=int(np.median(r["its"])),
                          cg_iterations=int(np.median(r["cg"])) if cgnr else None,

@@ -187,6 +187,20 @@ class _CameraPointProblem:
     def num_observations(self) -> int:
         return len(self.obs_cam)
 
+    def sort_observations_by_point(self) -> None:
+        """Reorder the observations point-major (the layout of :mod:`mpslam_ros.solvers.schur_ba`);
+        the cost and the state do not change, only the order of residual blocks."""
+        from mpslam_ros.solvers.schur_ba import point_major_order
+
+        order = point_major_order(self.obs_pt)
+        if np.all(order == np.arange(len(order))):
+            return
+        for name in ("obs_cam", "obs_pt", "obs_uv", "obs_ur"):
+            if hasattr(self, name):
+                setattr(self, name, np.ascontiguousarray(getattr(self, name)[order]))
+        self.block_a = self.obs_cam
+        self.block_b = self.obs_pt + self.n_cams
+
     def _alloc(self, jacobians: bool):
         K, m = len(self.obs_cam), self.residual_dim
         res = np.empty((K, m))
@@ -357,6 +371,10 @@ def ba_options(**overrides):
       with lambda = 1e-8 the 3x3 blocks of landmarks seen from a short baseline are so ill-conditioned
       that their fp32 inverses break the preconditioner, and fp32/mixed CG ran into its 300-iteration
       cap on the first step of ~15% of VO windows (fp64: 2 iterations);
+    - ``linear_solver="auto"``: the reduced camera system (:mod:`mpslam_ros.solvers.schur_ba`), dense
+      Cholesky up to 1,000 camera columns (VO windows, problem-49), matrix-free Schur-Jacobi CG above;
+      measured faster than full-J CGNR on every size tried (docs/ba.md). ``"cgnr"`` keeps the seed's
+      full-J CGNR (then the options below apply);
     - ``cgnr_kernel``: :func:`mpslam_ros.solvers.cgnr_ba.cgnr_ba`, the CG loop with fused J^T J
       products (one pass over the Jacobian per iteration; ~30% less time per CG iteration);
     - ``fp64_gradient=True``: the CG right-hand side is LM's fp64 gradient rounded once (mixed-precision
@@ -368,23 +386,39 @@ def ba_options(**overrides):
     from mpslam_ros.solvers.cgnr_ba import cgnr_ba
     from mpslam_ros.solvers.lm import SolverOptions
 
-    kw = dict(preconditioner="block_jacobi", cg_tolerance=0.1, function_tolerance=1e-6, max_iterations=10,
+    kw = dict(linear_solver="auto", preconditioner="block_jacobi", cg_tolerance=0.1, function_tolerance=1e-6, max_iterations=10,
               initial_trust_region_radius=1e4, cgnr_kernel=cgnr_ba, fp64_gradient=True)
     kw.update(overrides)
     return SolverOptions(**kw)
 
 
 def _solve(problem, options):
-    """Run the configured linear solver: ``linear_solver == "schur"`` -> fp64 Schur reference,
-    anything else -> the shared LM + CGNR in the options' precision."""
+    """Run the configured linear solver: ``"schur"`` -> the fp64 Schur reference; ``"dense_schur"`` /
+    ``"iterative_schur"`` -> :mod:`mpslam_ros.solvers.schur_ba` (observations reordered point-major);
+    ``"auto"`` -> one of those two by the reduced system's size
+    (:func:`~mpslam_ros.solvers.schur_ba.choose_schur_solver`), or CGNR for the naive fp16 preset
+    (emulated fp16 arithmetic exists only in the CGNR kernels); anything else -> the shared LM + CGNR."""
+    import dataclasses
+
+    from mpslam_ros.solvers.precision import get_preset
+    from mpslam_ros.solvers.schur_ba import SCHUR_SOLVERS, choose_schur_solver, solve_schur_ba
+
     if getattr(options, "linear_solver", None) == "schur":
         from mpslam_ros.solvers.schur import solve_schur
 
         return solve_schur(problem, options)
-    import dataclasses
-
+    on_cuda = getattr(options, "device", "cpu") == "cuda"
+    if options.linear_solver == "auto":
+        # CGNR also where the CG must run on the GPU: the CUDA backend (solvers/cuda) has CGNR kernels only
+        options = dataclasses.replace(options, linear_solver="cgnr" if get_preset(options.precision).emulate_half
+                                      or on_cuda else choose_schur_solver(problem))
+    if options.linear_solver in SCHUR_SOLVERS:
+        if on_cuda:
+            raise ValueError(f"linear_solver={options.linear_solver!r} runs on the CPU only; device='cuda' needs "
+                             "linear_solver='cgnr' or 'auto'")
+        problem.sort_observations_by_point()
+        return solve_schur_ba(problem, options, options.linear_solver)
     from mpslam_ros.solvers.lm import solve
-    from mpslam_ros.solvers.precision import get_preset
 
     if isinstance(options.precision, str) and options.precision == "mixed":
         # BA's mixed mode per the brief: fp16-stored Jacobian in the J p / J^T q products, everything
