@@ -289,6 +289,10 @@ class PlaceRecognizer:
             threshold = max(threshold, self.min_relative_score * bow_score(vec, prev))
         found = [(k, s) for k, s in self.scores(vec, exclude=recent).items() if s >= threshold]
         if self.island_gap > 0 and found:
+            # islands from the candidates within half the best score (DBoW2 keeps those above a
+            # fraction of the best): a long run of weak look-alikes must not outweigh a strong match
+            best = max(s for _, s in found)
+            found = [(k, s) for k, s in found if s >= 0.5 * best]
             with self._lock:
                 position = {k: self._position[k] for k, _ in found}
             # islands best first; within an island its keyframes by score (the best one may fail
