@@ -137,6 +137,11 @@ class Keyframe:
     #: starts a new map when it loses tracking and cannot relocalise, and loop closure never chains
     #: two maps by odometry (only a verified loop merges them).
     map_id: int = 0
+    #: Place-recognition features (oriented multi-scale ORB, :func:`~mpslam_ros.frontend.features.place_features`):
+    #: uint8[m, 32] descriptors and float32[m, 4] (u, v, size, angle) keypoints; empty when the
+    #: sender has none (loop closure then recognises places by ``descriptors``).
+    place_descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+    place_keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 @dataclass

@@ -274,7 +274,7 @@ def warm_pipeline(precisions: Sequence[str] = ("mixed",), modes: Sequence[str] =
         from mpslam_ros.slam.place_recognition import default_vocabulary
 
         base_lc = lc_config or LoopClosureConfig()
-        if not getattr(base_lc, "vocabulary_path", ""):
+        if getattr(base_lc, "vocabulary_path", "") == "rendered":  # (the default, online, needs none)
             stage("vocabulary", default_vocabulary)  # trained at first use, then cached on disk
         for p in precisions:
             stage(f"loop closure {p}", lambda: warm_loop_closure(dataclasses.replace(base_lc, precision=p),

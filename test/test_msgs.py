@@ -138,8 +138,11 @@ def test_keyframe_roundtrip_through_standard_messages():
                   keypoints=(rng.random((n, 2)) * 600).astype(np.float32),
                   descriptors=rng.integers(0, 256, (n, 32), dtype=np.uint8),
                   landmark_ids=np.where(np.isnan(pts[:, 0]), -1, np.arange(n) + 10**6).astype(np.int64),
-                  points_cam=pts, K=np.array([[400.0, 0, 320], [0, 400, 240], [0, 0, 1]]))
+                  points_cam=pts, K=np.array([[400.0, 0, 320], [0, 400, 240], [0, 0, 1]]),
+                  place_descriptors=rng.integers(0, 256, (500, 32), dtype=np.uint8),
+                  place_keypoints=(rng.random((500, 4)) * 600).astype(np.float32))
     cloud, pose = msgs.keyframe_to_msgs(kf, "camera_left", "odom", "base_link")
+    assert len(serialize_message(cloud)) < 100_000  # 120 + 500 features: far below LARGE_DATA sizes
     cloud, pose = roundtrip(cloud), roundtrip(pose)
     assert isinstance(cloud, PointCloud2) and isinstance(pose, Odometry)
     back = msgs.keyframe_from_msgs(cloud, pose, kf_id=7, K=kf.K, T_body_left=kf.T_body_left)
@@ -149,6 +152,8 @@ def test_keyframe_roundtrip_through_standard_messages():
     np.testing.assert_array_equal(back.descriptors, kf.descriptors)
     np.testing.assert_array_equal(back.landmark_ids, kf.landmark_ids)
     np.testing.assert_array_equal(back.points_cam, kf.points_cam)  # float64 fields: bit exact, NaN kept
+    np.testing.assert_array_equal(back.place_descriptors, kf.place_descriptors)
+    np.testing.assert_array_equal(back.place_keypoints, kf.place_keypoints)
     pose.header.stamp.nanosec += 1
     with pytest.raises(msgs.MessageError, match="different stamps"):
         msgs.keyframe_from_msgs(cloud, pose, 7, kf.K, kf.T_body_left)

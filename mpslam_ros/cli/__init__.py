@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "play": "mpslam_ros.cli.play",
     "study": "mpslam_ros.cli.study",
     "bench": "mpslam_ros.cli.bench",
+    "vocab": "mpslam_ros.cli.vocab",
     "warmup": "mpslam_ros.cli.warmup",
 }
 

@@ -7,7 +7,7 @@ ids) aligned by simple indexing.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -201,6 +201,47 @@ def orb_descriptors(image: np.ndarray, pts: np.ndarray) -> Tuple[np.ndarray, np.
         desc[idx] = d
         ok[idx] = True
     return desc, ok
+
+
+class PlaceFeatures(NamedTuple):
+    """Oriented multi-scale ORB features of one image, for place recognition."""
+
+    keypoints: np.ndarray  # float32[n, 2] pixels
+    sizes: np.ndarray  # float32[n] keypoint diameter (pixels at level 0): the pyramid scale
+    angles: np.ndarray  # float32[n] orientation in degrees
+    descriptors: np.ndarray  # uint8[n, 32]
+
+
+_PLACE_ORB: Dict[Tuple[int, float, int], "cv2.ORB"] = {}
+
+
+def place_features(image: np.ndarray, max_features: int = 500, scale_factor: float = 1.2,
+                   levels: int = 8) -> PlaceFeatures:
+    """Oriented, multi-scale ORB (OpenCV's detector + rBRIEF, as ORB-SLAM / DBoW2 use it).
+
+    The tracking features (:func:`detect_features` + :func:`orb_descriptors`) are single-scale and
+    unoriented: fine for frame-to-frame matching, but a revisit seen from further away or with the
+    camera rolled no longer matches. Place recognition gets these instead (~500 per image).
+    """
+    key = (int(max_features), float(scale_factor), int(levels))
+    orb = _PLACE_ORB.get(key)
+    if orb is None:
+        orb = _PLACE_ORB[key] = cv2.ORB_create(nfeatures=key[0], scaleFactor=key[1], nlevels=key[2])
+    img = np.ascontiguousarray(image)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if img.dtype != np.uint8:
+        raise ValueError(f"place_features: expected a mono8 image, got dtype {img.dtype}")
+    kps, desc = orb.detectAndCompute(img, None)
+    if len(kps) < max_features // 4:  # weak texture or blur (hand-held): ORB's FAST threshold 20 -> 7
+        orb.setFastThreshold(7)
+        kps, desc = orb.detectAndCompute(img, None)
+        orb.setFastThreshold(20)
+    if desc is None or not kps:
+        return PlaceFeatures(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                             np.zeros((0, 32), np.uint8))
+    return PlaceFeatures(np.array([k.pt for k in kps], np.float32), np.array([k.size for k in kps], np.float32),
+                         np.array([k.angle for k in kps], np.float32), np.ascontiguousarray(desc, np.uint8))
 
 
 def image_texture(image: np.ndarray) -> Tuple[float, float]:

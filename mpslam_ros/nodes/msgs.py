@@ -8,7 +8,9 @@ cannot be built from the registries this project installs from.
 Keyframe transport (VO -> loop closure), two messages with the same ``header.stamp``:
   * ``sensor_msgs/PointCloud2`` (frame = left camera optical frame), one point per feature with
     fields ``x y z`` (float64, the landmark in the camera frame, NaN when unknown), ``u v``
-    (float32 pixel), ``landmark_id`` (int32, -1 = none) and ``descriptor`` (uint8 x 32);
+    (float32 pixel), ``landmark_id`` (int32, -1 = none) and ``descriptor`` (uint8 x 32); then the
+    keyframe's place features as more points with ``kind`` = 1 (``x y z`` NaN, ``size``/``angle`` the
+    ORB scale and orientation): ~500 x 81 bytes, far below the ~0.5 MB where DDS needs LARGE_DATA;
   * ``nav_msgs/Odometry`` (frame = odom, child = base_link): the keyframe's odometry pose.
 The camera model of the keypoints' image (K, no distortion) goes once, latched, as a CameraInfo on
 ``vo/keyframes/camera_info``. The receiver numbers keyframes in arrival order and takes the camera
@@ -377,7 +379,10 @@ def pointcloud2_to_points(msg: PointCloud2) -> np.ndarray:
 
 KEYFRAME_DTYPE = np.dtype([("x", np.float64), ("y", np.float64), ("z", np.float64), ("u", np.float32),
                            ("v", np.float32), ("landmark_id", np.int32), ("descriptor", np.uint8, (32,)),
-                           ("map_id", np.int32)])
+                           ("map_id", np.int32), ("size", np.float32), ("angle", np.float32), ("kind", np.uint8)])
+#: ``kind`` of a keyframe cloud point: a tracking feature (landmark, PnP verification) or a place
+#: feature (oriented multi-scale ORB for place recognition: u, v, size, angle, descriptor; no 3D).
+KIND_TRACKING, KIND_PLACE = 0, 1
 #: Fields a keyframe cloud must have (``map_id``, the keyframe's map, is optional: older senders
 #: have one map, 0).
 KEYFRAME_REQUIRED = ("x", "y", "z", "u", "v", "landmark_id", "descriptor")
@@ -391,14 +396,26 @@ def keyframe_to_msgs(kf: Keyframe, camera_frame: str, odom_frame: str, body_fram
     ids = np.asarray(kf.landmark_ids, dtype=np.int64)
     if n and (ids.max() > np.iinfo(np.int32).max or ids.min() < -1):
         raise MessageError(f"keyframe {kf.id}: landmark ids outside int32 range")
-    arr = np.zeros(n, dtype=KEYFRAME_DTYPE)
+    pd = np.asarray(getattr(kf, "place_descriptors", np.zeros((0, 32))), dtype=np.uint8).reshape(-1, 32)
+    pk = np.asarray(getattr(kf, "place_keypoints", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+    if len(pk) != len(pd):
+        raise MessageError(f"keyframe {kf.id}: {len(pd)} place descriptors but {len(pk)} place keypoints")
+    arr = np.zeros(n + len(pd), dtype=KEYFRAME_DTYPE)
+    place = arr[n:]  # a view: the place features follow the tracking features
+    place["x"] = place["y"] = place["z"] = np.nan
+    place["u"], place["v"], place["size"], place["angle"] = pk[:, 0], pk[:, 1], pk[:, 2], pk[:, 3]
+    place["landmark_id"] = -1
+    place["descriptor"] = pd
+    place["kind"] = KIND_PLACE
+    arr["map_id"] = int(getattr(kf, "map_id", 0))
     pc = np.asarray(kf.points_cam, dtype=np.float64).reshape(n, 3)
-    arr["x"], arr["y"], arr["z"] = pc[:, 0], pc[:, 1], pc[:, 2]
+    trk = arr[:n]
+    trk["x"], trk["y"], trk["z"] = pc[:, 0], pc[:, 1], pc[:, 2]
     kp = np.asarray(kf.keypoints, dtype=np.float32).reshape(n, 2)
-    arr["u"], arr["v"] = kp[:, 0], kp[:, 1]
-    arr["landmark_id"] = ids
-    arr["descriptor"] = np.asarray(kf.descriptors, dtype=np.uint8).reshape(n, 32)
-    arr["map_id"] = int(getattr(kf, "map_id", 0))  # per point: a PointCloud2 has no per-cloud field
+    trk["u"], trk["v"] = kp[:, 0], kp[:, 1]
+    trk["landmark_id"] = ids
+    trk["descriptor"] = np.asarray(kf.descriptors, dtype=np.uint8).reshape(n, 32)
+    # map_id is per point: a PointCloud2 has no per-cloud field
     return (structured_to_pointcloud2(arr, kf.stamp_ns, camera_frame),
             odometry(kf.T_world_body, kf.stamp_ns, odom_frame, body_frame))
 
@@ -415,7 +432,16 @@ def keyframe_from_msgs(features: PointCloud2, pose: Odometry, kf_id: int, K: np.
         raise MessageError(f"keyframe cloud lacks fields {sorted(missing)}")
     if arr.dtype["descriptor"].shape != (32,):
         raise MessageError(f"keyframe descriptor field must be uint8 x 32, got {arr.dtype['descriptor']}")
+    place = np.zeros(0, dtype=arr.dtype)
+    if "kind" in arr.dtype.names:  # older senders have tracking features only
+        is_place = arr["kind"] == KIND_PLACE
+        place, arr = arr[is_place], arr[~is_place]
+    has_shape = place.dtype.names is not None and "size" in place.dtype.names and "angle" in place.dtype.names
+    place_kp = (np.stack([place["u"], place["v"], place["size"], place["angle"]], axis=1) if has_shape
+                else np.zeros((0, 4)))
     return Keyframe(
+        place_descriptors=np.ascontiguousarray(place["descriptor"], dtype=np.uint8).reshape(-1, 32),
+        place_keypoints=np.asarray(place_kp, np.float32).reshape(-1, 4),
         id=int(kf_id), stamp_ns=stamp, T_world_body=pose_to_matrix(pose.pose.pose),
         keypoints=np.stack([arr["u"], arr["v"]], axis=1).astype(np.float32),
         descriptors=np.ascontiguousarray(arr["descriptor"], dtype=np.uint8),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
@@ -44,23 +44,32 @@ class StoredKeyframe:
     points_cam: np.ndarray  # float32[n,3]
     K: np.ndarray  # float64[3,3]
     T_body_left: np.ndarray  # float64[4,4]
+    place_descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+    place_keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
     @property
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in (self.T_world_body, self.keypoints, self.descriptors,
                                           self.landmark_ids, self.points_cam, self.K,
-                                          self.T_body_left)) + 16)
+                                          self.T_body_left, self.place_descriptors,
+                                          self.place_keypoints)) + 16)
 
     @property
     def has_appearance(self) -> bool:
         return len(self.descriptors) > 0
+
+    @property
+    def recognition_descriptors(self) -> np.ndarray:
+        """What place recognition indexes: the place features, else the tracking descriptors."""
+        return self.place_descriptors if len(self.place_descriptors) else self.descriptors
 
     def to_keyframe(self) -> Keyframe:
         return Keyframe(id=self.id, stamp_ns=self.stamp_ns, T_world_body=self.T_world_body.copy(),
                         keypoints=self.keypoints.copy(), descriptors=self.descriptors.copy(),
                         landmark_ids=self.landmark_ids.copy(),
                         points_cam=self.points_cam.astype(np.float64), K=self.K.copy(),
-                        T_body_left=self.T_body_left.copy())
+                        T_body_left=self.T_body_left.copy(), place_descriptors=self.place_descriptors.copy(),
+                        place_keypoints=self.place_keypoints.copy())
 
 
 def validate_keyframe(kf: Keyframe) -> None:
@@ -79,6 +88,12 @@ def validate_keyframe(kf: Keyframe) -> None:
         raise ValueError(f"{where}: descriptors must be uint8 (binary ORB), got {np.asarray(kf.descriptors).dtype}")
     if n and not np.all(np.isfinite(kf.keypoints)):
         raise ValueError(f"{where}: keypoints contain NaN/inf")
+    pd = np.asarray(getattr(kf, "place_descriptors", np.zeros((0, 32), np.uint8)))
+    pk = np.asarray(getattr(kf, "place_keypoints", np.zeros((0, 4), np.float32)))
+    if pd.ndim != 2 or pd.shape[1] != 32 or pd.dtype != np.uint8:
+        raise ValueError(f"{where}: place_descriptors must be uint8[m, 32], got {pd.dtype}{pd.shape}")
+    if pk.shape != (len(pd), 4):
+        raise ValueError(f"{where}: place_keypoints has shape {pk.shape}, expected {(len(pd), 4)}")
 
 
 class KeyframeDatabase:
@@ -108,7 +123,9 @@ class KeyframeDatabase:
             landmark_ids=np.ascontiguousarray(np.asarray(kf.landmark_ids, np.int64)[order]),
             points_cam=np.ascontiguousarray(pts[order].astype(np.float32)),
             K=np.array(kf.K, dtype=np.float64).reshape(3, 3),
-            T_body_left=np.array(kf.T_body_left, dtype=np.float64).reshape(4, 4))
+            T_body_left=np.array(kf.T_body_left, dtype=np.float64).reshape(4, 4),
+            place_descriptors=np.ascontiguousarray(np.asarray(kf.place_descriptors, np.uint8)),
+            place_keypoints=np.ascontiguousarray(np.asarray(kf.place_keypoints, np.float32)))
         with self._lock:
             if rec.id in self._frames:
                 raise ValueError(f"keyframe {rec.id}: id already in the database")
@@ -133,6 +150,8 @@ class KeyframeDatabase:
         victim.descriptors = victim.descriptors[:0]
         victim.landmark_ids = victim.landmark_ids[:0]
         victim.points_cam = victim.points_cam[:0]
+        victim.place_descriptors = victim.place_descriptors[:0]
+        victim.place_keypoints = victim.place_keypoints[:0]
         self._num_with_appearance -= 1
 
     def get(self, kf_id: int) -> StoredKeyframe:
@@ -192,6 +211,9 @@ class KeyframeDatabase:
             "descriptors": cat("descriptors", (0, 32), np.uint8),
             "landmark_ids": cat("landmark_ids", (0,), np.int64),
             "points_cam": cat("points_cam", (0, 3), np.float32),
+            "place_counts": np.array([len(r.place_descriptors) for r in recs], dtype=np.int64),
+            "place_descriptors": cat("place_descriptors", (0, 32), np.uint8),
+            "place_keypoints": cat("place_keypoints", (0, 4), np.float32),
         }
         for k, v in (extra or {}).items():
             arrays["extra_" + k] = np.asarray(v)
@@ -246,6 +268,15 @@ class KeyframeDatabase:
                  max_appearance_keyframes=header["max_appearance_keyframes"],
                  redundancy_radius_m=header["redundancy_radius_m"])
         offsets = np.concatenate([[0], np.cumsum(counts)])
+        # place features (optional: maps written before them have none)
+        pcounts = data.get("place_counts", np.zeros(n, np.int64))
+        pdesc = data.get("place_descriptors", np.zeros((0, 32), np.uint8))
+        pkp = data.get("place_keypoints", np.zeros((0, 4), np.float32))
+        ptotal = int(pcounts.sum()) if len(pcounts) else 0
+        if pcounts.shape != (n,) or pdesc.shape != (ptotal, 32) or pkp.shape != (ptotal, 4) or np.any(pcounts < 0):
+            raise MapFileError(f"{path}: place features have shapes {pcounts.shape} / {pdesc.shape} / "
+                               f"{pkp.shape}, expected ({n},) / ({ptotal}, 32) / ({ptotal}, 4)")
+        poffsets = np.concatenate([[0], np.cumsum(pcounts)])
         for i in range(n):
             a, b = int(offsets[i]), int(offsets[i + 1])
             rec = StoredKeyframe(
@@ -254,7 +285,9 @@ class KeyframeDatabase:
                 descriptors=data["descriptors"][a:b].copy(),
                 landmark_ids=data["landmark_ids"][a:b].copy(),
                 points_cam=data["points_cam"][a:b].copy(), K=data["K"][i].copy(),
-                T_body_left=data["T_body_left"][i].copy())
+                T_body_left=data["T_body_left"][i].copy(),
+                place_descriptors=pdesc[poffsets[i]:poffsets[i + 1]].astype(np.uint8),
+                place_keypoints=pkp[poffsets[i]:poffsets[i + 1]].astype(np.float32))
             if rec.id in db._frames:
                 raise MapFileError(f"{path}: keyframe id {rec.id} appears twice (record {i})")
             db._frames[rec.id] = rec

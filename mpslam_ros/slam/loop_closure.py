@@ -54,8 +54,18 @@ class LoopClosureConfig:
 
     #: Precision preset of pose-graph optimisation: fp64, fp32, fp16 or mixed.
     precision: str = "mixed"
-    #: Vocabulary file (.npz); empty: the package's default vocabulary (trained at first use, cached).
+    #: Place-recognition vocabulary: "" (default) an online vocabulary grown from the keyframes
+    #: themselves (no training set, works wherever the robot is; docs/places.md), "rendered" the
+    #: package's vocabulary trained on its rendered house (the pre-0.x default), or a file written by
+    #: ``mpslam vocab train``.
     vocabulary_path: str = ""
+    #: Online vocabulary: a descriptor within this many bits (of 256) of a word is that word
+    #: (ORB-SLAM's TH_LOW); leaves of its search tree split beyond ``vocabulary_leaf_size`` words.
+    vocabulary_match_distance: int = 50
+    vocabulary_leaf_size: int = 64
+    #: Candidates at most this many keyframes apart form one island (DBoW2); the island's summed
+    #: score ranks it and its best keyframe is verified. 0: rank single keyframes.
+    island_gap: int = 2
     #: Minimum bag-of-words score (DBoW2 L1, 0..1) of a loop candidate.
     min_score: float = 0.04
     #: Minimum score relative to the query's score against the previous keyframe.
@@ -139,6 +149,17 @@ class SolveRecord:
     initial_cost: float
     final_cost: float
     termination: str
+
+
+def make_vocabulary(config: LoopClosureConfig):
+    """The vocabulary ``config.vocabulary_path`` names (see :class:`LoopClosureConfig`)."""
+    from mpslam_ros.slam.online_vocabulary import OnlineBinaryVocabulary
+
+    if not config.vocabulary_path:
+        return OnlineBinaryVocabulary(config.vocabulary_match_distance, config.vocabulary_leaf_size)
+    if config.vocabulary_path == "rendered":
+        return default_vocabulary()
+    return BinaryVocabulary.load(config.vocabulary_path)
 
 
 def loop_frame_transform(edge: LoopEdge, P_match: np.ndarray, P_query: np.ndarray) -> np.ndarray:
@@ -245,14 +266,14 @@ class LoopClosure:
         if self._recognizer is None:
             vocab = self._vocabulary
             if vocab is None:
-                vocab = (BinaryVocabulary.load(self.config.vocabulary_path) if self.config.vocabulary_path
-                         else default_vocabulary())
+                vocab = make_vocabulary(self.config)
                 self._vocabulary = vocab
             rec = PlaceRecognizer(vocab, self.config.min_score, self.config.min_relative_score,
-                                  self.config.exclude_recent, self.config.max_candidates)
-            for stored in self.db:  # a loaded map: index its keyframes
+                                  self.config.exclude_recent, self.config.max_candidates,
+                                  island_gap=self.config.island_gap)
+            for stored in self.db:  # a loaded map: index its keyframes (an online vocabulary regrows)
                 if stored.has_appearance:
-                    rec.add(stored.id, stored.descriptors)
+                    rec.add(stored.id, stored.recognition_descriptors)
             self._recognizer = rec
         return self._recognizer
 
@@ -283,16 +304,15 @@ class LoopClosure:
         accepted = None
         if stored.has_appearance:
             rec = self._get_recognizer()
-            vec = rec.vocabulary.bow_vector(stored.descriptors)
-            for cand_id, score in rec.query(stored.descriptors, vec, exclude=recent):
+            place = stored.recognition_descriptors
+            for cand_id, score in rec.query(place, exclude=recent):
                 result = verify_loop(stored, self.db.get(cand_id), self.verification, score)
                 self.verification_log.append((stored.id, cand_id, score, result.reason))
                 if result.edge is not None:
                     accepted = result.edge
                     break
             if stored.id not in rec:  # (a recogniser built just now indexed the whole database)
-                rec.add(stored.id, stored.descriptors)
-            del vec
+                rec.add(stored.id, place)
         if accepted is not None and self._accept_loop(accepted):
             self.request_solve()
         return accepted

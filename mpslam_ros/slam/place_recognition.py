@@ -192,6 +192,26 @@ def bow_score(a: Dict[int, float], b: Dict[int, float]) -> float:
     return 0.5 * s
 
 
+def islands(candidates: Sequence[Tuple[int, float]], position: Dict[int, int],
+            gap: int) -> List[Tuple[int, float, Tuple[int, int]]]:
+    """Group candidates ``[(keyframe id, score)]`` into islands of keyframes at most ``gap`` apart in
+    insertion order (DBoW2 / iBoW-LCD): a true revisit matches a run of neighbouring keyframes, an
+    aliased one usually a single keyframe. Returns ``[(best keyframe, island score, (first, last
+    position))]``, islands by summed score, best first; the island score is the sum of its scores."""
+    ranked = sorted(candidates, key=lambda t: position[t[0]])
+    out: List[Tuple[int, float, Tuple[int, int]]] = []
+    start = 0
+    for i in range(1, len(ranked) + 1):
+        if i == len(ranked) or position[ranked[i][0]] - position[ranked[i - 1][0]] > gap:
+            members = ranked[start:i]
+            best = max(members, key=lambda t: t[1])[0]
+            out.append((best, float(sum(s for _, s in members)),
+                        (position[members[0][0]], position[members[-1][0]])))
+            start = i
+    out.sort(key=lambda t: -t[1])
+    return out
+
+
 class PlaceRecognizer:
     """Inverted index over the keyframes' bag-of-words vectors.
 
@@ -202,8 +222,11 @@ class PlaceRecognizer:
     """
 
     def __init__(self, vocabulary: BinaryVocabulary, min_score: float = 0.05,
-                 min_relative_score: float = 0.3, exclude_recent: int = 20, max_candidates: int = 3) -> None:
+                 min_relative_score: float = 0.3, exclude_recent: int = 20, max_candidates: int = 3,
+                 island_gap: int = 0) -> None:
         self.vocabulary = vocabulary
+        self.island_gap = int(island_gap)
+        self._position: Dict[int, int] = {}  # keyframe id -> insertion index (islands)
         self.min_score = min_score
         self.min_relative_score = min_relative_score
         self.exclude_recent = exclude_recent
@@ -220,9 +243,12 @@ class PlaceRecognizer:
         return kf_id in self._vectors
 
     def add(self, kf_id: int, descriptors: np.ndarray) -> Dict[int, float]:
-        vec = self.vocabulary.bow_vector(descriptors)
+        """Index a keyframe (an online vocabulary also learns its new words from it)."""
+        grow = getattr(self.vocabulary, "add_image", None)
+        vec = grow(descriptors) if grow is not None else self.vocabulary.bow_vector(descriptors)
         with self._lock:
             self._vectors[kf_id] = vec
+            self._position[kf_id] = len(self._order)
             self._order.append(kf_id)
             for w, x in vec.items():
                 self._index.setdefault(w, []).append((kf_id, x))
@@ -262,6 +288,21 @@ class PlaceRecognizer:
         if prev:
             threshold = max(threshold, self.min_relative_score * bow_score(vec, prev))
         found = [(k, s) for k, s in self.scores(vec, exclude=recent).items() if s >= threshold]
+        if self.island_gap > 0 and found:
+            # islands from the candidates within half the best score (DBoW2 keeps those above a
+            # fraction of the best): a long run of weak look-alikes must not outweigh a strong match
+            best = max(s for _, s in found)
+            found = [(k, s) for k, s in found if s >= 0.5 * best]
+            with self._lock:
+                position = {k: self._position[k] for k, _ in found}
+            # islands best first; within an island its keyframes by score (the best one may fail
+            # verification where its neighbour passes)
+            score_of = dict(found)
+            ranked: List[Tuple[int, float]] = []
+            for _, _, (first, last) in islands(found, position, self.island_gap):
+                members = [k for k in score_of if first <= position[k] <= last]
+                ranked.extend(sorted(((k, score_of[k]) for k in members), key=lambda t: -t[1]))
+            return ranked[: self.max_candidates]
         found.sort(key=lambda t: -t[1])
         return found[: self.max_candidates]
 

@@ -176,3 +176,23 @@ def verify_loop(query: Keyframe, candidate: Keyframe, config: Optional[Verificat
     edge = LoopEdge(int(query.id), int(candidate.id), T_match_query, info, n_in, score, cells, rmse,
                     {"matches": nm, "agreement_3d": agreement})
     return VerificationResult(edge, "", nm, n_in)
+
+
+def epipolar_inliers(query_uv: np.ndarray, query_desc: np.ndarray, cand_uv: np.ndarray, cand_desc: np.ndarray,
+                     ratio: float = 0.8, max_hamming: int = 80, ransac_px: float = 2.0) -> int:
+    """Matches of two monocular views consistent with one fundamental matrix (RANSAC): the geometric
+    check of place recognition where no 3D points exist (DBoW2's check; :func:`verify_loop` needs the
+    candidate's metric landmarks). 0 when fewer than 8 descriptor matches."""
+    pairs = match_descriptors(np.asarray(query_desc, np.uint8), np.asarray(cand_desc, np.uint8), ratio,
+                              max_hamming)
+    if len(pairs) < 8:
+        return 0
+    a = np.asarray(query_uv, np.float64)[pairs[:, 0]]
+    b = np.asarray(cand_uv, np.float64)[pairs[:, 1]]
+    try:
+        F, mask = cv2.findFundamentalMat(a, b, cv2.FM_RANSAC, ransac_px, 0.999)
+    except cv2.error:
+        return 0
+    if F is None or mask is None:
+        return 0
+    return int(mask.sum())
