@@ -10,7 +10,7 @@ import importlib
 import sys
 
 HELP = ("benchmarks that print tables: pgo (pose graphs), window (VO windows), ba (BAL files), kernels, "
-        "breaks (SLAM across stalls, blackouts and kidnaps)")
+        "breaks (SLAM across stalls, blackouts and kidnaps), robustness (scenes x camera profiles x seeds)")
 
 KINDS = {
     "pgo": "mpslam_ros.bench.pgo",
@@ -18,6 +18,7 @@ KINDS = {
     "ba": "mpslam_ros.bench.ba",
     "kernels": "mpslam_ros.bench.kernels",
     "breaks": "mpslam_ros.bench.breaks",
+    "robustness": "mpslam_ros.bench.robustness",
 }
 
 
