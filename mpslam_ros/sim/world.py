@@ -321,7 +321,8 @@ def build_office(seed: int = 0, layout: OfficeLayout | None = None, texture: np.
         ya, yb = sorted((y_in, y_wall))
         for q in range(1, n_rooms):
             add((q * rw - h, ya + h, 0.0, q * rw + h, yb - h, H), "wall")
-            add((q * rw - h, y_wall - h, 0.0, q * rw + h, y_wall + h, H), "wall")  # where it meets the corridor
+            add((q * rw - h, y_wall - h, 0.0, q * rw + h, y_wall + h, H), "wall",  # where it meets the corridor
+                "north_pillar" if band == 1 else None, [(1, face_s)])
         for q in range(n_rooms):
             x0, x1, xc = q * rw, (q + 1) * rw, (q + 0.5) * rw
             motif = (lambda part: f"north_{part}") if band == 1 else (lambda part: None)
