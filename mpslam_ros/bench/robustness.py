@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated synthetic scene[:seconds] (default household:15,handheld:15,office:15)")
     parser.add_argument("--profiles", default="clean,realistic,harsh",
                         help="comma-separated camera profiles (default clean,realistic,harsh)")
-    parser.add_argument("--seeds", default="1,2",
-                        help="comma-separated seeds (default 1,2: evaluation seeds; 0 is the development seed)")
+    parser.add_argument("--seeds", default="1,2,3",
+                        help="comma-separated seeds (default 1,2,3: evaluation seeds; 0 was the development seed)")
     parser.add_argument("--sensors", default="stereo", help="comma-separated: stereo, rgbd (default stereo)")
     parser.add_argument("--precisions", default="mixed", help="comma-separated: fp64, fp32, fp16, mixed (default mixed)")
     parser.add_argument("--no-loop-closure", action="store_true", help="odometry only")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 HELP = "render a synthetic stereo sequence (textured house, exact ground truth) to a rosbag2 or EuRoC folder"
 DESCRIPTION = (
-    "Render the built-in synthetic world (a textured 3 x 2 room house) along a household-robot or "
-    "hand-held trajectory: 640x480 mono8 stereo at 20 Hz, baseline 0.1 m, pixel noise, exact ground "
-    "truth. Frames are cached (keyed by scene, duration, seed and options) so a second run is fast. "
+    "Render the built-in synthetic world (a textured 3 x 2 room house, or an office floor with a ring "
+    "corridor) along a household-robot, hand-held or office-robot trajectory: 640x480 mono8 stereo at "
+    "20 Hz, baseline 0.1 m, pixel noise (more camera effects with --profile), exact ground truth. Frames are cached (keyed by scene, duration, seed and options) so a second run is fast. "
     "OUT ending in .mcap gives one MCAP file; otherwise a bag folder (--storage) or, with --format "
     "euroc, an EuRoC ASL folder."
 )
