@@ -23,8 +23,9 @@ def loop_errors(edges: Sequence, keyframe_stamps: dict, gt: Trajectory, max_dt_n
         T = np.asarray(T, dtype=np.float64)
         poses = []
         for kid in (q, m):
-            k = int(np.argmin(np.abs(gt.stamps_ns - keyframe_stamps.get(kid, -1))))
-            poses.append(gt.poses[k] if abs(int(gt.stamps_ns[k]) - keyframe_stamps.get(kid, -1)) <= max_dt_ns else None)
+            stamp = keyframe_stamps.get(kid)
+            k = int(np.argmin(np.abs(gt.stamps_ns - stamp))) if stamp is not None else -1
+            poses.append(gt.poses[k] if k >= 0 and abs(int(gt.stamps_ns[k]) - stamp) <= max_dt_ns else None)
         if poses[0] is None or poses[1] is None:
             out.append({"query": q, "match": m, "trans_err_m": float("nan"), "rot_err_deg": float("nan"),
                         "true": False})
