@@ -167,8 +167,8 @@ def handheld(world: World, duration_s: float, seed: int) -> PoseFn:
 
 def office(world: World, duration_s: float, seed: int, speed: float = 0.5, corner_radius: float = 0.8) -> PoseFn:
     """Laps of the office's ring corridor (counter-clockwise, starting in the south corridor at a
-    seeded place), with a short stop-and-look into a seeded room door each lap (the camera yaws
-    towards it and back while driving slowly past)."""
+    seeded place), the camera glancing sideways (towards the doors and the inner block) by up to 25
+    degrees as it drives."""
     lay = world.layout
     if world.kind != "office":
         raise ValueError("the office trajectory needs the office world")
