@@ -34,7 +34,8 @@ def test_run_synthetic_writes_trajectory_timings_report_plots(tmp_path, capsys):
     assert len(rows) == 160 and rows[0]["state"] == "initializing"
     assert all(float(r["total_ms"]) > 0 for r in rows)
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"] == {"precision": "fp32", "window": 10, "ba": True, "loop_closure": False}
+    assert report["settings"] == {"precision": "fp32", "window": 10, "ba": True, "loop_closure": False,
+                                  "profile": "clean", "sensor": "stereo"}
     m = report["metrics_vo"]
     assert m["ate_rmse_m"] < 0.02 and m["gt_path_length_m"] > 2.0
     assert m["drift_1m_trans_percent"] < 2.0

@@ -10,7 +10,8 @@ import importlib
 import sys
 
 HELP = ("benchmarks that print tables: pgo (pose graphs), window (VO windows), ba (BAL files), kernels, "
-        "breaks (SLAM across stalls, blackouts and kidnaps), places (place recognition on real images)")
+        "breaks (SLAM across stalls, blackouts and kidnaps), places (place recognition on real images), "
+        "robustness (scenes x camera profiles x seeds)")
 
 KINDS = {
     "pgo": "mpslam_ros.bench.pgo",
@@ -19,6 +20,7 @@ KINDS = {
     "kernels": "mpslam_ros.bench.kernels",
     "breaks": "mpslam_ros.bench.breaks",
     "places": "mpslam_ros.bench.places",
+    "robustness": "mpslam_ros.bench.robustness",
 }
 
 

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of synthetic camera data (default 40; the run takes about as long "
                              "plus start-up)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic sequence (default 0)")
+    parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
+                        help="camera effects of the synthetic sequence (default clean; see mpslam synth --help)")
     parser.add_argument("--bag", default=None,
                         help="play this rosbag2 instead of the synthetic one (ATE needs /ground_truth/pose in it)")
     parser.add_argument("--cache-dir", default=None,
@@ -52,10 +54,12 @@ def prepare_bag(args: argparse.Namespace):
     if args.bag:
         source = BagSource(args.bag)
         return Path(args.bag), source.rig, source.ground_truth(), len(source)
-    from mpslam_ros.sim.sequences import cache_root, load_or_generate
+    from mpslam_ros.sim.sequences import SimOptions, cache_root, load_or_generate
 
-    print(f"synthetic sequence: {args.scene}, {args.duration:g} s, seed {args.seed} ...", flush=True)
-    seq = load_or_generate(args.scene, args.duration, args.seed, cache_dir=args.cache_dir)
+    profile = getattr(args, "profile", "clean")
+    print(f"synthetic sequence: {args.scene}, {args.duration:g} s, seed {args.seed}, {profile} camera ...", flush=True)
+    seq = load_or_generate(args.scene, args.duration, args.seed, cache_dir=args.cache_dir,
+                           options=SimOptions.for_profile(profile))
     # named by the sequence's cache key (renderer version + options), so a renderer change never replays an
     # old bag: a bag named by scene/duration/seed alone kept serving images of the first renderer
     bag = cache_root(args.cache_dir) / f"{seq.cache_key()}.mcap"

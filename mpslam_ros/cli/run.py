@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="odometry only (no place recognition / pose-graph correction)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of a synthetic sequence (default 0)")
+    parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
+                        help="camera effects of a synthetic sequence: clean (noise only, today's images), "
+                             "realistic (EuRoC-like noise and distortion, 8 ms motion blur, auto exposure, "
+                             "gain mismatch, light changes, 2 people walking) or harsh (see docs/robustness.md)")
+    parser.add_argument("--rgbd", action="store_true",
+                        help="synthetic sequence as an RGB-D camera (left image + depth) instead of stereo")
     parser.add_argument("--break", dest="breaks", action="append", default=[], metavar="KIND@START+LENGTH",
                         help="apply a break to the input stream, seconds from its start (repeatable): "
                              "stall (frames never arrive), blackout (black frames) or kidnap (frames "
@@ -163,7 +169,10 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
     if lc is not None:
         lc.wait_idle(timeout=120.0)
         kf_corr = lc.corrected_poses()
-        loops = len(lc.loops())
+        edges = lc.loops()
+        loops = len(edges)
+        extra["loop_edges"] = [[int(e.query_id), int(e.match_id), np.asarray(e.T_match_query).tolist()]
+                               for e in edges]
         kf_maps = lc.keyframe_maps()
         extra["loop_closure_events"] = dataclasses.asdict(lc.stats)
         extra["keyframes_not_aligned_with_first_map"] = sum(1 for _, ok in kf_maps.values() if not ok)
@@ -333,8 +342,10 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        source = open_dataset(args.dataset, seed=args.seed) if _is_synthetic(args.dataset) \
-            else open_dataset(args.dataset)
+        if _is_synthetic(args.dataset):
+            source = open_synthetic(args.dataset, args.seed, args.profile, rgbd=args.rgbd)
+        else:
+            source = open_dataset(args.dataset)
     except (OSError, ValueError) as exc:
         print(f"mpslam run: cannot open {args.dataset}: {exc}")
         return 2
@@ -353,12 +364,23 @@ def main(args: argparse.Namespace) -> int:
                        max_frames=args.max_frames, progress=not args.no_progress)
     settings = {"precision": args.precision, "window": args.window, "ba": not args.no_ba,
                 "loop_closure": not args.no_loop_closure}
+    if _is_synthetic(args.dataset):
+        settings.update(profile=args.profile, sensor="rgbd" if args.rgbd else "stereo")
     if args.breaks:
         settings["breaks"] = " ".join(args.breaks)
     report = write_outputs(Path(args.out), run, settings, plots=not args.no_plots)
     print(report["text"], end="")
     print(f"outputs in {args.out}/")
     return 0
+
+
+def open_synthetic(spec: str, seed: int, profile: str = "clean", rgbd: bool = False, progress: bool = True):
+    """A synthetic scene (``office:30``) with a camera-effect profile, as stereo or RGB-D."""
+    from mpslam_ros.io.datasets import open_dataset
+    from mpslam_ros.sim.sequences import RGBDView, SimOptions
+
+    source = open_dataset(spec, seed=seed, options=SimOptions.for_profile(profile), progress=progress)
+    return RGBDView(source, progress=progress) if rgbd else source
 
 
 def _is_synthetic(spec: str) -> bool:

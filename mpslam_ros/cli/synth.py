@@ -8,9 +8,9 @@ from pathlib import Path
 
 HELP = "render a synthetic stereo sequence (textured house, exact ground truth) to a rosbag2 or EuRoC folder"
 DESCRIPTION = (
-    "Render the built-in synthetic world (a textured 3 x 2 room house) along a household-robot or "
-    "hand-held trajectory: 640x480 mono8 stereo at 20 Hz, baseline 0.1 m, pixel noise, exact ground "
-    "truth. Frames are cached (keyed by scene, duration, seed and options) so a second run is fast. "
+    "Render the built-in synthetic world (a textured 3 x 2 room house, or an office floor with a ring "
+    "corridor) along a household-robot, hand-held or office-robot trajectory: 640x480 mono8 stereo at "
+    "20 Hz, baseline 0.1 m, pixel noise (more camera effects with --profile), exact ground truth. Frames are cached (keyed by scene, duration, seed and options) so a second run is fast. "
     "OUT ending in .mcap gives one MCAP file; otherwise a bag folder (--storage) or, with --format "
     "euroc, an EuRoC ASL folder."
 )
@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output: FILE.mcap, a bag folder, or a folder for --format euroc")
     parser.add_argument("--scene", default="household", choices=sorted(SCENES),
                         help="trajectory: 'household' (robot driving loops through the rooms, camera 0.5 m "
-                             "high) or 'handheld' (6-DoF walk between two rooms); default household")
+                             "high), 'handheld' (6-DoF walk between two rooms) or 'office' (robot lapping an "
+                             "office floor's ring corridor, 52 m a lap, a look-alike corridor); default household")
     parser.add_argument("--duration", type=float, default=60.0, help="length in seconds (default 60 = 1200 frames)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world (texture, furniture) and motion (default 0)")
     parser.add_argument("--format", choices=("bag", "euroc"), default="bag",
@@ -31,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
                         help="rosbag2 storage for a bag folder (default mcap; a .mcap OUT is always mcap)")
     parser.add_argument("--depth", action="store_true", help="also write exact depth (/camera/depth/image_raw, 32FC1)")
+    parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
+                        help="camera effects: clean (pixel noise only, the default), realistic (EuRoC-like noise "
+                             "and lens distortion in raw images + CameraInfo, 8 ms motion blur, auto exposure, "
+                             "flicker, L/R gain mismatch, light changes, people walking) or harsh (stronger; "
+                             "docs/robustness.md)")
     parser.add_argument("--motion-blur", type=int, default=0, metavar="N",
                         help="average N extra sub-exposure renders per image (motion blur; default 0 = off)")
     parser.add_argument("--exposure-variation", type=float, default=0.0, metavar="A",
@@ -56,8 +62,12 @@ def main(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         print("mpslam synth: --duration must be positive")
         return 2
-    opts = SimOptions(motion_blur_samples=args.motion_blur, exposure_variation=args.exposure_variation,
-                      supersample=args.supersample)
+    overrides = {"supersample": args.supersample}
+    if args.motion_blur:
+        overrides["motion_blur_samples"] = args.motion_blur
+    if args.exposure_variation:
+        overrides["exposure_variation"] = args.exposure_variation
+    opts = SimOptions.for_profile(args.profile, **overrides)
     t0 = time.perf_counter()
     seq = load_or_generate(args.scene, args.duration, args.seed, cache_dir=args.cache_dir, options=opts,
                            with_depth=args.depth)

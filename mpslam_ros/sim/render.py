@@ -134,7 +134,7 @@ def _bilinear(texture, offset, level, tu, tv):
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, radiance, depth, face_id):
+def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, vignetting, radiance, depth, face_id):
     """Rasterise + shade one view into ``radiance`` (float32) and ``depth`` (float32, z in metres)."""
     height, width = radiance.shape
     count, idx, normal, rhs, poly, npoly, vrange = _setup_faces(
@@ -233,7 +233,7 @@ def _render(faces, texture, mip_offsets, texel_m, R_wc, p_wc, fx, fy, cx, cy, ra
             tex = _bilinear(texture, mip_offsets[l0], l0, tu, tv)
             if w1 > 0.0:
                 tex += w1 * (_bilinear(texture, mip_offsets[l0 + 1], l0 + 1, tu, tv) - tex)
-            vign = 1.0 - 0.3 * ((u - cx) * (u - cx) * inv_rmax2 + dv2)
+            vign = 1.0 - vignetting * ((u - cx) * (u - cx) * inv_rmax2 + dv2)
             radiance[v, u] = (gain[a] * tex + bias[a]) * vign
 
 
@@ -266,7 +266,11 @@ def _expose(radiance, gain, read_sigma, shot_k, key, out):
 
 
 class Renderer:
-    """Renders views of a :class:`World` with a pinhole camera (no distortion).
+    """Renders views of a :class:`World` with a pinhole camera (no distortion: see
+    :mod:`mpslam_ros.sim.camera_effects` for the lens model applied afterwards).
+
+    ``vignetting``: radial fall-off 1 - v r^2 / r_max^2 baked into the radiance (0.3, the first
+    renderer's, by default; 0 when the effects apply it in the distorted raw image instead).
 
     ``supersample`` = s > 1 renders s x s samples per pixel and averages them (anti-aliased
     geometry edges; depth is averaged too, mixing depths at edges as real depth sensors do), at
@@ -274,8 +278,9 @@ class Renderer:
     """
 
     def __init__(self, world: World, width: int, height: int, fx: float, fy: float, cx: float, cy: float,
-                 supersample: int = 1):
+                 supersample: int = 1, vignetting: float = 0.3):
         self.world = world
+        self.vignetting = float(vignetting)
         self.width, self.height = int(width), int(height)
         self.fx, self.fy, self.cx, self.cy = float(fx), float(fy), float(cx), float(cy)
         self.supersample = s = int(supersample)
@@ -290,15 +295,16 @@ class Renderer:
         self._depth = np.empty((self._hi[0], self._hi[1]), np.float32)
         self._face_id = np.empty((self._hi[0], self._hi[1]), np.int32)
 
-    def radiance(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def radiance(self, T_world_cam: np.ndarray, faces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Noise-free float32 image and z-depth (metres) of the view from ``T_world_cam`` (optical).
 
-        The returned arrays may be internal buffers, overwritten by the next call."""
+        ``faces``: the scene's faces at this instant (moving objects, changed light) instead of the
+        world's static ones. The returned arrays may be internal buffers, overwritten by the next call."""
         T = np.asarray(T_world_cam, dtype=np.float64)
         _, _, fx, fy, cx, cy = self._hi
-        _render(self._faces, self.world.texture, self.world.mip_offsets, self.world.texel_m,
+        _render(self._faces if faces is None else np.ascontiguousarray(faces), self.world.texture, self.world.mip_offsets, self.world.texel_m,
                 np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]),
-                fx, fy, cx, cy, self._radiance, self._depth, self._face_id)
+                fx, fy, cx, cy, self.vignetting, self._radiance, self._depth, self._face_id)
         s = self.supersample
         if s == 1:
             return self._radiance, self._depth
@@ -322,9 +328,16 @@ class Renderer:
             for T in blur_poses:
                 acc += self.radiance(T)[0]
             rad = acc / (1 + len(blur_poses))
-        out = np.empty((self.height, self.width), np.uint8)
-        _expose(rad, float(gain), float(read_sigma), float(shot_k), np.uint64(noise_key & (2**64 - 1)), out)
-        return out
+        return expose(rad, gain, read_sigma, shot_k, noise_key)
+
+
+def expose(radiance: np.ndarray, gain: float, read_sigma: float, shot_k: float, noise_key: int) -> np.ndarray:
+    """mono8 image of a float32 radiance image: gain, shot + read noise (hash of ``noise_key`` and the
+    pixel), rounding and clipping to 8 bits."""
+    out = np.empty(radiance.shape, np.uint8)
+    _expose(np.ascontiguousarray(radiance, dtype=np.float32), float(gain), float(read_sigma), float(shot_k),
+            np.uint64(int(noise_key) & (2**64 - 1)), out)
+    return out
 
 
 def warmup() -> None:

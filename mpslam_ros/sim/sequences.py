@@ -33,7 +33,8 @@ START_STAMP_NS = 1_700_000_000_000_000_000
 
 @dataclass
 class SimOptions:
-    """Camera effects. Defaults: realistic noise, no motion blur, constant exposure."""
+    """Camera (and scene) effects; the defaults are the ``clean`` profile. See
+    :mod:`mpslam_ros.sim.camera_effects` for the models and :meth:`for_profile` for the presets."""
 
     width: int = 640
     height: int = 480
@@ -46,28 +47,79 @@ class SimOptions:
     exposure_time_s: float = 0.01  # time span the blur samples cover
     exposure_variation: float = 0.0  # relative amplitude of slow auto-exposure gain changes
     supersample: int = 1  # s x s samples per pixel (anti-aliased edges, s^2 the render time)
+    # -- added with the camera-effect profiles (out of the cache key while at these defaults) --
+    profile: str = "clean"  # name of the preset these options came from (a label)
+    vignetting: float = 0.3  # radial fall-off at the image corners (relative)
+    blur_px_per_sample: float = 0.0  # > 0: motion blur over exposure_time_s, samples as motion needs
+    max_blur_samples: int = 9
+    flicker: float = 0.0  # relative amplitude of light flicker (frame to frame)
+    right_gain: float = 1.0  # right camera gain relative to the left (sensor mismatch)
+    distortion: tuple = (0.0, 0.0, 0.0, 0.0, 0.0)  # k1, k2, p1, p2, k3 (plumb-bob) of both cameras
+    light_change: float = 0.0  # relative change of each 4 m cell's light level every 20 s
+    moving_objects: int = 0  # people / trolleys walking through the scene
+    depth_noise: float = 0.0  # RGB-D depth noise sigma per z^2 (1/m)
+
+    #: Fields added after caches existed, with the values that keep the old keys.
+    _LATER = {"supersample": 1, "profile": "clean", "vignetting": 0.3, "blur_px_per_sample": 0.0,
+              "max_blur_samples": 9, "flicker": 0.0, "right_gain": 1.0,
+              "distortion": (0.0, 0.0, 0.0, 0.0, 0.0), "light_change": 0.0, "moving_objects": 0,
+              "depth_noise": 0.0}
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides) -> "SimOptions":
+        """Options of a camera-effect profile (``clean``, ``realistic``, ``harsh``), then ``overrides``."""
+        from mpslam_ros.sim.camera_effects import PROFILES
+
+        if profile not in PROFILES:
+            raise ValueError(f"unknown camera profile {profile!r}; choose from {', '.join(PROFILES)}")
+        return cls(**{"profile": profile, **PROFILES[profile], **overrides})
+
+    @property
+    def distorted(self) -> bool:
+        return any(float(c) != 0.0 for c in self.distortion)
+
+    @property
+    def dynamic_scene(self) -> bool:
+        """True when the faces change with time (moving objects, light changes)."""
+        return self.moving_objects > 0 or self.light_change > 0
+
+    @property
+    def legacy(self) -> bool:
+        """True when only the first renderer's effects are on (rendered by its exact code path)."""
+        return all(_same(getattr(self, k), v) for k, v in self._LATER.items() if k not in ("supersample", "profile"))
 
     def key(self) -> str:
         fields = asdict(self)
-        if fields["supersample"] == 1:  # added later: keeps the keys of existing caches
-            del fields["supersample"]
+        for name, default in self._LATER.items():  # added later: keeps the keys of existing caches
+            if _same(fields[name], default):
+                del fields[name]
+        if "distortion" in fields:
+            fields["distortion"] = [float(c) for c in fields["distortion"]]
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, tuple):
+        return tuple(float(x) for x in a) == b
+    return a == b
 
 
 def synthetic_rig(options: Optional[SimOptions] = None) -> StereoRig:
     """The simulated rectified stereo camera: left camera 0.5 m above base_link looking along +x
     (optical frame), right camera +baseline along the left camera's x axis."""
     o = options or SimOptions()
-    intr = CameraIntrinsics(o.width, o.height, o.fx, o.fy, (o.width - 1) / 2.0, (o.height - 1) / 2.0)
+    dist = np.array(o.distortion, dtype=np.float64)
+    intr = CameraIntrinsics(o.width, o.height, o.fx, o.fy, (o.width - 1) / 2.0, (o.height - 1) / 2.0, dist.copy())
     T_body_left = np.eye(4)
     # optical x (right) = -body y, optical y (down) = -body z, optical z (forward) = body x
     T_body_left[:3, :3] = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
     T_body_left[:3, 3] = [0.0, o.baseline / 2, 0.5]
     T_left_right = np.eye(4)
     T_left_right[0, 3] = o.baseline
-    right = CameraIntrinsics(o.width, o.height, o.fx, o.fy, intr.cx, intr.cy)
+    right = CameraIntrinsics(o.width, o.height, o.fx, o.fy, intr.cx, intr.cy, dist.copy())
+    # With lens distortion the images are raw, as from a real camera: the pipeline rectifies them.
     return StereoRig(left=intr, right=right, T_body_left=T_body_left, T_left_right=T_left_right,
-                     rectified=True)
+                     rectified=not o.distorted)
 
 
 def cache_root(cache_dir: Optional[str | os.PathLike] = None) -> Path:
@@ -77,9 +129,9 @@ def cache_root(cache_dir: Optional[str | os.PathLike] = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "mpslam_ros"
 
 
-def cached_world(seed: int, cache_dir: Optional[str | os.PathLike] = None):
-    """The house world of ``seed``, its texture (the slow part, ~1 s) cached as .npy."""
-    from mpslam_ros.sim.world import build_house, make_texture
+def cached_world(seed: int, cache_dir: Optional[str | os.PathLike] = None, kind: str = "house"):
+    """The world (``house`` or ``office``) of ``seed``, its texture (the slow part, ~1 s) cached as .npy."""
+    from mpslam_ros.sim.world import WORLDS, make_texture
 
     path = cache_root(cache_dir) / f"texture_seed{seed}_v{SIM_VERSION}.npy"
     texture = None
@@ -94,7 +146,7 @@ def cached_world(seed: int, cache_dir: Optional[str | os.PathLike] = None):
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, texture)
         os.replace(tmp, path)
-    return build_house(seed, texture=texture)
+    return WORLDS[kind](seed, texture=texture)
 
 
 class SyntheticSequence:
@@ -106,8 +158,8 @@ class SyntheticSequence:
 
     def __init__(self, scene: str, duration_s: float, seed: int, options: Optional[SimOptions] = None,
                  with_depth: bool = False, world=None):
-        from mpslam_ros.sim.trajectories import SCENES
-        from mpslam_ros.sim.world import build_house
+        from mpslam_ros.sim.trajectories import SCENE_WORLDS, SCENES
+        from mpslam_ros.sim.world import WORLDS
 
         if scene not in SCENES:
             raise ValueError(f"unknown synthetic scene {scene!r}; choose from {sorted(SCENES)}")
@@ -118,8 +170,18 @@ class SyntheticSequence:
         self.name = f"synthetic:{scene}:{duration_s:g}s:seed{seed}"
         self.rig = synthetic_rig(self.options)
         self.with_depth = with_depth
-        self.world = world if world is not None else build_house(seed)
+        self.world = world if world is not None else WORLDS[SCENE_WORLDS[scene]](seed)
         self.pose_at = SCENES[scene](self.world, self.duration_s, self.seed)
+        self._movers, self._mover_faces, self._cells = [], None, None
+        if self.options.moving_objects > 0:
+            from mpslam_ros.sim.world import make_movers
+
+            self._movers, self._mover_faces = make_movers(self.world, self.options.moving_objects, seed)
+        if self.options.light_change > 0:
+            from mpslam_ros.sim.world import face_cells
+
+            self._cells = face_cells(self.world.faces)
+        self._distortion = None
         n = int(round(self.duration_s * FRAME_RATE_HZ))
         self.times_s = np.arange(n) / FRAME_RATE_HZ
         self.stamps_ns = START_STAMP_NS + np.round(self.times_s * 1e9).astype(np.int64)
@@ -146,17 +208,44 @@ class SyntheticSequence:
         return T_wl, T_wl @ self.rig.T_left_right
 
     def _gain(self, t: float) -> float:
-        a = self.options.exposure_variation
-        if a <= 0:
-            return 1.0
-        ph = (self.seed * 0.618) % 1.0 * 2 * np.pi
-        return float(1.0 + a * (0.7 * np.sin(2 * np.pi * 0.05 * t + ph) + 0.3 * np.sin(2 * np.pi * 0.17 * t)))
+        from mpslam_ros.sim.camera_effects import exposure_gain
+
+        return exposure_gain(t, self.seed, self.options.exposure_variation, self.options.flicker)
+
+    @property
+    def distortion_map(self):
+        """The lens model's raw <- pinhole resampling (None without distortion)."""
+        if self._distortion is None and self.options.distorted:
+            from mpslam_ros.sim.camera_effects import DistortionMap
+
+            c = self.rig.left
+            self._distortion = DistortionMap(c.width, c.height, c.fx, c.fy, c.cx, c.cy, self.options.distortion)
+        return self._distortion
 
     def make_renderer(self):
+        """A pinhole renderer: the camera itself, or, with distortion, the larger pinhole camera the raw
+        image is resampled from (vignetting then applied in the raw image)."""
         from mpslam_ros.sim.render import Renderer
 
-        c = self.rig.left
-        return Renderer(self.world, c.width, c.height, c.fx, c.fy, c.cx, c.cy, supersample=self.options.supersample)
+        c, o = self.rig.left, self.options
+        if o.distorted:
+            (w, h), (cx, cy) = self.distortion_map.pinhole_size, self.distortion_map.pinhole_principal
+            return Renderer(self.world, w, h, c.fx, c.fy, cx, cy, supersample=o.supersample, vignetting=0.0)
+        return Renderer(self.world, c.width, c.height, c.fx, c.fy, c.cx, c.cy, supersample=o.supersample,
+                        vignetting=o.vignetting)
+
+    def faces_at(self, t: float) -> Optional[np.ndarray]:
+        """The scene's faces at time ``t`` (moving objects, light levels); None when static."""
+        if not self.options.dynamic_scene:
+            return None
+        from mpslam_ros.sim.camera_effects import light_levels
+        from mpslam_ros.sim.world import faces_at
+
+        light = None
+        if self._cells is not None:
+            uniq, inv = np.unique(self._cells, axis=0, return_inverse=True)
+            light = light_levels(uniq, t, self.seed, self.options.light_change)[inv.ravel()]
+        return faces_at(self.world.faces, self._movers, self._mover_faces, t, light)
 
     def render_frame(self, i: int, depth: bool = False, renderer=None) -> StereoFrame:
         """Render frame ``i`` (left, right and optionally depth) from scratch (with ``renderer``,
@@ -164,6 +253,8 @@ class SyntheticSequence:
         renderer = renderer or self.renderer
         o = self.options
         t = float(self.times_s[i])
+        if not o.legacy:
+            return self._render_effects(i, t, depth, renderer)
         depth_img = np.empty((o.height, o.width), np.float32) if depth else None
         views = self.camera_poses(self.poses[i])  # (T_world_left, T_world_right)
         blur_views = (None, None)
@@ -179,10 +270,63 @@ class SyntheticSequence:
         return StereoFrame(stamp_ns=int(self.stamps_ns[i]), left=images[0], right=images[1], depth=depth_img,
                            gt_T_world_body=self.poses[i].copy(), index=i)
 
-    def depth(self, i: int) -> np.ndarray:
-        """Exact z-depth (float32 metres) of the left camera at frame ``i``."""
+    def _render_effects(self, i: int, t: float, depth: bool, renderer) -> StereoFrame:
+        """Frame ``i`` through the camera-effect chain: (blurred) pinhole radiance of the scene at ``t``
+        -> lens distortion -> vignetting -> exposure gain (auto exposure, flicker, per-camera gain) ->
+        shot + read noise -> 8 bits. Depth (z of the left camera, raw geometry) is of the instant ``t``."""
+        from mpslam_ros.sim.camera_effects import blur_sample_times, image_motion_px, vignette_map
+        from mpslam_ros.sim.render import expose
+
+        o, c = self.options, self.rig.left
+        faces = self.faces_at(t)
+        views = self.camera_poses(self.poses[i])
+        rad, z = renderer.radiance(views[0], faces)
+        z = z.copy()
+        times = np.array([t])
+        if o.blur_px_per_sample > 0 and o.exposure_time_s > 0:
+            ends = self.camera_poses(self.pose_at(np.array([t - o.exposure_time_s / 2, t + o.exposure_time_s / 2])))[0]
+            valid = z[z > 0]
+            near = float(np.median(valid)) if valid.size else 2.0  # typical parallax, not the worst pixel's
+            times = blur_sample_times(t, o.exposure_time_s, image_motion_px(ends[0], ends[1], c.fx, near),
+                                      o.blur_px_per_sample, o.max_blur_samples)
+        sub_views = self.camera_poses(self.pose_at(times)) if len(times) > 1 else None
+        dmap = self.distortion_map
+        vign = None
+        if dmap is not None and o.vignetting > 0:
+            vign = vignette_map(c.width, c.height, c.cx, c.cy, o.vignetting)
+        gain = self._gain(t)
+        images = []
+        for cam in (0, 1):
+            if sub_views is None:
+                acc = rad.copy() if cam == 0 else renderer.radiance(views[1], faces)[0].copy()
+            else:
+                acc = np.zeros_like(rad)
+                for T in sub_views[cam]:
+                    acc += renderer.radiance(T, faces)[0]
+                acc /= len(times)
+            if dmap is not None:
+                acc = dmap.distort(acc)
+                if vign is not None:
+                    acc *= vign
+            key = (self.seed * 1_000_003 + i) * 2 + cam + 1
+            images.append(expose(acc, gain * (o.right_gain if cam == 1 else 1.0), o.read_noise, o.shot_noise, key))
+        depth_img = self.depth(i, renderer) if depth else None
+        return StereoFrame(stamp_ns=int(self.stamps_ns[i]), left=images[0], right=images[1], depth=depth_img,
+                           gt_T_world_body=self.poses[i].copy(), index=i)
+
+    def depth(self, i: int, renderer=None) -> np.ndarray:
+        """Z-depth (float32 metres) of the left camera at frame ``i`` (exact for ``clean``; with the
+        profile's lens distortion and depth noise otherwise)."""
+        renderer = renderer or self.renderer
         T_wl, _ = self.camera_poses(self.poses[i])
-        return self.renderer.radiance(T_wl)[1].copy()
+        if self.options.legacy:
+            return renderer.radiance(T_wl)[1].copy()
+        from mpslam_ros.sim.camera_effects import noisy_depth
+
+        z = renderer.radiance(T_wl, self.faces_at(float(self.times_s[i])))[1].copy()
+        if self.distortion_map is not None:
+            z = self.distortion_map.distort(z, nearest=True)
+        return noisy_depth(z, self.options.depth_noise, (self.seed * 1_000_003 + i) * 2 + 7)
 
     def frame(self, i: int) -> StereoFrame:
         if self._left is None:
@@ -204,7 +348,8 @@ class SyntheticSequence:
 
     # -- cache ---------------------------------------------------------------------------------
     def cache_key(self) -> str:
-        return f"{self.scene}_{self.duration_s:g}s_seed{self.seed}_v{SIM_VERSION}_{self.options.key()}"
+        profile = "" if self.options.profile == "clean" else f"_{self.options.profile}"
+        return f"{self.scene}_{self.duration_s:g}s_seed{self.seed}_v{SIM_VERSION}{profile}_{self.options.key()}"
 
     def attach_cache(self, folder: Path) -> None:
         self._left = np.load(folder / "left.npy", mmap_mode="r")
@@ -270,6 +415,45 @@ class SyntheticSequence:
         np.save(folder / "stamps_ns.npy", self.stamps_ns)
 
 
+class RGBDView:
+    """A synthetic sequence as an RGB-D camera: the left image and its registered depth (with the
+    profile's distortion and depth noise), rig without a right camera. A FrameSource.
+
+    The depth is rendered when the view is made and kept in millimetres (uint16, as RGB-D drivers
+    publish it), so iterating costs no rendering and runs measure the pipeline alone."""
+
+    def __init__(self, seq: SyntheticSequence, progress: bool = False):
+        import dataclasses
+
+        self.seq = seq
+        self.name = seq.name + ":rgbd"
+        self.rig = dataclasses.replace(seq.rig, right=None, depth_scale=1.0)
+        self._depth_mm = np.empty((len(seq), seq.rig.left.height, seq.rig.left.width), np.uint16)
+        indices = range(len(seq))
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc=f"depth {seq.scene}", unit="frame")
+        for i in indices:
+            self._depth_mm[i] = np.clip(np.round(seq.depth(i) * 1000.0), 0, 65535)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __iter__(self) -> Iterator[StereoFrame]:
+        with_depth, self.seq.with_depth = self.seq.with_depth, False
+        try:
+            for i, f in enumerate(self.seq):
+                f.right = None
+                f.depth = self._depth_mm[i].astype(np.float32) * np.float32(0.001)
+                yield f
+        finally:
+            self.seq.with_depth = with_depth
+
+    def ground_truth(self) -> Trajectory:
+        return self.seq.ground_truth()
+
+
 def _lock_file(fh) -> None:
     try:
         import fcntl
@@ -298,10 +482,12 @@ def _generate_into(seq: SyntheticSequence, root: Path, folder: Path, progress: b
 def load_or_generate(scene: str, duration_s: float, seed: int = 0, cache_dir: Optional[str | os.PathLike] = None,
                      options: Optional[SimOptions] = None, with_depth: bool = False,
                      progress: bool = True) -> SyntheticSequence:
-    """The synthetic sequence ``scene`` (``household`` or ``handheld``) of ``duration_s`` seconds,
-    rendered on the first call and loaded from the cache afterwards."""
-    seq = SyntheticSequence(scene, duration_s, seed, options, with_depth=with_depth,
-                            world=cached_world(seed, cache_dir))
+    """The synthetic sequence ``scene`` (``household``, ``handheld`` or ``office``) of ``duration_s``
+    seconds, rendered on the first call and loaded from the cache afterwards."""
+    from mpslam_ros.sim.trajectories import SCENE_WORLDS
+
+    world = cached_world(seed, cache_dir, SCENE_WORLDS[scene]) if scene in SCENE_WORLDS else None
+    seq = SyntheticSequence(scene, duration_s, seed, options, with_depth=with_depth, world=world)
     root = cache_root(cache_dir)
     folder = root / seq.cache_key()
     if not (folder / "meta.json").is_file():

@@ -4,6 +4,9 @@
   centres and doors, alternating a small loop (4 rooms) and a large loop (6 rooms), so it returns to
   the same places with the same heading (loop closures). Corners are circular arcs (yaw rate =
   speed / radius), with small pitch/roll and bounce from the floor.
+- ``office``: a robot driving laps of the office floor's ring corridor at 0.5 m/s (52 m a lap with
+  the default layout), through the look-alike north corridor every lap (see
+  :func:`mpslam_ros.sim.world.build_office`); 100 m and two full revisits in 210 s.
 - ``handheld``: a 6-DoF walk from room A into room B and back, the camera swinging in yaw, pitch and
   roll (smooth sums of sinusoids with seeded phases).
 """
@@ -162,5 +165,44 @@ def handheld(world: World, duration_s: float, seed: int) -> PoseFn:
     return pose
 
 
+def office(world: World, duration_s: float, seed: int, speed: float = 0.5, corner_radius: float = 0.8) -> PoseFn:
+    """Laps of the office's ring corridor (counter-clockwise, starting in the south corridor at a
+    seeded place), the camera glancing sideways (towards the doors and the inner block) by up to 25
+    degrees as it drives."""
+    lay = world.layout
+    if world.kind != "office":
+        raise ValueError("the office trajectory needs the office world")
+    x0, y0, x1, y1 = lay.ring
+    rng = np.random.default_rng(seed + 303)
+    start_x = rng.uniform(x0 + 2.0, x1 - 6.0)
+    lap = [(x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    total = speed * duration_s + 10.0
+    waypoints = [np.array([start_x, y0])]
+    length = 0.0
+    while length < total:
+        for p in lap + [(start_x, y0)]:
+            p = np.asarray(p, float)
+            length += np.linalg.norm(p - waypoints[-1])
+            waypoints.append(p)
+    path = FilletedPath(np.array(waypoints), corner_radius)
+    ph = rng.uniform(0, 2 * np.pi, 6)
+    ramp = 2.0
+
+    def pose(t: np.ndarray) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        s = np.where(t < ramp, speed * t * t / (2 * ramp), speed * (t - ramp / 2))
+        xy, yaw = path.at(s)
+        # Glances sideways (towards doors and the inner block): up to 25 degrees, ~0.3 rad/s.
+        look = 0.45 * np.sin(2 * np.pi * 0.045 * t + ph[5]) ** 3
+        roll = 0.008 * np.sin(2 * np.pi * 0.9 * t + ph[0]) + 0.004 * np.sin(2 * np.pi * 2.3 * t + ph[1])
+        pitch = 0.010 * np.sin(2 * np.pi * 0.7 * t + ph[2]) + 0.004 * np.sin(2 * np.pi * 1.9 * t + ph[3])
+        z = 0.003 * np.sin(2 * np.pi * 1.3 * t + ph[4])
+        return _poses(np.column_stack([xy, z]), np.unwrap(yaw) + look, pitch, roll)
+
+    return pose
+
+
 #: Trajectory kinds by scene name.
-SCENES = {"household": household, "handheld": handheld}
+SCENES = {"household": household, "handheld": handheld, "office": office}
+#: The world each scene's trajectory runs in (mpslam_ros.sim.world.WORLDS).
+SCENE_WORLDS = {"household": "house", "handheld": "house", "office": "office"}

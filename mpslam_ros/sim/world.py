@@ -44,7 +44,7 @@ class World:
     l (side ``TEXTURE_SIZE >> l``) starts.
     """
 
-    layout: HouseLayout
+    layout: object  # HouseLayout or OfficeLayout
     boxes: np.ndarray  # float64[m, 6]: xmin, ymin, zmin, xmax, ymax, zmax
     box_kind: list  # "floor", "ceiling", "wall", "furniture" per box
     faces: np.ndarray
@@ -53,6 +53,8 @@ class World:
     texel_m: float = TEXEL_M
     seed: int = 0
     room_centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    #: "house" or "office" (which builder made it).
+    kind: str = "house"
 
     @property
     def num_mip_levels(self) -> int:
@@ -184,10 +186,19 @@ def build_mip_pyramid(texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([lv.ravel() for lv in levels]), offsets
 
 
-def _faces_of_boxes(boxes: np.ndarray, kinds: list, rng: np.random.Generator) -> np.ndarray:
+def _faces_of_boxes(boxes: np.ndarray, kinds: list, rng: np.random.Generator,
+                    motifs: dict | None = None) -> np.ndarray:
+    """Textured faces of the boxes (one random material per box, random texture offsets per face).
+
+    ``motifs`` maps (box index, axis k, sign s) to a motif id: every face of one motif looks exactly
+    like the motif's first face (same material, texture offsets shifted with the box), which makes
+    the repeated panels of a look-alike corridor.
+    """
+    motifs = motifs or {}
     faces = []
+    first: dict = {}  # motif id -> (face row, min corner of its box)
     shade_by_axis = {0: 0.92, 1: 0.78}
-    for box, kind in zip(boxes, kinds):
+    for b, (box, kind) in enumerate(zip(boxes, kinds)):
         lo, hi = box[:3], box[3:]
         # Per-box material: contrast and brightness (rooms and furniture look different).
         gain = rng.uniform(0.75, 1.1)
@@ -202,7 +213,18 @@ def _faces_of_boxes(boxes: np.ndarray, kinds: list, rng: np.random.Generator) ->
                     continue
                 shade = shade_by_axis.get(k, 1.0 if s > 0 else 0.85)
                 off_u, off_v = rng.uniform(0, TEXTURE_SIZE, 2)
-                faces.append([k, s, plane, lo[i], hi[i], lo[j], hi[j], off_u, off_v, gain, bias, shade])
+                row = [k, s, plane, lo[i], hi[i], lo[j], hi[j], off_u, off_v, gain, bias, shade]
+                motif = motifs.get((b, k, s))
+                if motif is not None:
+                    if motif in first:
+                        ref, ref_lo = first[motif]
+                        d = lo - ref_lo
+                        row[7] = ref[7] - d[i] / TEXEL_M
+                        row[8] = ref[8] - d[j] / TEXEL_M
+                        row[9:] = ref[9:]
+                    else:
+                        first[motif] = (row, lo.copy())
+                faces.append(row)
     return np.array(faces, dtype=np.float64)
 
 
@@ -225,4 +247,194 @@ def build_house(seed: int = 0, layout: HouseLayout | None = None, texture: np.nd
     centers = np.array([((i + 0.5) * layout.room_size, (j + 0.5) * layout.room_size)
                         for j in range(layout.rooms_y) for i in range(layout.rooms_x)])
     return World(layout=layout, boxes=boxes, box_kind=kinds, faces=faces, texture=pyramid,
-                 mip_offsets=offsets, seed=seed, room_centers=centers)
+                 mip_offsets=offsets, seed=seed, room_centers=centers, kind="house")
+
+
+@dataclass
+class OfficeLayout:
+    """An office floor (metres): a ring corridor around a closed inner block, a band of rooms along the
+    south and the north side (doors onto the corridor). The north corridor is built from identical
+    ``room_width`` panels (walls, doors, floor and ceiling tiles), a look-alike place every few metres."""
+
+    length: float = 24.0
+    depth: float = 14.0
+    room_depth: float = 4.0
+    room_width: float = 4.0
+    corridor_width: float = 2.0
+    height: float = 2.7
+    wall_thickness: float = 0.1
+    door_width: float = 1.0
+    door_height: float = 2.1
+    #: Longest box side with its own texture offsets (the texture wraps every 20.5 m).
+    max_panel: float = 6.0
+
+    @property
+    def ring(self) -> tuple:
+        """Corridor centre line: (x0, y0, x1, y1) of the rectangle the robot drives around."""
+        c = self.corridor_width / 2
+        return (c, self.room_depth + c, self.length - c, self.depth - self.room_depth - c)
+
+
+def _split(a0: float, a1: float, step: float) -> list:
+    n = max(1, int(np.ceil((a1 - a0) / step - 1e-9)))
+    edges = np.linspace(a0, a1, n + 1)
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def build_office(seed: int = 0, layout: OfficeLayout | None = None, texture: np.ndarray | None = None) -> World:
+    """The office world for ``seed``: ring corridor, rooms with desks, a repeated-texture north corridor."""
+    lay = layout or OfficeLayout()
+    rng = np.random.default_rng(seed + 7)
+    W, D, H, R, C = lay.length, lay.depth, lay.height, lay.room_depth, lay.corridor_width
+    th, h = lay.wall_thickness, lay.wall_thickness / 2
+    rw, dw, dh = lay.room_width, lay.door_width / 2, lay.door_height
+    boxes, kinds = [], []
+    motifs: dict = {}
+
+    def add(box, kind, motif=None, faces=()):
+        for k, s in faces:
+            motifs[(len(boxes), k, s)] = motif
+        boxes.append(box)
+        kinds.append(kind)
+
+    yn0, yn1 = D - R - C, D - R  # the repeated north corridor
+    # Floor and ceiling in tiles (no texture wrap); in the north corridor one tile per room width.
+    for zlo, zhi, kind, face in ((-0.2, 0.0, "floor", (2, 1.0)), (H, H + 0.2, "ceiling", (2, -1.0))):
+        for y0, y1 in [(-1.0, yn0)] + [(yn1, D + 1.0)]:
+            for ya, yb in _split(y0, y1, lay.max_panel):
+                for xa, xb in _split(-1.0, W + 1.0, lay.max_panel):
+                    add((xa, ya, zlo, xb, yb, zhi), kind)
+        for q, (xa, xb) in enumerate(_split(0.0, W, rw)):
+            add((xa, yn0, zlo, xb, yn1, zhi), kind, f"{kind}_north", [face])
+        for xa, xb in ((-1.0, 0.0), (W, W + 1.0)):
+            add((xa, yn0, zlo, xb, yn1, zhi), kind)
+    # Outer walls, in panels.
+    for xa, xb in _split(-h, W + h, lay.max_panel):
+        add((xa, -h, 0.0, xb, h, H), "wall")
+        add((xa, D - h, 0.0, xb, D + h, H), "wall")
+    for ya, yb in _split(h, D - h, lay.max_panel):
+        add((-h, ya, 0.0, h, yb, H), "wall")
+        add((W - h, ya, 0.0, W + h, yb, H), "wall")
+    # Room bands: partition walls, and the corridor wall with a door per room (north: identical panels).
+    n_rooms = int(round(W / rw))
+    for band, (y_in, y_wall, face_s) in enumerate(((0.0, R, 1.0), (D, D - R, -1.0))):
+        ya, yb = sorted((y_in, y_wall))
+        for q in range(1, n_rooms):
+            add((q * rw - h, ya + h, 0.0, q * rw + h, yb - h, H), "wall")
+            add((q * rw - h, y_wall - h, 0.0, q * rw + h, y_wall + h, H), "wall",  # where it meets the corridor
+                "north_pillar" if band == 1 else None, [(1, face_s)])
+        for q in range(n_rooms):
+            x0, x1, xc = q * rw, (q + 1) * rw, (q + 0.5) * rw
+            motif = (lambda part: f"north_{part}") if band == 1 else (lambda part: None)
+            face = [(1, face_s)]
+            add((x0 + h, y_wall - h, 0.0, xc - dw, y_wall + h, H), "wall", motif("left"), face)
+            add((xc + dw, y_wall - h, 0.0, x1 - h, y_wall + h, H), "wall", motif("right"), face)
+            add((xc - dw, y_wall - h, dh, xc + dw, y_wall + h, H), "wall", motif("lintel"), face + [(2, -1.0)])
+            # A desk against the room's back wall and sometimes a cabinet in a corner.
+            dwid = rng.uniform(1.2, 2.4)
+            dx = x0 + rng.uniform(0.2, rw - dwid - 0.2)
+            if band == 0:
+                add((dx, h + 0.02, 0.0, dx + dwid, h + 0.8, 0.75), "furniture")
+            else:
+                add((dx, D - h - 0.8, 0.0, dx + dwid, D - h - 0.02, 0.75), "furniture")
+            if rng.random() < 0.5:
+                cx = x0 + (h + 0.02 if rng.random() < 0.5 else rw - h - 0.62)
+                cy = R - 1.2 if band == 0 else D - R + 0.6
+                add((cx, cy, 0.0, cx + 0.6, cy + 0.6, rng.uniform(1.0, 1.9)), "furniture")
+    # The inner block, in room-width slices whose north faces repeat.
+    for xa, xb in _split(C, W - C, rw):
+        add((xa, R + C, 0.0, xb, D - R - C, H), "wall", "north_block", [(1, 1.0)])
+    boxes = np.array(boxes, dtype=np.float64)
+    faces = _faces_of_boxes(boxes, kinds, rng, motifs)
+    if texture is None:
+        texture = make_texture(seed)
+    pyramid, offsets = build_mip_pyramid(texture)
+    centers = np.array([((q + 0.5) * rw, R / 2) for q in range(n_rooms)]
+                       + [((q + 0.5) * rw, D - R / 2) for q in range(n_rooms)])
+    return World(layout=lay, boxes=boxes, box_kind=kinds, faces=faces, texture=pyramid, mip_offsets=offsets,
+                 seed=seed, room_centers=centers, kind="office")
+
+
+#: World builders by kind.
+WORLDS = {"house": build_house, "office": build_office}
+
+
+@dataclass
+class Mover:
+    """A box (person, trolley) walking back and forth along a segment at constant speed."""
+
+    size: np.ndarray  # (sx, sy, sz)
+    start: np.ndarray  # (x, y) of the box centre at one end
+    end: np.ndarray
+    speed: float
+    phase_s: float
+
+    def centre(self, t: float) -> np.ndarray:
+        length = float(np.linalg.norm(self.end - self.start))
+        s = (t * self.speed + self.phase_s * self.speed) % (2 * length)
+        s = s if s <= length else 2 * length - s  # ping-pong
+        return self.start + (self.end - self.start) * (s / max(length, 1e-9))
+
+
+def make_movers(world: World, count: int, seed: int) -> tuple:
+    """``count`` movers on free straight segments (axis-aligned, 2-6 m) of ``world``, and the base
+    faces of their boxes (at their start point) for :func:`faces_at`."""
+    rng = np.random.default_rng(seed + 3030)
+    movers, boxes = [], []
+    lo = world.boxes[:, :2].min(axis=0) + 1.0
+    hi = world.boxes[:, 3:5].max(axis=0) - 1.0
+    tries = 0
+    while len(movers) < count and tries < 2000:
+        tries += 1
+        size = np.array([0.5, 0.4, 1.75]) if rng.random() < 0.7 else np.array([0.9, 0.6, 1.1])
+        p = rng.uniform(lo, hi)
+        axis = rng.integers(0, 2)
+        length = rng.uniform(2.0, 6.0)
+        q = p.copy()
+        q[axis] += length * rng.choice([-1.0, 1.0])
+        line = p + (q - p) * np.linspace(0, 1, 25)[:, None]
+        if not world.free_of_obstacles(line, 0.5 * max(size[:2]) + 0.1).all():
+            continue
+        movers.append(Mover(size, p, q, float(rng.uniform(0.6, 1.3)), float(rng.uniform(0, 20))))
+        boxes.append((p[0] - size[0] / 2, p[1] - size[1] / 2, 0.0, p[0] + size[0] / 2, p[1] + size[1] / 2, size[2]))
+    faces = _faces_of_boxes(np.array(boxes, dtype=np.float64).reshape(-1, 6), ["furniture"] * len(boxes), rng)
+    return movers, faces
+
+
+def face_cells(faces: np.ndarray, cell_m: float = 4.0) -> np.ndarray:
+    """int[n, 2]: the (x, y) cell of each face's centre (light zones for lighting changes)."""
+    centre = np.empty((len(faces), 3))
+    for q, f in enumerate(faces):
+        k = int(f[0])
+        centre[q, k] = f[2]
+        centre[q, (k + 1) % 3] = (f[3] + f[4]) / 2
+        centre[q, (k + 2) % 3] = (f[5] + f[6]) / 2
+    return np.floor(centre[:, :2] / cell_m).astype(np.int64)
+
+
+def faces_at(static_faces: np.ndarray, movers: list, mover_faces: np.ndarray, t: float,
+             light: np.ndarray | None = None) -> np.ndarray:
+    """The scene's faces at time ``t``: static faces with their light level (``light`` per face,
+    multiplying material gain and bias) plus the movers' boxes moved to where they are at ``t``
+    (texture offsets moved along, so the texture sticks to the box)."""
+    faces = static_faces.copy()
+    if light is not None:
+        faces[:, 9] *= light
+        faces[:, 10] *= light
+    if not movers:
+        return faces
+    moved = mover_faces.copy()
+    per_box = len(mover_faces) // len(movers)
+    for m, mover in enumerate(movers):
+        d = np.zeros(3)
+        d[:2] = mover.centre(t) - mover.start
+        rows = moved[m * per_box:(m + 1) * per_box]
+        for r in rows:
+            k = int(r[0])
+            i, j = (k + 1) % 3, (k + 2) % 3
+            r[2] += d[k]
+            r[3:5] += d[i]
+            r[5:7] += d[j]
+            r[7] -= d[i] / TEXEL_M
+            r[8] -= d[j] / TEXEL_M
+    return np.concatenate([faces, moved])
