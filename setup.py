@@ -49,8 +49,8 @@ setup(
         # numba-cuda: the CUDA backend of the CGNR kernels (mpslam_ros.solvers.cuda; no GPU needed to install).
         # In "test" too, so the suite checks the CUDA kernels under numba's simulator on machines without a GPU.
         "cuda": [NUMBA_CUDA],
-        # pytest < 9: launch_testing's pytest plugin does not load under pytest 9 (ros2/launch#979)
-        "test": ["pytest>=7,<9", "pytest-timeout>=2.1", NUMBA_CUDA],
+        # (launch_testing's pytest plugin does not load under pytest 9, ros2/launch#979: setup.cfg turns it off)
+        "test": ["pytest>=7", "pytest-timeout>=2.1", NUMBA_CUDA],
         # Python dependencies of the upstream launch stack that dev.sh installs from ../shared/vendor
         # (launch, launch_ros, launch_testing, ros2cli: on no registry), and colcon to build the package.
         "launch": ["osrf-pycommon>=2.0", "lark>=1.1", "importlib-metadata", "psutil", "argcomplete",
