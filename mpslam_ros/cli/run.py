@@ -282,7 +282,7 @@ def _events_line(run: RunOutput) -> str:
     lc = run.extra.get("loop_closure_events")
     if lc:
         text += (f"; loop closure: maps {lc['maps']}, merges {lc['merges']}, loops rejected "
-                 f"{lc['rejected_loops']}, keyframes not aligned with the first map "
+                 f"{lc['rejected_loops']}, refused as look-alike places {lc.get('loops_implausible', 0)}, keyframes not aligned with the first map "
                  f"{run.extra.get('keyframes_not_aligned_with_first_map', 0)}")
     return text
 

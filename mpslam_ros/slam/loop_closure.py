@@ -109,6 +109,19 @@ class LoopClosureConfig:
     loop_min_consistent: int = 2
     loop_confirm_keyframes: int = 3
     loop_confirm_distance: int = 10
+    #: A loop within a map may correct the current estimate of its query keyframe by at most
+    #: ``max_loop_correction_m + max_drift_fraction * d`` (translation) and
+    #: ``max_loop_correction_deg + max_drift_deg_per_m * d + max_drift_rotation_fraction * r``
+    #: (rotation), d and r = metres and degrees VO travelled between the two keyframes. VO drifts
+    #: ~0.2-1 % of distance here (docs/robustness.md), real stereo VO 1-2 %: a loop claiming more is a
+    #: look-alike place, not drift. In a corridor of identical 4 m panels every loop one panel off
+    #: agrees with its neighbours and passed the confirmation above: 176 false loops moved the office
+    #: map by 4.9 m (docs/robustness.md). A negative ``max_drift_fraction`` disables the test.
+    max_drift_fraction: float = 0.03
+    max_loop_correction_m: float = 0.3
+    max_drift_deg_per_m: float = 0.3
+    max_drift_rotation_fraction: float = 0.05
+    max_loop_correction_deg: float = 5.0
     #: Loops between two maps that must agree before the maps merge (1: merge on the first loop).
     merge_min_loops: int = 2
     #: Two loops between the same maps agree when the map-to-map transforms they imply differ by
@@ -136,6 +149,9 @@ class LoopClosureStats:
     loops_unconfirmed: int = 0
     #: Loops dropped as inconsistent with the rest of the graph (loop chi2 or odometry chi2).
     rejected_loops: int = 0
+    #: Verified loops refused before the graph because they claim more correction than VO can
+    #: have drifted since the matched keyframe (look-alike places: max_drift_fraction).
+    loops_implausible: int = 0
 
 
 @dataclass
@@ -238,6 +254,8 @@ class LoopClosure:
         # maps: internal map id per keyframe (graph order); VO's map ids are renumbered so that a
         # restarted VO (ids from 0 again) or a loaded map never collides with the maps held
         self._map_ids: List[int] = []
+        #: metres travelled (VO odometry) from the first keyframe to each keyframe, filled lazily
+        self._travelled: List[float] = []
         self._source_map: Optional[int] = None
         self._next_map = 0
         self._merged: Dict[int, int] = {}  # union-find parent of merged maps
@@ -332,6 +350,8 @@ class LoopClosure:
             a = self._root(self._map_ids[self._index[edge.match_id]])
             b = self._root(self._map_ids[self._index[edge.query_id]])
             if a == b:
+                if not self._plausible_correction(edge):
+                    return False
                 if confirmed:
                     self._loops.append(edge)
                     return True
@@ -349,6 +369,51 @@ class LoopClosure:
         log.warning("loop closure: maps %d and %d merged by %d agreeing loops (latest %d -> %d)", old, new,
                     len(keep) + 1, edge.query_id, edge.match_id)
         return True
+
+    def _travel_between(self, i: int, j: int) -> Optional[Tuple[float, float]]:
+        """Metres and degrees VO travelled between graph indices ``i`` < ``j``; None when a map break
+        lies between them (VO's odometry does not connect the two)."""
+        if any(m != self._map_ids[i] for m in self._map_ids[i:j + 1]):
+            return None
+        while len(self._travelled) <= j:
+            k = len(self._travelled)
+            step = (0.0, 0.0)
+            if k > 0:
+                A = self.db.get(self._order[k - 1]).T_world_body
+                B = self.db.get(self._order[k]).T_world_body
+                R = A[:3, :3].T @ B[:3, :3]
+                step = (float(np.linalg.norm(B[:3, 3] - A[:3, 3])),
+                        float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))))
+            last = self._travelled[-1] if k else (0.0, 0.0)
+            self._travelled.append((last[0] + step[0], last[1] + step[1]))
+        return (self._travelled[j][0] - self._travelled[i][0], self._travelled[j][1] - self._travelled[i][1])
+
+    def _plausible_correction(self, edge: LoopEdge) -> bool:
+        """False (counted, logged) when the loop would move its query keyframe further than VO can
+        have drifted since the matched keyframe (:attr:`LoopClosureConfig.max_drift_fraction`)."""
+        cfg = self.config
+        if cfg.max_drift_fraction < 0:
+            return True
+        i, j = sorted((self._index[edge.match_id], self._index[edge.query_id]))
+        travel = self._travel_between(i, j)
+        if travel is None:  # merged maps: no odometry between them, the merge agreement test applies
+            return True
+        d, r = travel
+        implied = self._current_pose(edge.match_id) @ edge.T_match_query
+        D = np.linalg.inv(self._current_pose(edge.query_id)) @ implied
+        shift = float(np.linalg.norm(D[:3, 3]))
+        angle = float(np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1) / 2, -1, 1))))
+        max_shift = cfg.max_loop_correction_m + cfg.max_drift_fraction * d
+        max_angle = (cfg.max_loop_correction_deg + cfg.max_drift_deg_per_m * d
+                     + cfg.max_drift_rotation_fraction * r)
+        if shift <= max_shift and angle <= max_angle:
+            return True
+        self.stats.loops_implausible += 1
+        why = (f"correction {shift:.2f} m / {angle:.1f} deg after {d:.1f} m / {r:.0f} deg travelled "
+               f"(at most {max_shift:.2f} m / {max_angle:.1f} deg)")
+        self._rejected.append((edge, why))
+        log.warning("loop closure: loop %d -> %d refused: %s (a look-alike place?)", edge.query_id, edge.match_id, why)
+        return False
 
     def _confirm_loop(self, edge: LoopEdge) -> bool:
         """A loop within one (merged) map: kept when ``loop_min_consistent`` loops from neighbouring
