@@ -111,7 +111,9 @@ def test_one_loop_between_maps_is_held_not_merged(vocabulary):
 
 def test_loop_that_bends_the_odometry_is_rejected(vocabulary):
     seq = make_keyframe_sequence(seed=3, laps=2)
-    lc = _run(seq.keyframes, vocabulary)
+    # the drift gate (test_loop_closure: look-alike corridor) would refuse this loop before the graph;
+    # off here, so the check after the solve is what is tested
+    lc = _run(seq.keyframes, vocabulary, max_drift_fraction=-1.0)
     try:
         good = _ate(seq.gt_poses, lc.corrected_poses(), [kf.id for kf in seq.keyframes])
         # a very confident loop 10 keyframes long, 2 m off: PGO satisfies it almost exactly (its own

@@ -417,7 +417,11 @@ def _solve(problem, options):
             raise ValueError(f"linear_solver={options.linear_solver!r} runs on the CPU only; device='cuda' needs "
                              "linear_solver='cgnr' or 'auto'")
         problem.sort_observations_by_point()
-        return solve_schur_ba(problem, options, options.linear_solver)
+        summary = solve_schur_ba(problem, options, options.linear_solver)
+        if getattr(options, "device", "cpu") == "auto":
+            summary.device_note = (f"auto: {options.linear_solver} runs on the CPU (the CUDA backend has the "
+                                   "CGNR kernels only)")
+        return summary
     from mpslam_ros.solvers.lm import solve
 
     if isinstance(options.precision, str) and options.precision == "mixed":
