@@ -52,8 +52,12 @@ setup_env() {
   export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
   # ament_index (ros2 launch/run/pkg) finds the vendored packages installed into the venv prefix.
   export AMENT_PREFIX_PATH=$PWD/$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
-  # Compile (or load from cache) every numba kernel once, so tests and nodes start warm.
-  mpslam warmup >/dev/null
+  # Compile (or load from cache) every numba kernel once, so tests and nodes start warm. Said out loud
+  # when it runs: from empty caches it takes minutes, and a silent terminal looks like a hang.
+  if ! mpslam warmup --check >/dev/null; then
+    echo "[dev.sh] compiling every numba kernel once (first run only: about 5 minutes on 2 cores; cached afterwards)"
+    mpslam warmup
+  fi
 }
 
 cmd=${1:-demo}

@@ -80,3 +80,13 @@ print(json.dumps({"n0": n0, "n1": w.new_signatures(), "names": list(w.new_signat
     # se3_exp and the kernels it calls (compiled for float32 with it)
     assert out["n0"] == 0 and out["n1"] >= 1, out
     assert "mpslam_ros.geometry.lie.se3_exp" in out["names"], out
+
+
+def test_warmup_check_says_not_warm_on_an_empty_cache(tmp_path):
+    """dev.sh announces the minutes-long first compile only when `mpslam warmup --check` says it is needed."""
+    import os
+
+    env = dict(os.environ, MPSLAM_CACHE=str(tmp_path / "empty"))
+    run = subprocess.run([sys.executable, "-m", "mpslam_ros", "warmup", "--check"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "not warm" in run.stdout

@@ -22,12 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="VO input modes to warm (default: stereo and rgbd)")
     parser.add_argument("--force", action="store_true",
                         help="run even if a previous warm-up of these sources completed (see mpslam_ros.warmup.warm_stamp)")
+    parser.add_argument("--check", action="store_true",
+                        help="only say whether the kernels are warm: exit status 0 if so, 1 if a warm-up is needed")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the time per stage")
 
 
 def main(args: argparse.Namespace) -> int:
     from mpslam_ros.warmup import is_warm, mark_warm, warm_pipeline
 
+    if args.check:
+        warm = is_warm(args.precision, args.mode)
+        print("kernels warm" if warm else "kernels not warm: `mpslam warmup` compiles them (minutes, once)")
+        return 0 if warm else 1
     if not args.force and is_warm(args.precision, args.mode):
         print("kernels already warm (a warm-up of these sources completed; --force runs it again)")
         return 0
