@@ -4,15 +4,18 @@
 #   ./dev.sh test   -> the whole test suite (pytest)
 #   ./dev.sh setup  -> only the environment;  ./dev.sh shell CMD... -> run CMD inside it
 # Where ../shared/vendor holds the upstream ROS 2 launch stack (launch, launch_ros, launch_testing,
-# ros2cli: on no registry), it is installed into .venv too, with a dev/test-only composition_interfaces
-# shim (dev/composition_interfaces_shim): `ros2 launch`, `colcon build` and the launch tests then run.
+# ros2cli: on no registry), it is installed into .venv too: `ros2 launch`, `colcon build` and the launch
+# tests then run. Two interface packages no registry serves are built from their .msg/.srv files with
+# the rosidl generators of the ROS wheels and gcc (dev/build_interfaces.py, dev/test-only):
+# composition_interfaces (launch_ros imports it) and tf2_msgs (/tf, /tf_static; optional for the package).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 VENV=.venv
 VENDOR=${MPSLAM_ROS_VENDOR:-../shared/vendor}
-STAMP=$VENV/.installed-$(cat setup.py dev.sh $(ls "$VENDOR"/SOURCES.txt 2>/dev/null) | sha1sum | cut -c1-12)
+STAMP=$VENV/.installed-$(cat setup.py dev.sh dev/build_interfaces.py $(find dev/interfaces -type f | sort) \
+  $(ls "$VENDOR"/SOURCES.txt 2>/dev/null) | sha1sum | cut -c1-12)
 
 # The vendored upstream packages, in dependency order (pip --no-deps: their Python deps are the `launch` extra).
 VENDORED_PACKAGES="launch/launch launch/launch_xml launch/launch_yaml launch/launch_testing launch/launch_pytest
@@ -25,7 +28,19 @@ install_vendored_launch() {
   for t in "$VENDOR"/*.tar.gz; do tar xzf "$t" -C "$src"; done
   local paths=()
   for p in $VENDORED_PACKAGES; do paths+=("$src/$p"); done
-  "$VENV/bin/python" -m pip install -q --no-deps "${paths[@]}" ./dev/composition_interfaces_shim
+  "$VENV/bin/python" -m pip uninstall -q -y mpslam-dev-composition-interfaces-shim 2>/dev/null || true
+  "$VENV/bin/python" -m pip install -q --no-deps "${paths[@]}"
+}
+
+# tf2_msgs and composition_interfaces into .venv (lib/, site-packages/, share/), from dev/interfaces.
+build_interfaces() {
+  if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null; then
+    echo "[dev.sh] no gcc/g++: tf2_msgs and composition_interfaces not built (/tf off, launch tests skip)" >&2
+    return 0
+  fi
+  for p in composition_interfaces tf2_msgs; do
+    "$VENV/bin/python" dev/build_interfaces.py "dev/interfaces/$p" --prefix "$VENV"
+  done
 }
 
 setup_env() {
@@ -40,9 +55,11 @@ setup_env() {
       "$VENV/bin/python" -m pip install -q -e ".[ros,test,bench,launch]"
       echo "[dev.sh] installing the ROS 2 launch stack from $VENDOR into $VENV"
       install_vendored_launch
+      build_interfaces
     else
       echo "[dev.sh] no $VENDOR: without the launch stack (launch tests skip)"
       "$VENV/bin/python" -m pip install -q -e ".[ros,test,bench]"
+      build_interfaces
     fi
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
