@@ -143,6 +143,7 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
 
     # odometry: one per processed frame, on the bag's stamps, in order
     odo = recorder.odometry_trajectory()
+    _check_tf(recorder, odo, vo_log, lc_log)
     bag_stamps = set(gt.stamps_ns.tolist())
     vo_diag = recorder.data.diagnostics["vo_node: visual odometry"]
     # every frame arrived and was processed or (VO busy) dropped and counted; speed is the demo's table
@@ -177,6 +178,36 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
     for reason in ("unsupported image encoding 'yuv422'", "data size", "!= CameraInfo", "time went backwards"):
         assert vo_log.count(reason) == 1, (reason, vo_log[-3000:])
     assert "invalid quaternion" in lc_log and "PointCloud2 data size" in lc_log, lc_log[-3000:]
+
+
+def _check_tf(recorder, odo, vo_log: str, lc_log: str) -> None:
+    """/tf (where tf2_msgs is installed): odom -> base_link for every odometry message, map -> odom as on
+    loop_closure/map_to_odom, and map -> odom x odom -> base_link at the latest keyframe = its corrected
+    pose; the extrinsic came from the bag's /tf_static. Without tf2_msgs: the nodes said /tf is off."""
+    if not recorder.records_tf:
+        assert "tf2_msgs is not installed: /tf is off" in vo_log and "tf2_msgs is not installed" in lc_log
+        assert "camera extrinsic base_link -> camera_left from parameters" in vo_log, vo_log[-3000:]
+        return
+    assert "camera extrinsic base_link -> camera_left from /tf_static" in vo_log, vo_log[-3000:]
+    assert "camera extrinsic base_link -> camera_left from /tf_static" in lc_log, lc_log[-3000:]
+    odom_base = recorder.tf_transforms("odom", "base_link")
+    assert len(odom_base) == len(odo)
+    by_stamp = dict(zip(odo.stamps_ns.tolist(), odo.poses))
+    for stamp, T in odom_base:
+        np.testing.assert_allclose(T, by_stamp[stamp], atol=1e-9)
+    map_odom = recorder.tf_transforms("map", "odom")
+    assert map_odom, "no map -> odom on /tf"
+    np.testing.assert_allclose(map_odom[-1][1], recorder.data.map_to_odom, atol=1e-9)
+    # the tree composes: map -> odom (stamped at the latest keyframe) x odom -> base_link of that frame
+    # = the keyframe's corrected pose on loop_closure/path (both from the same loop-closure state)
+    stamp, T_map_odom = map_odom[-1]
+    corrected = recorder.path_trajectory(corrected=True)
+    k = corrected.stamps_ns.tolist().index(stamp)
+    T_map_base = T_map_odom @ by_stamp[stamp]
+    np.testing.assert_allclose(T_map_base[:3, 3], corrected.poses[k][:3, 3], atol=1e-6)
+    np.testing.assert_allclose(T_map_base[:3, :3], corrected.poses[k][:3, :3], atol=1e-6)
+    # the bag's own /tf (ground truth world -> base_link_gt) is played too
+    assert recorder.tf_transforms("world", "base_link_gt")
 
 
 def test_odometry_keeps_flowing_when_loop_closure_is_killed(tmp_path, ros_env, synthetic, recorder):

@@ -11,6 +11,7 @@ results and the printed measurements.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import shutil
@@ -90,6 +91,16 @@ def launch_bag(tmp_path_factory) -> tuple[Path, Path, int]:
     return bag, gt, len(seq)
 
 
+def test_mpslam_is_on_path_after_sourcing_the_install(colcon_install):
+    """`mpslam` runs from PATH after `source install/setup.bash` (bin/mpslam, installed by colcon only)."""
+    prefix = next(p for p in colcon_install["AMENT_PREFIX_PATH"].split(os.pathsep) if p.endswith("mpslam_ros"))
+    found = shutil.which("mpslam", path=colcon_install["PATH"])
+    assert found == os.path.join(prefix, "bin", "mpslam"), (found, colcon_install["PATH"])
+    shown = subprocess.run(["bash", "-c", "mpslam --help"], env=colcon_install, capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: mpslam"), shown.stdout + shown.stderr
+
+
 def test_ros2_launch_lists_the_arguments(colcon_install):
     """`ros2 launch ... --show-args` from the install: every documented argument is declared."""
     for name, expected in [("bag_demo.launch.py", ["bag", "rate", "use_sim_time", "namespace", "params_file"]),
@@ -129,6 +140,17 @@ def test_bag_demo_launch(colcon_install, launch_bag, ros_env, tmp_path):
     assert int(metrics["odometry_messages"]) == frames
     assert {k: v for k, v in metrics.items() if k.startswith("exit_code")}
     assert all(v == "0" for k, v in metrics.items() if k.startswith("exit_code"))
+    _assert_tf_published(metrics, frames)
+
+
+def _assert_tf_published(metrics: dict, frames: int) -> None:
+    """Where tf2_msgs is installed (./dev.sh builds it), /tf carried odom -> base_link for every frame
+    and map -> odom; without it the launch test reports /tf off."""
+    if importlib.util.find_spec("tf2_msgs") is None:
+        assert metrics.get("tf") == "off", metrics
+        return
+    assert int(metrics["tf_odom_base_link"]) == frames, metrics
+    assert int(metrics["tf_map_odom"]) > 0, metrics
 
 
 def test_slam_launch_in_a_namespace(colcon_install, launch_bag, ros_env, tmp_path):
@@ -137,6 +159,7 @@ def test_slam_launch_in_a_namespace(colcon_install, launch_bag, ros_env, tmp_pat
     bag, gt, frames = launch_bag
     metrics = _run_launch_test(colcon_install, ros_env, tmp_path, "slam", bag, gt, frames, namespace="robot1")
     assert int(metrics["odometry_messages"]) == frames
+    _assert_tf_published(metrics, frames)
     log = (tmp_path / "launch_test.log").read_text()
     assert re.search(r"\[robot1\.vo_node\]: vo_node ready: .* window=10,", log), "YAML window_size under /robot1"
     assert "/robot1/camera/left/image_raw" in log  # the player published the bag under the namespace

@@ -5,7 +5,7 @@ Subscribes to ``vo/keyframes/features`` + ``vo/keyframes/pose`` (paired by stamp
 ``mpslam_ros.slam.loop_closure.LoopClosure`` from a worker thread (PGO runs in LoopClosure's own
 background thread). Publishes ``loop_closure/path`` (corrected keyframe poses, map frame),
 ``loop_closure/map`` (PointCloud2), ``loop_closure/map_to_odom`` (TransformStamped; also on /tf
-when tf2_ros is installed), ``loop_closure/loop_markers`` and ``/diagnostics``.
+when tf2_msgs is installed), ``loop_closure/loop_markers`` and ``/diagnostics``.
 Services (std_srvs/Trigger): ``~/save_map`` and ``~/load_map`` (file in parameter ``map_path``)
 and ``~/reset``.
 """
@@ -29,10 +29,11 @@ from visualization_msgs.msg import MarkerArray
 
 from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.nodes import msgs
-from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass, declare_device
+from mpslam_ros.nodes.params import declare, declare_dataclass, declare_device
 from mpslam_ros.nodes.runtime import run_node
-from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up, worker_join_timeout
-from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog, try_tf_broadcaster
+from mpslam_ros.nodes.readiness import ReadyGate, kernel_stats, warm_up, worker_join_timeout
+from mpslam_ros.nodes.tf import camera_extrinsic, describe, tf_broadcaster
+from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog
 
 
 
@@ -59,11 +60,13 @@ class LoopClosureNode(Node):
         self.save_on_exit = declare(self, "save_map_on_exit", False, "save the map to map_path at shutdown")
         self.publish_period = declare(self, "publish_period_s", 1.0,
                                       "seconds between map cloud / map_to_odom / diagnostics messages")
-        self.publish_tf = declare(self, "publish_tf", True, "broadcast map -> odom on /tf (when tf2_ros is installed)")
+        self.publish_tf = declare(self, "publish_tf", True, "broadcast map -> odom on /tf (when tf2_msgs is installed)")
         self.do_warmup = declare(self, "warmup", True,
                                  "before subscribing, run place recognition, loop verification and pose-graph "
                                  "optimisation once on synthetic keyframes (compiles every kernel, loads the vocabulary)")
-        self.T_body_left = declare_camera_extrinsic(self)
+        # T_base_camera for the keyframes: /tf_static (as vo_node used it) or parameters, at the first keyframe
+        self.extrinsic = camera_extrinsic(self)
+        self.T_body_left: Optional[np.ndarray] = None
 
         from mpslam_ros.slam.loop_closure import LoopClosure, LoopClosureConfig
 
@@ -104,16 +107,11 @@ class LoopClosureNode(Node):
         self.pub_map_to_odom = self.create_publisher(TransformStamped, "loop_closure/map_to_odom", 10)
         self.pub_markers = self.create_publisher(MarkerArray, "loop_closure/loop_markers", LATCHED)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.tf = try_tf_broadcaster(self) if self.publish_tf else None
+        self.tf = tf_broadcaster(self, self.publish_tf, f"{self.map_frame} -> {self.odom_frame}")
         # subscribe once the worker has warmed up (kernels, vocabulary): a player started with
         # --wait-for /vo/keyframes/camera_info then starts when loop closure can keep up
-        self._warm = threading.Event()
         self.warmup_s = 0.0
-        self._kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
-        # a guard condition, not a timer: a timer on the node's clock never fires under use_sim_time
-        # before /clock, and the player sends /clock only once the nodes subscribe
-        self._ready_signal = self.create_guard_condition(self._subscribe_when_warm)
-        self._subscribed = False
+        self._gate = ReadyGate(self, self._subscribe)
         # steady clock: diagnostics (readiness) publish before a bag's /clock starts
         self.create_timer(max(self.publish_period, 0.05), self._publish_periodic,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -121,10 +119,7 @@ class LoopClosureNode(Node):
         self._worker = threading.Thread(target=self._work, name="loop_closure_worker", daemon=True)
         self._worker.start()
 
-    def _subscribe_when_warm(self) -> None:
-        if not self._warm.is_set() or self._subscribed:
-            return
-        self._subscribed = True
+    def _subscribe(self) -> None:
         self.create_subscription(PointCloud2, "vo/keyframes/features", self._on_features, KEYFRAME_QOS)
         self.create_subscription(Odometry, "vo/keyframes/pose", self._on_pose, KEYFRAME_QOS)
         self.create_subscription(CameraInfo, "vo/keyframes/camera_info", self._on_info, LATCHED)
@@ -189,6 +184,12 @@ class LoopClosureNode(Node):
                 self._waiting_for_K.pop(0)
                 self.bad.reject("vo/keyframes/features", "no CameraInfo received yet on vo/keyframes/camera_info")
             return
+        if self.T_body_left is None:
+            # vo_node waited for /tf_static before its first frame, so the latched transform is here by now
+            camera_frame = features.header.frame_id or "camera_left"
+            self.T_body_left, source = self.extrinsic.resolve(self.base_frame, camera_frame, wait=False)
+            self.get_logger().info(f"camera extrinsic {self.base_frame} -> {camera_frame} from {source}: "
+                                   f"{describe(self.T_body_left)}")
         last = self._last_stamp
         try:
             stamp = msgs.time_to_ns(features.header.stamp)
@@ -210,9 +211,7 @@ class LoopClosureNode(Node):
     def _work(self) -> None:
         if self.do_warmup:
             self._warm_up()
-        self._kernel_watch = start_kernel_watch(self.get_logger())
-        self._warm.set()
-        self._ready_signal.trigger()
+        self._gate.open()
         while True:
             with self._wake:
                 while not self._queue and not self._stop:
@@ -267,7 +266,7 @@ class LoopClosureNode(Node):
             tf_msg = msgs.transform_stamped(T_map_odom, stamp_ns, self.map_frame, self.odom_frame)
             self.pub_map_to_odom.publish(tf_msg)
             if self.tf is not None:
-                self.tf.sendTransform(tf_msg)
+                self.tf.send(T_map_odom, stamp_ns, self.map_frame, self.odom_frame)
         elif self._withheld_since is None:
             self._withheld_since = stamp_ns
             self.get_logger().warning("the current map is not merged with the map (a break VO could not "
@@ -316,8 +315,8 @@ class LoopClosureNode(Node):
             "keyframes_received": self.keyframes_received, "keyframes_processed": self.keyframes_processed,
             "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
-            "precision": self.precision, "device": self.device, "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
-            **kernel_stats(self._kernel_watch, self.get_logger()),
+            "precision": self.precision, "device": self.device, "ready": self._gate.ready.is_set(), "warmup_s": self.warmup_s,
+            **kernel_stats(self._gate.kernel_watch, self.get_logger()),
             "current_map_aligned": lc.current_map_aligned(), **dataclasses.asdict(lc.stats),
         }
 
@@ -370,7 +369,7 @@ class LoopClosureNode(Node):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        self._worker.join(timeout=worker_join_timeout(self._warm))
+        self._worker.join(timeout=worker_join_timeout(self._gate.ready))
         if self.save_on_exit and self.map_path:
             try:
                 self._save_map()

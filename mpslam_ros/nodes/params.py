@@ -50,6 +50,17 @@ def declare_camera_extrinsic(node: Node):
     return transform_from_params([float(v) for v in t], [float(v) for v in q])
 
 
+def declare_extrinsic_source(node: Node) -> tuple[bool, float]:
+    """(``camera_extrinsic.from_tf_static``, ``camera_extrinsic.tf_static_wait_s``)."""
+    use = declare(node, "camera_extrinsic.from_tf_static", True,
+                  "take the camera extrinsic from /tf_static (base_frame -> the camera's frame_id) when it has "
+                  "that transform, else from camera_extrinsic.translation / rotation_xyzw")
+    wait = declare(node, "camera_extrinsic.tf_static_wait_s", 2.0,
+                   "when something publishes /tf_static, seconds (steady time) to wait for the camera transform "
+                   "after the calibration before falling back to the parameters")
+    return bool(use), float(wait)
+
+
 def declare_dataclass(node: Node, prefix: str, config_cls: type, skip: tuple = ()) -> dict:
     """Declare ``prefix.<field>`` for each scalar field of a config dataclass; returns the overrides.
 

@@ -5,7 +5,7 @@ compiles on the camera path afterwards) and the count of numba kernels compiled 
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 #: Seconds close() waits for a warm worker to finish its current item: launch sends SIGINT, then
 #: SIGTERM after 5 s and SIGKILL 5 s later, so a node must be gone well within 5 s.
@@ -57,3 +57,29 @@ def worker_join_timeout(warm: threading.Event) -> float:
     """How long close() waits for the worker: WORKER_JOIN_S once warm; not at all during the warm-up
     (a numba compile cannot be interrupted, has computed nothing to flush, and runs in a daemon thread)."""
     return WORKER_JOIN_S if warm.is_set() else 0.0
+
+
+class ReadyGate:
+    """A node subscribes to its inputs only once its worker is warm. The worker calls :meth:`open`
+    after its warm-up: the kernel watch starts, ``ready`` is set and a guard condition wakes the
+    executor, which calls ``subscribe`` once. A guard condition, not a timer: a timer on the node's clock
+    never fires under use_sim_time before /clock, and the player sends /clock only once the nodes subscribe."""
+
+    def __init__(self, node, subscribe: Callable[[], None]) -> None:
+        self._logger = node.get_logger()
+        self._subscribe = subscribe
+        self._subscribed = False
+        self.ready = threading.Event()
+        self.kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
+        self._signal = node.create_guard_condition(self._on_signal)
+
+    def _on_signal(self) -> None:
+        if self.ready.is_set() and not self._subscribed:
+            self._subscribed = True
+            self._subscribe()
+
+    def open(self) -> None:
+        """Worker thread, after the warm-up."""
+        self.kernel_watch = start_kernel_watch(self._logger)
+        self.ready.set()
+        self._signal.trigger()

@@ -28,6 +28,7 @@ from visualization_msgs.msg import MarkerArray
 from mpslam_ros.datatypes import Trajectory
 from mpslam_ros.nodes.msgs import (diagnostic_values, path_to_arrays, pointcloud2_to_points, pose_to_matrix,
                                    time_to_ns, transform_to_matrix)
+from mpslam_ros.nodes.tf import tf_message_type
 
 #: Output topics of the graph (relative names, as the nodes publish them) -> message type.
 OUTPUT_TOPICS = {
@@ -64,6 +65,8 @@ class Recording:
     #: latest diagnostics per status name: {key: value}
     diagnostics: dict = field(default_factory=dict)
     keyframe_features: int = 0
+    #: /tf (where tf2_msgs is installed): (parent, child) -> [(stamp_ns, T_parent_child)] in arrival order
+    tf: dict = field(default_factory=lambda: defaultdict(list))
 
 
 class OutputRecorder:
@@ -90,6 +93,11 @@ class OutputRecorder:
             qos = qos_profile_sensor_data if cls in (PointCloud2,) else reliable
             self._subscriptions[topic] = self.node.create_subscription(cls, topic, self._callback(topic), qos)
         self.node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, qos_profile_sensor_data)
+        tf_type = tf_message_type()
+        #: whether /tf is recorded (tf2_msgs installed)
+        self.records_tf = tf_type is not None
+        if self.records_tf:
+            self.node.create_subscription(tf_type, "/tf", self._on_tf, reliable)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="recorder", daemon=True)
         self._thread.start()
@@ -104,6 +112,17 @@ class OutputRecorder:
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._lock:
             self.data.camera_arrival.setdefault(time_to_ns(msg.header.stamp), time.monotonic())
+
+    def _on_tf(self, msg) -> None:
+        with self._lock:
+            for tr in msg.transforms:
+                self.data.tf[(tr.header.frame_id, tr.child_frame_id)].append(
+                    (time_to_ns(tr.header.stamp), transform_to_matrix(tr)))
+
+    def tf_transforms(self, parent: str, child: str) -> list:
+        """[(stamp_ns, T_parent_child)] received on /tf, in arrival order."""
+        with self._lock:
+            return list(self.data.tf.get((parent, child), []))
 
     def _callback(self, topic: str):
         def on_message(msg) -> None:

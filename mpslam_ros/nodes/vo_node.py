@@ -30,9 +30,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from mpslam_ros.datatypes import CameraIntrinsics, FrameResult, StereoFrame, StereoRig
 from mpslam_ros.nodes import msgs
-from mpslam_ros.nodes.params import declare, declare_camera_extrinsic, declare_dataclass, declare_device
-from mpslam_ros.nodes.readiness import kernel_stats, start_kernel_watch, warm_up, worker_join_timeout
+from mpslam_ros.nodes.params import declare, declare_dataclass, declare_device
+from mpslam_ros.nodes.readiness import ReadyGate, kernel_stats, warm_up, worker_join_timeout
 from mpslam_ros.nodes.runtime import run_node
+from mpslam_ros.nodes.tf import camera_extrinsic, describe, tf_broadcaster
 
 KEYFRAME_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -51,15 +52,6 @@ class BadInputLog:
         if (topic, reason) not in self._seen:
             self._seen.add((topic, reason))
             self._logger.warning(f"dropping message on {topic}: {reason} (logged once; counted in diagnostics)")
-
-
-def try_tf_broadcaster(node: Node):
-    """A tf2_ros TransformBroadcaster where tf2_ros is installed (a ROS 2 install), else None."""
-    try:
-        from tf2_ros import TransformBroadcaster
-    except ImportError:
-        return None
-    return TransformBroadcaster(node)
 
 
 class VisualOdometryNode(Node):
@@ -96,10 +88,12 @@ class VisualOdometryNode(Node):
         self.landmarks_every = declare(self, "landmarks_every_n_frames", 5,
                                        "publish vo/landmarks every N processed frames")
         self.publish_tf = declare(self, "publish_tf", True,
-                                  "broadcast odom -> base_link on /tf (when tf2_ros is installed)")
+                                  "broadcast odom -> base_link on /tf (when tf2_msgs is installed)")
         self.do_warmup = declare(self, "warmup", True,
                                  "compile the numba kernels (in the worker) before subscribing to images")
-        self.T_body_left = declare_camera_extrinsic(self)
+        # T_base_camera: /tf_static or parameters, decided once the CameraInfos are in (_calibrate)
+        self.extrinsic = camera_extrinsic(self, on_update=self._calibrate)
+        self._camera_frame = "camera_left"  # the left CameraInfo's frame_id once known
 
         from mpslam_ros.slam.vo import NO_POSE_STATES, VOConfig
 
@@ -153,7 +147,7 @@ class VisualOdometryNode(Node):
         self.pub_kf_info = self.create_publisher(CameraInfo, "vo/keyframes/camera_info", LATCHED_QOS)
         self._kf_K: Optional[np.ndarray] = None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.tf = try_tf_broadcaster(self) if self.publish_tf else None
+        self.tf = tf_broadcaster(self, self.publish_tf, f"{self.odom_frame} -> {self.base_frame}")
 
         self.image_qos = QoSProfile(depth=max(1, image_queue_depth), reliability=(
             ReliabilityPolicy.BEST_EFFORT if image_qos == "sensor_data" else ReliabilityPolicy.RELIABLE))
@@ -166,20 +160,12 @@ class VisualOdometryNode(Node):
         self.create_timer(max(self.path_period, 0.05), self._publish_path)
         # Subscribing waits for the worker's kernel warm-up, so a player started with
         # --wait-for <camera topics> sends the first frame only once VO can take it.
-        self._warm = threading.Event()
         self.warmup_s = 0.0
-        self._kernel_watch = None  # counts kernels compiled/loaded after ready (should stay 0)
-        # a guard condition, not a timer: a timer on the node's clock never fires under use_sim_time
-        # before /clock, and the player sends /clock only once the nodes subscribe
-        self._ready_signal = self.create_guard_condition(self._subscribe_when_warm)
-        self._subscribed = False
+        self._gate = ReadyGate(self, self._subscribe)
         self._worker = threading.Thread(target=self._work, name="vo_worker", daemon=True)
         self._worker.start()
 
-    def _subscribe_when_warm(self) -> None:
-        if not self._warm.is_set() or self._subscribed:
-            return
-        self._subscribed = True
+    def _subscribe(self) -> None:
         self.create_subscription(Image, self.topics["left"], lambda m: self._on_image("left", m), self.image_qos)
         self.create_subscription(Image, self.topics["other"], lambda m: self._on_image("other", m), self.image_qos)
         for topic in self._info_topics:
@@ -199,24 +185,37 @@ class VisualOdometryNode(Node):
             return
         if topic not in self._infos:
             self._infos[topic] = msg
-            if len(self._infos) == len(self._info_topics) and self._rig is None:
-                try:
-                    right = self._infos.get("camera/right/camera_info")
-                    rig = msgs.camera_infos_to_rig(self._infos["camera/left/camera_info"], right, self.T_body_left,
-                                                   depth_scale=1.0)
-                except msgs.MessageError as exc:
-                    self.bad.reject(topic, f"calibration unusable: {exc}")
-                    self._infos.clear()
-                    return
-                with self._lock:
-                    self._rig = rig
-                self.get_logger().info(
-                    f"calibration: {rig.left.width}x{rig.left.height} fx={rig.left.fx:.1f} "
-                    f"baseline={rig.baseline:.3f} m rectified={rig.rectified}")
-                early, self._early = self._early, []
-                for which, stamp, arr in early:
-                    if stamp > self._last_stamp[which]:
-                        self._accept(which, stamp, arr)
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Build the rig once every CameraInfo is in and the extrinsic is known (/tf_static or parameters;
+        called again on each /tf_static message and image while it waits), then replay the held images."""
+        if self._rig is not None or len(self._infos) < len(self._info_topics):
+            return
+        left = self._infos["camera/left/camera_info"]
+        camera_frame = left.header.frame_id or "camera_left"
+        resolved = self.extrinsic.resolve(self.base_frame, camera_frame)
+        if resolved is None:
+            return  # waiting for /tf_static: images are held meanwhile (calibration_wait_s)
+        T_body_left, source = resolved
+        try:
+            rig = msgs.camera_infos_to_rig(left, self._infos.get("camera/right/camera_info"), T_body_left,
+                                           depth_scale=1.0)
+        except msgs.MessageError as exc:
+            self.bad.reject("camera/left/camera_info", f"calibration unusable: {exc}")
+            self._infos.clear()
+            return
+        with self._lock:
+            self._rig = rig
+            self._camera_frame = camera_frame
+        self.get_logger().info(
+            f"calibration: {rig.left.width}x{rig.left.height} fx={rig.left.fx:.1f} "
+            f"baseline={rig.baseline:.3f} m rectified={rig.rectified}; camera extrinsic "
+            f"{self.base_frame} -> {camera_frame} from {source}: {describe(T_body_left)}")
+        early, self._early = self._early, []
+        for which, stamp, arr in early:
+            if stamp > self._last_stamp[which]:
+                self._accept(which, stamp, arr)
 
     def _on_image(self, which: str, msg: Image) -> None:
         topic = self.topics[which]
@@ -234,6 +233,8 @@ class VisualOdometryNode(Node):
         except msgs.MessageError as exc:
             self.bad.reject(topic, str(exc))
             return
+        if self._rig is None:
+            self._calibrate()  # (no-op unless it waits for /tf_static)
         if self._rig is None:
             # hold the images of the last calibration_wait_s until the CameraInfo arrives
             self._early.append((which, stamp, arr))
@@ -305,9 +306,7 @@ class VisualOdometryNode(Node):
     def _work(self) -> None:
         if self.do_warmup:
             self._warm_up()
-        self._kernel_watch = start_kernel_watch(self.get_logger())
-        self._warm.set()
-        self._ready_signal.trigger()
+        self._gate.open()
         vo = None
         while True:
             with self._wake:
@@ -373,7 +372,7 @@ class VisualOdometryNode(Node):
             self.odometry_published += 1
             self.pub_pose.publish(msgs.pose_stamped(T, stamp, self.odom_frame))
             if self.tf is not None:
-                self.tf.sendTransform(msgs.transform_stamped(T, stamp, self.odom_frame, self.base_frame))
+                self.tf.send(T, stamp, self.odom_frame, self.base_frame)
             with self._lock:
                 self._path_stamps.append(stamp)
                 self._path_poses.append(T)
@@ -381,7 +380,7 @@ class VisualOdometryNode(Node):
             self.pub_landmarks.publish(msgs.points_to_pointcloud2(result.local_landmarks, stamp, self.odom_frame))
         if result.keyframe is not None:
             try:
-                features, pose = msgs.keyframe_to_msgs(result.keyframe, "camera_left", self.odom_frame,
+                features, pose = msgs.keyframe_to_msgs(result.keyframe, self._camera_frame, self.odom_frame,
                                                        self.base_frame)
             except msgs.MessageError as exc:
                 self.bad.reject("vo/keyframes/features", str(exc))
@@ -391,7 +390,7 @@ class VisualOdometryNode(Node):
                 # the camera model of the image the keypoints live in (rectified/undistorted: no D)
                 self._kf_K = K
                 cam = CameraIntrinsics(self._rig.left.width, self._rig.left.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-                self.pub_kf_info.publish(msgs.intrinsics_to_camera_info(cam, stamp, "camera_left"))
+                self.pub_kf_info.publish(msgs.intrinsics_to_camera_info(cam, stamp, self._camera_frame))
             self.pub_kf_pose.publish(pose)
             self.pub_kf_features.publish(features)
 
@@ -417,9 +416,9 @@ class VisualOdometryNode(Node):
             "bad_messages": self.bad.count,
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
             "precision": self.precision, "device": self.device, "window_size": self.window_size,
-            "ready": self._warm.is_set(), "warmup_s": self.warmup_s,
+            "ready": self._gate.ready.is_set(), "warmup_s": self.warmup_s,
         }
-        values.update(kernel_stats(self._kernel_watch, self.get_logger()))
+        values.update(kernel_stats(self._gate.kernel_watch, self.get_logger()))
         vo = getattr(self, "_vo", None)
         if vo is not None:  # losses, relocalisations, new maps, time spent relocalising
             values["map_id"] = vo.map_id
@@ -451,7 +450,7 @@ class VisualOdometryNode(Node):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        self._worker.join(timeout=worker_join_timeout(self._warm))
+        self._worker.join(timeout=worker_join_timeout(self._gate.ready))
         with self._wake:
             self._abandon = True
         # the last odometry reaches every reliable subscriber before the process goes away

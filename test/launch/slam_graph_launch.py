@@ -92,6 +92,15 @@ class TestGraph(unittest.TestCase):
             self.assertEqual(rec.count("vo/odometry"), FRAMES, "odometry for every frame of the bag")
             for topic in ("vo/path", "vo/keyframes/features", "loop_closure/path", "/diagnostics"):
                 self.assertGreater(rec.count(topic), 0, topic)
+            if rec.records_tf:  # tf2_msgs installed: the tf tree map -> odom -> base_link is on /tf
+                rec.wait_for(lambda r: len(r.tf_transforms("odom", "base_link")) >= FRAMES, timeout=10.0)
+                rec.wait_for(lambda r: r.tf_transforms("map", "odom"), timeout=10.0)
+                metric("tf_odom_base_link", len(rec.tf_transforms("odom", "base_link")))
+                metric("tf_map_odom", len(rec.tf_transforms("map", "odom")))
+                self.assertEqual(len(rec.tf_transforms("odom", "base_link")), FRAMES, "odom -> base_link per frame")
+                self.assertGreater(len(rec.tf_transforms("map", "odom")), 0, "map -> odom on /tf")
+            else:
+                metric("tf", "off")
             gt = np.load(GT)
             err = ate(Trajectory(gt["stamps_ns"], gt["poses"]), rec.odometry_trajectory()).rmse
             metric("ate_rmse_m", f"{err:.4f}")

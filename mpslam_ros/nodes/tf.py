@@ -1,0 +1,154 @@
+"""/tf and /tf_static for the nodes, as tf2_msgs/TFMessage (what tf2_ros's broadcasters and listeners use).
+
+``tf2_msgs`` is optional: a ROS 2 install has it; on the pip-only machines here ``./dev.sh`` builds it
+(dev/build_interfaces.py). Without it the nodes log once that /tf is off, publish the same transforms on
+their own topics only (vo/odometry, loop_closure/map_to_odom) and take the camera extrinsic from parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from mpslam_ros.nodes import msgs
+from mpslam_ros.nodes.params import declare_camera_extrinsic, declare_extrinsic_source
+
+#: tf2_ros's TransformBroadcaster and TransformListener profile for /tf
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+#: tf2_ros's static listener profile for /tf_static (latched: a late subscriber still gets it)
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def tf_message_type():
+    """tf2_msgs.msg.TFMessage, or None where tf2_msgs is not installed."""
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        return None
+    return TFMessage
+
+
+class TfBroadcaster:
+    """Publishes transforms on /tf (absolute: one tf tree per DDS domain, as tf2_ros does)."""
+
+    def __init__(self, node: Node, message_type) -> None:
+        self._type = message_type
+        self._pub = node.create_publisher(message_type, "/tf", TF_QOS)
+
+    def send(self, T_parent_child: np.ndarray, stamp_ns: int, parent: str, child: str) -> None:
+        self._pub.publish(self._type(transforms=[msgs.transform_stamped(T_parent_child, stamp_ns, parent, child)]))
+
+
+def tf_broadcaster(node: Node, enabled: bool, what: str) -> Optional[TfBroadcaster]:
+    """A /tf broadcaster for ``what`` (e.g. "odom -> base_link"), or None (logged once) where publish_tf is
+    false or tf2_msgs is missing."""
+    if not enabled:
+        node.get_logger().info(f"publish_tf is false: {what} not on /tf")
+        return None
+    message_type = tf_message_type()
+    if message_type is None:
+        node.get_logger().warning(f"tf2_msgs is not installed: /tf is off ({what} only on this node's own topics)")
+        return None
+    node.get_logger().info(f"publishing {what} on /tf")
+    return TfBroadcaster(node, message_type)
+
+
+class StaticTransforms:
+    """The transforms received on /tf_static (each child has one parent), composed along the tree."""
+
+    def __init__(self, node: Node, on_update: Optional[Callable[[], None]] = None) -> None:
+        self._node = node
+        self._parent: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
+        self._on_update = on_update
+        message_type = tf_message_type()
+        self.available = message_type is not None
+        if self.available:
+            node.create_subscription(message_type, "/tf_static", self._on_message, TF_STATIC_QOS)
+
+    def _on_message(self, msg) -> None:
+        for tr in msg.transforms:
+            try:
+                T = msgs.transform_to_matrix(tr)
+            except msgs.MessageError as exc:
+                self._node.get_logger().warning(
+                    f"ignoring /tf_static {tr.header.frame_id} -> {tr.child_frame_id}: {exc}")
+                continue
+            self._parent[tr.child_frame_id] = (tr.header.frame_id, T)
+        if self._on_update is not None:
+            self._on_update()
+
+    def _from_root(self, frame: str) -> tuple[str, np.ndarray]:
+        T = np.eye(4)
+        seen = {frame}
+        while frame in self._parent:
+            parent, T_parent_frame = self._parent[frame]
+            if parent in seen:  # a cycle in bad input: treat as unconnected
+                break
+            seen.add(parent)
+            T = T_parent_frame @ T
+            frame = parent
+        return frame, T
+
+    def lookup(self, parent: str, child: str) -> Optional[np.ndarray]:
+        """T_parent_child through the static tree, or None when the two frames are not connected."""
+        root_p, T_root_parent = self._from_root(parent)
+        root_c, T_root_child = self._from_root(child)
+        if root_p != root_c:
+            return None
+        return np.linalg.inv(T_root_parent) @ T_root_child
+
+    def publishers(self) -> int:
+        return self._node.count_publishers("/tf_static") if self.available else 0
+
+
+def camera_extrinsic(node: Node, on_update: Optional[Callable[[], None]] = None) -> "CameraExtrinsic":
+    """The node's CameraExtrinsic from its ``camera_extrinsic.*`` parameters (subscribes to /tf_static)."""
+    T_params = declare_camera_extrinsic(node)
+    use_tf_static, wait_s = declare_extrinsic_source(node)
+    return CameraExtrinsic(node, T_params, use_tf_static, wait_s, on_update)
+
+
+class CameraExtrinsic:
+    """Where the camera sits on the robot (T_base_camera): from /tf_static when it connects the two frames,
+    else from the parameters. With a /tf_static publisher present, :meth:`resolve` waits up to ``wait_s``
+    (steady time) for the transform before it falls back, since a bag's /tf_static and first CameraInfo
+    arrive on separate topics in no guaranteed order."""
+
+    def __init__(self, node: Node, T_from_params: np.ndarray, use_tf_static: bool, wait_s: float,
+                 on_update: Optional[Callable[[], None]] = None) -> None:
+        self._T_params = T_from_params
+        self._wait_s = wait_s
+        self._waiting_since: Optional[float] = None
+        self._use = use_tf_static
+        self.static = StaticTransforms(node, on_update) if use_tf_static else None
+
+    def resolve(self, base: str, camera: str, wait: bool = True) -> Optional[tuple[np.ndarray, str]]:
+        """(T_base_camera, where it came from), or None while still waiting for /tf_static."""
+        if not self._use:
+            return self._T_params, "parameters camera_extrinsic.* (camera_extrinsic.from_tf_static is false)"
+        if not self.static.available:
+            return self._T_params, "parameters camera_extrinsic.* (tf2_msgs is not installed)"
+        T = self.static.lookup(base, camera)
+        if T is not None:
+            return T, f"/tf_static ({base} -> {camera})"
+        if self.static.publishers() == 0:
+            return self._T_params, "parameters camera_extrinsic.* (nothing publishes /tf_static)"
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if wait and now - self._waiting_since < self._wait_s:
+            return None
+        return self._T_params, (f"parameters camera_extrinsic.* (/tf_static has no {base} -> {camera} after "
+                                f"{now - self._waiting_since:.1f} s)")
+
+
+def describe(T: np.ndarray) -> str:
+    """Translation and (x, y, z, w) quaternion of a transform, for the log."""
+    q = msgs.rotation_to_quaternion(T[:3, :3])
+    return (f"t=[{T[0, 3]:.3f}, {T[1, 3]:.3f}, {T[2, 3]:.3f}] m, "
+            f"q_xyzw=[{q[0]:.3f}, {q[1]:.3f}, {q[2]:.3f}, {q[3]:.3f}]")
