@@ -1,5 +1,6 @@
 """ament_python package setup; also installable with plain pip on a machine without ROS 2."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -19,6 +20,10 @@ ROS_WHEELS = [
     "ros-std-srvs==5.5.1",
 ]
 
+#: colcon's build of the ament_python package (the `colcon` command sets COLCON=1), not pip's: there
+#: bin/mpslam puts `mpslam` on PATH; pip makes its own `mpslam` console script in the venv's bin.
+COLCON_BUILD = "COLCON" in os.environ
+
 #: Checked with numba 0.68.1 / numpy 2.4 (Python 3.11): installs without a GPU or CUDA toolkit.
 NUMBA_CUDA = "numba-cuda>=0.30"
 
@@ -31,6 +36,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        *([("bin", ["bin/mpslam"])] if COLCON_BUILD else []),
     ],
     python_requires=">=3.10",
     install_requires=[
