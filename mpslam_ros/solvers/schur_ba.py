@@ -40,7 +40,7 @@ from numba import njit
 
 from mpslam_ros.solvers import kernels as K
 from mpslam_ros.solvers.kernels import half_bits, widen, zero_of
-from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, robust_weights
+from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, converged_after_step, grown_trust_region, robust_weights
 from mpslam_ros.solvers.problem import robust_mask
 from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale, to_storage
 
@@ -702,18 +702,10 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
             cost, r, Ja, Jb = new_cost, r_new, Ja_new, Jb_new
             linearised = True
             summary.successful_iterations += 1
-            radius = min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
+            radius = grown_trust_region(radius, rho_gain, options)
             decrease_factor = 2.0
             summary.update_time_s += time.perf_counter() - t0
-            if cost == 0.0:
-                summary.termination = "converged: zero cost"
-                summary.converged = True
-                break
-            if (rel_change <= options.function_tolerance
-                    and pred_rel <= options.function_tolerance * options.model_agreement_factor):
-                summary.termination = (f"converged: relative cost change {rel_change:.3e} "
-                                       f"<= {options.function_tolerance:g}")
-                summary.converged = True
+            if converged_after_step(summary, cost, rel_change, pred_rel, options):
                 break
         else:
             summary.update_time_s += time.perf_counter() - t0
