@@ -76,6 +76,31 @@ def half_bits(typingctx, v):
 
 
 @intrinsic
+def narrow(typingctx, arr, v):
+    """A float -> ``arr``'s stored element type: fp16 bits for uint16 (round to nearest even, as
+    :func:`half_bits`), else a float cast. One store for every storage format."""
+    if not (isinstance(arr, types.Array) and isinstance(v, types.Float)):
+        return None
+    dt = arr.dtype
+    if isinstance(dt, types.Integer) and dt.bitwidth == 16:
+
+        def codegen(context, builder, sig, args):
+            x = args[1]
+            if v.bitwidth == 64:
+                x = builder.fptrunc(x, ir.FloatType())
+            return builder.bitcast(builder.fptrunc(x, ir.HalfType()), ir.IntType(16))
+
+        return types.uint16(arr, v), codegen
+    if isinstance(dt, types.Float):
+
+        def codegen(context, builder, sig, args):
+            return context.cast(builder, args[1], v, dt)
+
+        return dt(arr, v), codegen
+    return None
+
+
+@intrinsic
 def zero_of(typingctx, arr):
     """A zero of ``arr``'s element type (keeps accumulators in the vector precision)."""
     if isinstance(arr, types.Array):
