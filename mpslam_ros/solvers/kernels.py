@@ -822,7 +822,46 @@ def _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_
         rz = rz_new
         for i in range(n):
             p[i] = _rnd(z[i] + _rnd(beta * p[i], half), half)
-    for i in range(n):
+    return cg_finish(x, stats, it, rel, t_pc, t_mv, bad)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def vdot(a, b):
+    """a . b accumulated in a's dtype (the CG vectors' precision)."""
+    acc = zero_of(a)
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def cg_update(x, r, p, Ap, alpha):
+    """One CG update, x += alpha p and r -= alpha Ap; returns |r|^2 accumulated in fp64."""
+    rr = 0.0
+    for i in range(x.shape[0]):
+        x[i] += alpha * p[i]
+        r[i] -= alpha * Ap[i]
+        rr += float(r[i]) * float(r[i])
+    return rr
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def cg_next_direction(r, z, p, rz):
+    """p = z + beta p with beta = (r . z) / rz (the preconditioned residual z = M^-1 r); returns r . z."""
+    rz_new = zero_of(r)
+    for i in range(r.shape[0]):
+        rz_new += r[i] * z[i]
+    beta = rz_new / rz
+    for i in range(r.shape[0]):
+        p[i] = z[i] + beta * p[i]
+    return rz_new
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def cg_finish(x, stats, it, rel, t_pc, t_mv, bad):
+    """Fill a CG loop's ``stats``: iterations, final relative residual, ticks in the preconditioner, ticks
+    in the products, 1.0 if the loop or the solution ``x`` met a non-finite value. Returns ``it``."""
+    for i in range(x.shape[0]):
         if not np.isfinite(x[i]):
             bad = 1.0
             break

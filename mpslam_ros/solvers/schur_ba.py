@@ -40,9 +40,11 @@ from numba import njit
 
 from mpslam_ros.solvers import kernels as K
 from mpslam_ros.solvers.kernels import narrow, widen, zero_of
-from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, converged_after_step, grown_trust_region, robust_weights
+from mpslam_ros.solvers.lm import (SolverOptions, SolverSummary, converged_after_step, evaluate_weighted,
+                                  grown_trust_region, initial_cost_failed, shrunk_trust_region,
+                                  trust_region_collapsed)
 from mpslam_ros.solvers.problem import robust_mask
-from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale, to_storage
+from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale
 
 SCHUR_SOLVERS = ("dense_schur", "iterative_schur")
 #: ``linear_solver="auto"`` picks dense_schur up to this many free camera columns, else iterative_schur.
@@ -125,8 +127,9 @@ def _store_obs(Ja, Jb, k, ca, cb, col_scale, g, Sa, Sb, a, b, m, dc):
 @njit(nogil=True, cache=True, error_model="numpy")
 def store_scaled_jacobian(Ja, Jb, cam_col, pt_col, pt_start, col_scale, g, Sa, Sb, Yt, U, BtB):
     """Sa, Sb = g * J diag(col_scale) in their storage format (fp16 bits for uint16; fixed columns 0), and
-    from the *stored* values (the products' precision), the fp64 sums of :func:`linearisation_blocks`:
-    one pass, each stored value widened once."""
+    per linearisation (independent of LM's lambda) fp64 sums of the *stored* blocks' products (the
+    products' precision): Yt[k] = B_k^T A_k (3 x dc, the W blocks transposed), U[c] = sum A_k^T A_k per
+    free camera block, BtB[j] = sum B_k^T B_k per point. One pass, each stored value widened once."""
     m = Ja.shape[1]
     dc = Ja.shape[2]
     U[:] = 0.0
@@ -200,15 +203,6 @@ def _obs_sums(a, b, k, Yt, U, cb, BtB, j, m, dc):
                 U[cb, c1, c2] += acc
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _widen_obs(A, B, k, a, b, m, dc):
-    for r in range(m):
-        for c in range(dc):
-            a[r, c] = np.float64(widen(A[k, r, c]))
-        for c in range(3):
-            b[r, c] = np.float64(widen(B[k, r, c]))
-
-
 @njit(nogil=True, cache=True, error_model="numpy")
 def _mirror_sums(U, BtB):
     dc = U.shape[1]
@@ -220,36 +214,6 @@ def _mirror_sums(U, BtB):
         BtB[j, 1, 0] = BtB[j, 0, 1]
         BtB[j, 2, 0] = BtB[j, 0, 2]
         BtB[j, 2, 1] = BtB[j, 1, 2]
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def linearisation_blocks(A, B, cam_col, pt_start, Yt, U, BtB):
-    """Per linearisation (independent of LM's lambda), fp64 sums of the stored blocks' products:
-    Yt[k] = B_k^T A_k (3 x dc, the W blocks transposed), U[c] = sum A_k^T A_k per free camera block,
-    BtB[j] = sum B_k^T B_k per point."""
-    m = A.shape[1]
-    dc = A.shape[2]
-    U[:] = 0.0
-    BtB[:] = 0.0
-    a = np.empty((m, dc))
-    b = np.empty((m, 3))
-    for j in range(pt_start.shape[0] - 1):
-        for k in range(pt_start[j], pt_start[j + 1]):
-            c = cam_col[k]
-            cb = c // dc if c >= 0 else -1
-            if m == 2 and dc == 6:
-                _widen_obs(A, B, k, a, b, 2, 6)
-                _obs_sums(a, b, k, Yt, U, cb, BtB, j, 2, 6)
-            elif m == 2 and dc == 9:
-                _widen_obs(A, B, k, a, b, 2, 9)
-                _obs_sums(a, b, k, Yt, U, cb, BtB, j, 2, 9)
-            elif m == 3 and dc == 6:
-                _widen_obs(A, B, k, a, b, 3, 6)
-                _obs_sums(a, b, k, Yt, U, cb, BtB, j, 3, 6)
-            else:
-                _widen_obs(A, B, k, a, b, m, dc)
-                _obs_sums(a, b, k, Yt, U, cb, BtB, j, m, dc)
-    _mirror_sums(U, BtB)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -364,7 +328,7 @@ def camera_bandwidth(cam_col, pt_start, dc):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def reduced_camera_matrix(Yt, U, cam_col, pt_start, Vinv, lam, Z, band):
-    """The lower triangle of S = U + lam I - W V^-1 W^T (fp64) from :func:`linearisation_blocks`' sums, in
+    """The lower triangle of S = U + lam I - W V^-1 W^T (fp64) from :func:`store_scaled_jacobian`'s sums, in
     LAPACK's column-major layout seen from C: ``band=0``: ``Z`` (n_c x n_c) holds S[i, j] (i >= j) at
     Z[j, i] (``Z.T`` is the Fortran array for dpotrf); ``band=1``: ``Z`` (n_c x kd+1) holds it at
     Z[j, i - j] (``Z.T`` is dpbtrf's lower band storage). Per point, ``V^-1 = L L^T`` and ``G_k = L^T W_k^T``,
@@ -562,29 +526,21 @@ def schur_pcg(A, B, cam_col, pt_start, Vinv, lam, Minv, rhs, max_iter, rtol, x, 
     _apply_block_inverse(Minv, r, z)
     t_pc += K.cycle_counter() - t0
     p = z.copy()
-    rz = zero_of(rhs)
-    for i in range(n):
-        rz += r[i] * z[i]
+    rz = K.vdot(r, z)
     rel = 1.0
     it = 0
     for it in range(1, max_iter + 1):
         t0 = K.cycle_counter()
         schur_product(A, B, cam_col, pt_start, Vinv, lam, p, Ap, q)
         t_mv += K.cycle_counter() - t0
-        pAp = zero_of(rhs)
-        for i in range(n):
-            pAp += p[i] * Ap[i]
+        pAp = K.vdot(p, Ap)
         if not (np.isfinite(pAp) and pAp > 0.0):
             if not np.isfinite(pAp):
                 bad = 1.0
             it -= 1
             break
         alpha = rz / pAp
-        rr = 0.0
-        for i in range(n):
-            x[i] += alpha * p[i]
-            r[i] -= alpha * Ap[i]
-            rr += float(r[i]) * float(r[i])
+        rr = K.cg_update(x, r, p, Ap, alpha)
         rel = np.sqrt(rr) / b_norm
         if not np.isfinite(rel):
             bad = 1.0
@@ -594,23 +550,8 @@ def schur_pcg(A, B, cam_col, pt_start, Vinv, lam, Minv, rhs, max_iter, rtol, x, 
         t0 = K.cycle_counter()
         _apply_block_inverse(Minv, r, z)
         t_pc += K.cycle_counter() - t0
-        rz_new = zero_of(rhs)
-        for i in range(n):
-            rz_new += r[i] * z[i]
-        beta = rz_new / rz
-        rz = rz_new
-        for i in range(n):
-            p[i] = z[i] + beta * p[i]
-    for i in range(n):
-        if not np.isfinite(x[i]):
-            bad = 1.0
-            break
-    stats[0] = it
-    stats[1] = rel
-    stats[2] = t_pc
-    stats[3] = t_mv
-    stats[4] = bad
-    return it
+        rz = K.cg_next_direction(r, z, p, rz)
+    return K.cg_finish(x, stats, it, rel, t_pc, t_mv, bad)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -665,29 +606,13 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     vec = arithmetic_dtype(preset.cg_vectors)
     tps = K.ticks_per_second()
 
-    mask = robust_mask(problem) if options.robust_loss is not None else None
+    mask = robust_mask(problem)
 
     def evaluate():
-        # as lm.solve: IRLS weights sqrt(rho') on the residual and Jacobian blocks of a robust loss
-        t0 = time.perf_counter()
-        r, Ja, Jb = problem.evaluate(jacobians=True)
-        if mask is None:
-            cost = 0.5 * float(np.einsum("km,km->", r, r))
-        else:
-            rho, w = robust_weights(np.einsum("km,km->k", r, r), options.robust_loss, options.robust_scale)
-            w = np.where(mask, w, 1.0)
-            cost = 0.5 * float(np.where(mask, rho, np.einsum("km,km->k", r, r)).sum())
-            r = r * w[:, None]
-            Ja = Ja * w[:, None, None]
-            Jb = Jb * w[:, None, None]
-        summary.evaluation_time_s += time.perf_counter() - t0
-        return cost, r, Ja, Jb
+        return evaluate_weighted(problem, True, options, mask, summary)
 
     cost, r, Ja, Jb = evaluate()
-    summary.initial_cost = summary.final_cost = cost
-    if not math.isfinite(cost):
-        summary.termination = "failure: initial cost is not finite (check the input data)"
-        summary.time_s = time.perf_counter() - t_start
+    if initial_cost_failed(summary, cost, t_start):
         return summary
     radius = options.initial_trust_region_radius
     decrease_factor = 2.0
@@ -817,10 +742,8 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
                 break
         else:
             summary.update_time_s += time.perf_counter() - t0
-            radius /= decrease_factor
-            decrease_factor *= 2.0
-            if radius < options.min_trust_region_radius:
-                summary.termination = "failure: trust region collapsed (no step decreases the cost)"
+            radius, decrease_factor = shrunk_trust_region(radius, decrease_factor)
+            if trust_region_collapsed(summary, radius, options):
                 break
     else:
         summary.termination = f"maximum iterations ({options.max_iterations}) reached"
