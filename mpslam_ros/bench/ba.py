@@ -296,7 +296,6 @@ def product_times(bal, reps: int = 0) -> dict:
     """Seconds (thread CPU, median) of one matrix-free S p on ``bal`` per storage format, and J's bytes."""
     from mpslam_ros.problems.ba import BALProblemModel
     from mpslam_ros.solvers import schur_ba as SB
-    from mpslam_ros.solvers.precision import to_storage
 
     problem = BALProblemModel(bal)
     problem.sort_observations_by_point()
@@ -310,8 +309,10 @@ def product_times(bal, reps: int = 0) -> dict:
     out = {}
     for storage in ("fp64", "fp32", "fp16"):
         vec = np.float64 if storage == "fp64" else np.float32
-        Sa, Sb = to_storage(Ja * scale, storage), to_storage(Jb * scale, storage)
-        SB.linearisation_blocks(Sa, Sb, lay.cam_col, lay.pt_start, Yt, U, BtB)
+        st = np.uint16 if storage == "fp16" else vec
+        Sa, Sb = np.empty(Ja.shape, dtype=st), np.empty(Jb.shape, dtype=st)
+        SB.store_scaled_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, lay.pt_start, np.ones(lay.n), scale, Sa, Sb,
+                                 Yt, U, BtB)
         Vinv = np.empty((lay.n_pts, 3, 3))
         SB.point_inverses(BtB, 1e-3, Vinv)
         Vinv = Vinv.astype(vec)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mpslam_ros.solvers.kernels import cycle_counter, widen, zero_of
+from mpslam_ros.solvers.kernels import cg_finish, cg_next_direction, cg_update, cycle_counter, vdot, widen, zero_of
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
@@ -108,29 +108,21 @@ def cgnr_ba(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, b
     _block_jacobi(pc_kind, bd_vals, bd_col, bd_size, bd_off, r, z)
     t_pc += cycle_counter() - t0
     p = z.copy()
-    rz = zero_of(rhs)
-    for i in range(n):
-        rz += r[i] * z[i]
+    rz = vdot(r, z)
     rel = 1.0
     it = 0
     for it in range(1, max_iter + 1):
         t0 = cycle_counter()
         _normal_product(Ja, Jb, col_a, col_b, p, Ap, lam)
         t_mv += cycle_counter() - t0
-        pAp = zero_of(rhs)
-        for i in range(n):
-            pAp += p[i] * Ap[i]
+        pAp = vdot(p, Ap)
         if not (np.isfinite(pAp) and pAp > 0.0):
             if not np.isfinite(pAp):
                 bad = 1.0
             it -= 1
             break
         alpha = rz / pAp
-        rr = 0.0
-        for i in range(n):
-            x[i] += alpha * p[i]
-            r[i] -= alpha * Ap[i]
-            rr += float(r[i]) * float(r[i])
+        rr = cg_update(x, r, p, Ap, alpha)
         rel = np.sqrt(rr) / b_norm
         stats[5] = pAp
         if not np.isfinite(rel):
@@ -141,20 +133,5 @@ def cgnr_ba(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, b
         t0 = cycle_counter()
         _block_jacobi(pc_kind, bd_vals, bd_col, bd_size, bd_off, r, z)
         t_pc += cycle_counter() - t0
-        rz_new = zero_of(rhs)
-        for i in range(n):
-            rz_new += r[i] * z[i]
-        beta = rz_new / rz
-        rz = rz_new
-        for i in range(n):
-            p[i] = z[i] + beta * p[i]
-    for i in range(n):
-        if not np.isfinite(x[i]):
-            bad = 1.0
-            break
-    stats[0] = it
-    stats[1] = rel
-    stats[2] = t_pc
-    stats[3] = t_mv
-    stats[4] = bad
-    return it
+        rz = cg_next_direction(r, z, p, rz)
+    return cg_finish(x, stats, it, rel, t_pc, t_mv, bad)

@@ -76,6 +76,31 @@ def half_bits(typingctx, v):
 
 
 @intrinsic
+def narrow(typingctx, arr, v):
+    """A float -> ``arr``'s stored element type: fp16 bits for uint16 (round to nearest even, as
+    :func:`half_bits`), else a float cast. One store for every storage format."""
+    if not (isinstance(arr, types.Array) and isinstance(v, types.Float)):
+        return None
+    dt = arr.dtype
+    if isinstance(dt, types.Integer) and dt.bitwidth == 16:
+
+        def codegen(context, builder, sig, args):
+            x = args[1]
+            if v.bitwidth == 64:
+                x = builder.fptrunc(x, ir.FloatType())
+            return builder.bitcast(builder.fptrunc(x, ir.HalfType()), ir.IntType(16))
+
+        return types.uint16(arr, v), codegen
+    if isinstance(dt, types.Float):
+
+        def codegen(context, builder, sig, args):
+            return context.cast(builder, args[1], v, dt)
+
+        return dt(arr, v), codegen
+    return None
+
+
+@intrinsic
 def zero_of(typingctx, arr):
     """A zero of ``arr``'s element type (keeps accumulators in the vector precision)."""
     if isinstance(arr, types.Array):
@@ -797,7 +822,46 @@ def _cgnr(Ja, Jb, col_a, col_b, rhs, lam, pc_kind, bd_vals, bd_col, bd_size, bd_
         rz = rz_new
         for i in range(n):
             p[i] = _rnd(z[i] + _rnd(beta * p[i], half), half)
-    for i in range(n):
+    return cg_finish(x, stats, it, rel, t_pc, t_mv, bad)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def vdot(a, b):
+    """a . b accumulated in a's dtype (the CG vectors' precision)."""
+    acc = zero_of(a)
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def cg_update(x, r, p, Ap, alpha):
+    """One CG update, x += alpha p and r -= alpha Ap; returns |r|^2 accumulated in fp64."""
+    rr = 0.0
+    for i in range(x.shape[0]):
+        x[i] += alpha * p[i]
+        r[i] -= alpha * Ap[i]
+        rr += float(r[i]) * float(r[i])
+    return rr
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def cg_next_direction(r, z, p, rz):
+    """p = z + beta p with beta = (r . z) / rz (the preconditioned residual z = M^-1 r); returns r . z."""
+    rz_new = zero_of(r)
+    for i in range(r.shape[0]):
+        rz_new += r[i] * z[i]
+    beta = rz_new / rz
+    for i in range(r.shape[0]):
+        p[i] = z[i] + beta * p[i]
+    return rz_new
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def cg_finish(x, stats, it, rel, t_pc, t_mv, bad):
+    """Fill a CG loop's ``stats``: iterations, final relative residual, ticks in the preconditioner, ticks
+    in the products, 1.0 if the loop or the solution ``x`` met a non-finite value. Returns ``it``."""
+    for i in range(x.shape[0]):
         if not np.isfinite(x[i]):
             bad = 1.0
             break

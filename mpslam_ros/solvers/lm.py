@@ -414,6 +414,75 @@ class _Preconditioner:
 # --------------------------------------------------------------------------- solve
 
 
+
+def grown_trust_region(radius: float, rho_gain: float, options: "SolverOptions") -> float:
+    """Trust-region radius after an accepted step with gain ratio ``rho_gain`` (Nielsen's update, as
+    Ceres' LevenbergMarquardtStrategy), capped at ``options.max_trust_region_radius``."""
+    return min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
+
+
+def shrunk_trust_region(radius: float, decrease_factor: float) -> tuple:
+    """(radius, decrease factor) after a rejected step: divide by the factor, which doubles on each
+    rejection in a row (Nielsen's update, as Ceres)."""
+    return radius / decrease_factor, decrease_factor * 2.0
+
+
+def trust_region_collapsed(summary: "SolverSummary", radius: float, options: "SolverOptions") -> bool:
+    """True (and the summary says why) when the radius fell below ``options.min_trust_region_radius``."""
+    if radius >= options.min_trust_region_radius:
+        return False
+    summary.termination = "failure: trust region collapsed (no step decreases the cost)"
+    return True
+
+
+def converged_after_step(summary: "SolverSummary", cost: float, rel_change: float, pred_rel: float,
+                         options: "SolverOptions") -> bool:
+    """After an accepted step: True (and ``summary`` says why) on zero cost, or when the relative cost
+    change is below ``function_tolerance`` *and* the linear model agrees that little is left (its
+    predicted decrease is small too): in a curved valley LM crawls with gain ratios ~0.25 and tiny
+    actual decreases, and stopping there left a generated 3,000-pose graph 5e-4 above the minimum that
+    the same run reaches when it goes on."""
+    if cost == 0.0:
+        summary.termination = "converged: zero cost"
+    elif (rel_change <= options.function_tolerance
+          and pred_rel <= options.function_tolerance * options.model_agreement_factor):
+        summary.termination = f"converged: relative cost change {rel_change:.3e} <= {options.function_tolerance:g}"
+    else:
+        return False
+    summary.converged = True
+    return True
+
+def evaluate_weighted(problem, jac: bool, options: "SolverOptions", mask, summary: "SolverSummary") -> tuple:
+    """(cost, r, Ja, Jb) at the problem's state: cost = 0.5 sum rho(|r_k|^2) (rho only where ``mask``),
+    r and J weighted by the IRLS weights sqrt(rho') of a robust loss; time added to the summary."""
+    t0 = time.perf_counter()
+    r, Ja, Jb = problem.evaluate(jacobians=jac)
+    sq = np.einsum("km,km->k", r, r)
+    if options.robust_loss is not None:
+        rho, w = robust_weights(sq, options.robust_loss, options.robust_scale)
+        rho = np.where(mask, rho, sq)
+        w = np.where(mask, w, 1.0)
+        cost = 0.5 * float(rho.sum())
+        r = r * w[:, None]
+        if jac:
+            Ja = Ja * w[:, None, None]
+            Jb = Jb * w[:, None, None]
+    else:
+        cost = 0.5 * float(sq.sum())
+    summary.evaluation_time_s += time.perf_counter() - t0
+    return cost, r, Ja, Jb
+
+
+def initial_cost_failed(summary: "SolverSummary", cost: float, t_start: float) -> bool:
+    """Record the initial cost; True (and the summary says why) when it is not finite."""
+    summary.initial_cost = summary.final_cost = cost
+    if math.isfinite(cost):
+        return False
+    summary.termination = "failure: initial cost is not finite (check the input data)"
+    summary.time_s = time.perf_counter() - t_start
+    return True
+
+
 def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None) -> SolverSummary:
     """Minimise ``0.5 * sum rho(|r_k|^2)`` over the problem's free parameter blocks, in place."""
     options = options or SolverOptions()
@@ -433,28 +502,10 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     res_dtype = arithmetic_dtype(preset.residual)
 
     def evaluate(jac: bool):
-        t0 = time.perf_counter()
-        r, Ja, Jb = problem.evaluate(jacobians=jac)
-        sq = np.einsum("km,km->k", r, r)
-        if options.robust_loss is not None:
-            rho, w = robust_weights(sq, options.robust_loss, options.robust_scale)
-            rho = np.where(mask, rho, sq)
-            w = np.where(mask, w, 1.0)
-            cost = 0.5 * float(rho.sum())
-            r = r * w[:, None]
-            if jac:
-                Ja = Ja * w[:, None, None]
-                Jb = Jb * w[:, None, None]
-        else:
-            cost = 0.5 * float(sq.sum())
-        summary.evaluation_time_s += time.perf_counter() - t0
-        return cost, r, Ja, Jb
+        return evaluate_weighted(problem, jac, options, mask, summary)
 
     cost, r, Ja, Jb = evaluate(True)
-    summary.initial_cost = summary.final_cost = cost
-    if not math.isfinite(cost):
-        summary.termination = "failure: initial cost is not finite (check the input data)"
-        summary.time_s = time.perf_counter() - t_start
+    if initial_cost_failed(summary, cost, t_start):
         return summary
 
     radius = options.initial_trust_region_radius
@@ -597,22 +648,10 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
             far = rel_change > options.far_phase_decrease
             cost, r, Ja, Jb = new_cost, r_new, Ja_new, Jb_new
             summary.successful_iterations += 1
-            radius = min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
+            radius = grown_trust_region(radius, rho_gain, options)
             decrease_factor = 2.0
             summary.update_time_s += time.perf_counter() - t0
-            if cost == 0.0:
-                summary.termination = "converged: zero cost"
-                summary.converged = True
-                break
-            # converged only when the linear model agrees that little is left (its predicted decrease is
-            # small too): in a curved valley LM crawls with gain ratios ~0.25 and tiny actual decreases,
-            # and stopping there left a generated 3,000-pose graph 5e-4 above the minimum that the same
-            # run reaches when it goes on
-            if (rel_change <= options.function_tolerance
-                    and pred_rel <= options.function_tolerance * options.model_agreement_factor):
-                summary.termination = (f"converged: relative cost change {rel_change:.3e} "
-                                       f"<= {options.function_tolerance:g}")
-                summary.converged = True
+            if converged_after_step(summary, cost, rel_change, pred_rel, options):
                 break
         else:
             summary.update_time_s += time.perf_counter() - t0
@@ -620,10 +659,8 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
                 summary.termination = "Gauss-Newton step did not decrease the cost"
                 summary.converged = False
                 break
-            radius /= decrease_factor
-            decrease_factor *= 2.0
-            if radius < options.min_trust_region_radius:
-                summary.termination = "failure: trust region collapsed (no step decreases the cost)"
+            radius, decrease_factor = shrunk_trust_region(radius, decrease_factor)
+            if trust_region_collapsed(summary, radius, options):
                 break
     else:
         summary.termination = f"maximum iterations ({options.max_iterations}) reached"

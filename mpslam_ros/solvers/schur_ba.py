@@ -35,20 +35,25 @@ import time
 from typing import Optional
 
 import numpy as np
-import scipy.linalg as sla
+from scipy.linalg import lapack
 from numba import njit
 
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.kernels import half_bits, widen, zero_of
-from mpslam_ros.solvers.lm import SolverOptions, SolverSummary, robust_weights
+from mpslam_ros.solvers.kernels import narrow, widen, zero_of
+from mpslam_ros.solvers.lm import (SolverOptions, SolverSummary, converged_after_step, evaluate_weighted,
+                                  grown_trust_region, initial_cost_failed, shrunk_trust_region,
+                                  trust_region_collapsed)
 from mpslam_ros.solvers.problem import robust_mask
-from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale, to_storage
+from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale
 
 SCHUR_SOLVERS = ("dense_schur", "iterative_schur")
 #: ``linear_solver="auto"`` picks dense_schur up to this many free camera columns, else iterative_schur.
 #: Measured (docs/ba.md): dense wins on VO windows (288 columns) and problem-49 (441), iterative on a
 #: generated 250-camera problem (2,250 columns: dense 1.0 s vs 0.55 s CPU).
 DENSE_SCHUR_MAX_COLUMNS = 1000
+#: dense_schur stores and factors S as a band (LAPACK dpbtrf) when its lower bandwidth + 1 is at most this
+#: fraction of its columns: ~n kd^2 flops against n^3 / 3 dense, and band routines run at a lower rate
+BAND_MAX_FRACTION = 0.4
 
 
 def choose_schur_solver(problem) -> str:
@@ -67,94 +72,144 @@ def point_major_order(obs_pt: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- kernels
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def scale_to_half(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
-    """Sa = fp16 bits of global_scale * Ja * diag(col_scale) (round to nearest even); likewise Sb.
-    Fixed columns -> 0 (as :func:`kernels.scale_jacobian`, which does the float formats)."""
-    K_, m, da = Ja.shape
-    db = Jb.shape[2]
-    for k in range(K_):
-        ca = col_a[k]
-        cb = col_b[k]
-        for r in range(m):
-            for c in range(da):
-                Sa[k, r, c] = half_bits(global_scale * Ja[k, r, c] * col_scale[ca + c]) if ca >= 0 else 0
-            for c in range(db):
-                Sb[k, r, c] = half_bits(global_scale * Jb[k, r, c] * col_scale[cb + c]) if cb >= 0 else 0
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _obs_gradient(Ja, Jb, res, k, ca, cb, col_scale, grad, mx, m, dc):
+    for r in range(m):
+        rv = res[k, r]
+        if ca >= 0:
+            for c in range(dc):
+                v = Ja[k, r, c]
+                grad[ca + c] += v * rv
+                mx = max(mx, abs(v * col_scale[ca + c]))
+        for c in range(3):
+            v = Jb[k, r, c]
+            grad[cb + c] += v * rv
+            mx = max(mx, abs(v * col_scale[cb + c]))
+    return mx
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def scaled_max_abs(Ja, Jb, col_a, col_b, col_scale):
-    """max |Ja * diag(col_scale)|, |Jb * diag(col_scale)| over free columns (for the power-of-two scale)."""
-    K_, m, da = Ja.shape
-    db = Jb.shape[2]
+def gradient_and_scaled_max(Ja, Jb, res, cam_col, pt_col, col_scale, grad):
+    """grad = J^T r over the free columns (fp64, unscaled); returns max |J diag(col_scale)| over the free
+    columns (for the power-of-two scale). One pass over the fp64 Jacobian."""
+    m = Ja.shape[1]
+    dc = Ja.shape[2]
+    grad[:] = 0.0
     mx = 0.0
-    for k in range(K_):
-        ca = col_a[k]
-        cb = col_b[k]
-        for r in range(m):
-            if ca >= 0:
-                for c in range(da):
-                    mx = max(mx, abs(Ja[k, r, c] * col_scale[ca + c]))
-            if cb >= 0:
-                for c in range(db):
-                    mx = max(mx, abs(Jb[k, r, c] * col_scale[cb + c]))
+    for k in range(Ja.shape[0]):
+        ca = cam_col[k]
+        cb = pt_col[k]
+        if m == 2 and dc == 6:
+            mx = _obs_gradient(Ja, Jb, res, k, ca, cb, col_scale, grad, mx, 2, 6)
+        elif m == 2 and dc == 9:
+            mx = _obs_gradient(Ja, Jb, res, k, ca, cb, col_scale, grad, mx, 2, 9)
+        elif m == 3 and dc == 6:
+            mx = _obs_gradient(Ja, Jb, res, k, ca, cb, col_scale, grad, mx, 3, 6)
+        else:
+            mx = _obs_gradient(Ja, Jb, res, k, ca, cb, col_scale, grad, mx, m, dc)
     return mx
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _obs_blocks(A, B, k, Yt, U, cb, BtB, j, m, dc):
-    # innermost loops run over contiguous block columns (vectorised once m, dc are constants)
-    for i in range(3):
-        for a in range(dc):
-            Yt[k, i, a] = 0.0
+def _store_obs(Ja, Jb, k, ca, cb, col_scale, g, Sa, Sb, a, b, m, dc):
+    # store g * J diag(col_scale) in the storage format and keep the stored values, widened, in a / b
     for r in range(m):
-        b0 = np.float64(widen(B[k, r, 0]))
-        b1 = np.float64(widen(B[k, r, 1]))
-        b2 = np.float64(widen(B[k, r, 2]))
-        for a in range(dc):
-            av = np.float64(widen(A[k, r, a]))
-            Yt[k, 0, a] += b0 * av
-            Yt[k, 1, a] += b1 * av
-            Yt[k, 2, a] += b2 * av
+        for c in range(dc):
+            v = narrow(Sa, g * Ja[k, r, c] * col_scale[ca + c]) if ca >= 0 else narrow(Sa, 0.0)
+            Sa[k, r, c] = v
+            a[r, c] = np.float64(widen(v))
+        for c in range(3):
+            v = narrow(Sb, g * Jb[k, r, c] * col_scale[cb + c])
+            Sb[k, r, c] = v
+            b[r, c] = np.float64(widen(v))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def store_scaled_jacobian(Ja, Jb, cam_col, pt_col, pt_start, col_scale, g, Sa, Sb, Yt, U, BtB):
+    """Sa, Sb = g * J diag(col_scale) in their storage format (fp16 bits for uint16; fixed columns 0), and
+    per linearisation (independent of LM's lambda) fp64 sums of the *stored* blocks' products (the
+    products' precision): Yt[k] = B_k^T A_k (3 x dc, the W blocks transposed), U[c] = sum A_k^T A_k per
+    free camera block, BtB[j] = sum B_k^T B_k per point. One pass, each stored value widened once."""
+    m = Ja.shape[1]
+    dc = Ja.shape[2]
+    U[:] = 0.0
+    BtB[:] = 0.0
+    a = np.empty((m, dc))
+    b = np.empty((m, 3))
+    for j in range(pt_start.shape[0] - 1):
+        for k in range(pt_start[j], pt_start[j + 1]):
+            ca = cam_col[k]
+            cb = pt_col[k]
+            cblk = ca // dc if ca >= 0 else -1
+            if m == 2 and dc == 6:
+                _store_obs(Ja, Jb, k, ca, cb, col_scale, g, Sa, Sb, a, b, 2, 6)
+                _obs_sums(a, b, k, Yt, U, cblk, BtB, j, 2, 6)
+            elif m == 2 and dc == 9:
+                _store_obs(Ja, Jb, k, ca, cb, col_scale, g, Sa, Sb, a, b, 2, 9)
+                _obs_sums(a, b, k, Yt, U, cblk, BtB, j, 2, 9)
+            elif m == 3 and dc == 6:
+                _store_obs(Ja, Jb, k, ca, cb, col_scale, g, Sa, Sb, a, b, 3, 6)
+                _obs_sums(a, b, k, Yt, U, cblk, BtB, j, 3, 6)
+            else:
+                _store_obs(Ja, Jb, k, ca, cb, col_scale, g, Sa, Sb, a, b, m, dc)
+                _obs_sums(a, b, k, Yt, U, cblk, BtB, j, m, dc)
+    _mirror_sums(U, BtB)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def model_decrease(Ja, Jb, res, cam_col, pt_col, delta):
+    """-(r^T J d + 0.5 |J d|^2) in fp64: the cost decrease LM's linear model predicts for the step d."""
+    m = Ja.shape[1]
+    dc = Ja.shape[2]
+    acc = 0.0
+    for k in range(Ja.shape[0]):
+        ca = cam_col[k]
+        cb = pt_col[k]
+        for r in range(m):
+            jd = Jb[k, r, 0] * delta[cb] + Jb[k, r, 1] * delta[cb + 1] + Jb[k, r, 2] * delta[cb + 2]
+            if ca >= 0:
+                for c in range(dc):
+                    jd += Ja[k, r, c] * delta[ca + c]
+            acc += res[k, r] * jd + 0.5 * jd * jd
+    return -acc
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _obs_sums(a, b, k, Yt, U, cb, BtB, j, m, dc):
+    # a (m x dc), b (m x 3): one observation's stored blocks widened to fp64; loops over block columns
+    # are contiguous (vectorised once m, dc are constants)
+    for i in range(3):
+        for c in range(dc):
+            acc = 0.0
+            for r in range(m):
+                acc += b[r, i] * a[r, c]
+            Yt[k, i, c] = acc
+    for r in range(m):
+        b0 = b[r, 0]
+        b1 = b[r, 1]
+        b2 = b[r, 2]
         BtB[j, 0, 0] += b0 * b0
         BtB[j, 0, 1] += b0 * b1
         BtB[j, 0, 2] += b0 * b2
         BtB[j, 1, 1] += b1 * b1
         BtB[j, 1, 2] += b1 * b2
         BtB[j, 2, 2] += b2 * b2
-        if cb >= 0:
-            for a in range(dc):
-                av = np.float64(widen(A[k, r, a]))
-                for b in range(a + 1):
-                    U[cb, a, b] += av * np.float64(widen(A[k, r, b]))
+    if cb >= 0:
+        for c1 in range(dc):
+            for c2 in range(c1 + 1):
+                acc = 0.0
+                for r in range(m):
+                    acc += a[r, c1] * a[r, c2]
+                U[cb, c1, c2] += acc
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def linearisation_blocks(A, B, cam_col, pt_start, Yt, U, BtB):
-    """Per linearisation (independent of LM's lambda), fp64 sums of the stored blocks' products:
-    Yt[k] = B_k^T A_k (3 x dc, the W blocks transposed), U[c] = sum A_k^T A_k per free camera block,
-    BtB[j] = sum B_k^T B_k per point."""
-    m = A.shape[1]
-    dc = A.shape[2]
-    U[:] = 0.0
-    BtB[:] = 0.0
-    for j in range(pt_start.shape[0] - 1):
-        for k in range(pt_start[j], pt_start[j + 1]):
-            c = cam_col[k]
-            cb = c // dc if c >= 0 else -1
-            if m == 2 and dc == 6:
-                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, 2, 6)
-            elif m == 2 and dc == 9:
-                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, 2, 9)
-            elif m == 3 and dc == 6:
-                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, 3, 6)
-            else:
-                _obs_blocks(A, B, k, Yt, U, cb, BtB, j, m, dc)
+def _mirror_sums(U, BtB):
+    dc = U.shape[1]
     for cb in range(U.shape[0]):
-        for a in range(dc):
-            for b in range(a):
-                U[cb, b, a] = U[cb, a, b]
+        for c1 in range(dc):
+            for c2 in range(c1):
+                U[cb, c2, c1] = U[cb, c1, c2]
     for j in range(BtB.shape[0]):
         BtB[j, 1, 0] = BtB[j, 0, 1]
         BtB[j, 2, 0] = BtB[j, 0, 2]
@@ -217,7 +272,7 @@ def _inv_sqrt_factor(Vinv, j, L):
 
 
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _point_dense_update(Yt, cam_col, s, e, L, G, S, dc):
+def _point_dense_update(Yt, cam_col, s, e, L, G, Z, band, dc):
     # G[i] = L^T Yt[k] (3 x dc): W V^-1 W^T restricted to this point = sum_i G_k[i]^T G_l[i]
     for k in range(s, e):
         if cam_col[k] < 0:
@@ -230,6 +285,8 @@ def _point_dense_update(Yt, cam_col, s, e, L, G, S, dc):
             G[i, 0, a] = L[0, 0] * y0 + L[1, 0] * y1 + L[2, 0] * y2
             G[i, 1, a] = L[1, 1] * y1 + L[2, 1] * y2
             G[i, 2, a] = L[2, 2] * y2
+    # entry (row c+a, column d+b) of the lower triangle (c >= d) lives at Z[d+b, c+a - band*(d+b)]:
+    # contiguous in the row index, so the innermost loop runs over a
     for k in range(s, e):
         c = cam_col[k]
         if c < 0:
@@ -240,46 +297,64 @@ def _point_dense_update(Yt, cam_col, s, e, L, G, S, dc):
             if d < 0 or d > c:
                 continue
             il = l - s
-            for a in range(dc):
-                g0 = G[i, 0, a]
-                g1 = G[i, 1, a]
-                g2 = G[i, 2, a]
-                for b in range(dc):
-                    S[c + a, d + b] -= g0 * G[il, 0, b] + g1 * G[il, 1, b] + g2 * G[il, 2, b]
+            for b in range(dc):
+                g0 = G[il, 0, b]
+                g1 = G[il, 1, b]
+                g2 = G[il, 2, b]
+                col = d + b
+                o = c - band * col
+                for a in range(b if c == d else 0, dc):
+                    Z[col, o + a] -= G[i, 0, a] * g0 + G[i, 1, a] * g1 + G[i, 2, a] * g2
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def dense_schur_matrix(Yt, U, cam_col, pt_start, Vinv, lam, S):
-    """S (n_c x n_c, in S's dtype) = U + lam I - W V^-1 W^T, from :func:`linearisation_blocks`' sums.
+def camera_bandwidth(cam_col, pt_start, dc):
+    """Lower bandwidth (in columns) of the reduced camera system: cameras that share a point couple, so
+    entry (i, j) of S is structurally zero beyond the widest span of free camera columns of one track."""
+    kd = dc - 1
+    for j in range(pt_start.shape[0] - 1):
+        lo = -1
+        hi = -1
+        for k in range(pt_start[j], pt_start[j + 1]):
+            c = cam_col[k]
+            if c < 0:
+                continue
+            lo = c if lo < 0 or c < lo else lo
+            hi = c if c > hi else hi
+        if lo >= 0:
+            kd = max(kd, hi - lo + dc - 1)
+    return kd
 
-    Per point, ``V^-1 = L L^T`` and ``G_k = L^T W_k^T``, so its term is ``sum_kl G_k^T G_l`` over pairs of
-    its observations (lower block triangle accumulated, then mirrored; the diagonal blocks get their
-    upper half too and are overwritten by the mirror, which keeps S exactly symmetric)."""
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def reduced_camera_matrix(Yt, U, cam_col, pt_start, Vinv, lam, Z, band):
+    """The lower triangle of S = U + lam I - W V^-1 W^T (fp64) from :func:`store_scaled_jacobian`'s sums, in
+    LAPACK's column-major layout seen from C: ``band=0``: ``Z`` (n_c x n_c) holds S[i, j] (i >= j) at
+    Z[j, i] (``Z.T`` is the Fortran array for dpotrf); ``band=1``: ``Z`` (n_c x kd+1) holds it at
+    Z[j, i - j] (``Z.T`` is dpbtrf's lower band storage). Per point, ``V^-1 = L L^T`` and ``G_k = L^T W_k^T``,
+    so its term is ``sum_kl G_k^T G_l`` over pairs of its observations."""
     dc = Yt.shape[2]
-    S[:] = 0
-    nb = U.shape[0]
-    for cb in range(nb):
-        for a in range(dc):
-            for b in range(dc):
-                S[cb * dc + a, cb * dc + b] = U[cb, a, b]
+    Z[:] = 0.0
+    for cb in range(U.shape[0]):
+        for b in range(dc):
+            col = cb * dc + b
+            o = cb * dc - band * col
+            for a in range(b, dc):
+                Z[col, o + a] = U[cb, a, b]
+            Z[col, col - band * col] += lam
     maxt = 1
     for j in range(pt_start.shape[0] - 1):
         maxt = max(maxt, pt_start[j + 1] - pt_start[j])
-    G = np.zeros((maxt, 3, dc), dtype=S.dtype)
+    G = np.zeros((maxt, 3, dc))
     L = np.zeros((3, 3))
     for j in range(pt_start.shape[0] - 1):
         _inv_sqrt_factor(Vinv, j, L)
         if dc == 6:
-            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, S, 6)
+            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, Z, band, 6)
         elif dc == 9:
-            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, S, 9)
+            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, Z, band, 9)
         else:
-            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, S, dc)
-    n = S.shape[0]
-    for a in range(n):
-        S[a, a] += lam
-        for b in range(a):
-            S[b, a] = S[a, b]
+            _point_dense_update(Yt, cam_col, pt_start[j], pt_start[j + 1], L, G, Z, band, dc)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -451,29 +526,21 @@ def schur_pcg(A, B, cam_col, pt_start, Vinv, lam, Minv, rhs, max_iter, rtol, x, 
     _apply_block_inverse(Minv, r, z)
     t_pc += K.cycle_counter() - t0
     p = z.copy()
-    rz = zero_of(rhs)
-    for i in range(n):
-        rz += r[i] * z[i]
+    rz = K.vdot(r, z)
     rel = 1.0
     it = 0
     for it in range(1, max_iter + 1):
         t0 = K.cycle_counter()
         schur_product(A, B, cam_col, pt_start, Vinv, lam, p, Ap, q)
         t_mv += K.cycle_counter() - t0
-        pAp = zero_of(rhs)
-        for i in range(n):
-            pAp += p[i] * Ap[i]
+        pAp = K.vdot(p, Ap)
         if not (np.isfinite(pAp) and pAp > 0.0):
             if not np.isfinite(pAp):
                 bad = 1.0
             it -= 1
             break
         alpha = rz / pAp
-        rr = 0.0
-        for i in range(n):
-            x[i] += alpha * p[i]
-            r[i] -= alpha * Ap[i]
-            rr += float(r[i]) * float(r[i])
+        rr = K.cg_update(x, r, p, Ap, alpha)
         rel = np.sqrt(rr) / b_norm
         if not np.isfinite(rel):
             bad = 1.0
@@ -483,23 +550,8 @@ def schur_pcg(A, B, cam_col, pt_start, Vinv, lam, Minv, rhs, max_iter, rtol, x, 
         t0 = K.cycle_counter()
         _apply_block_inverse(Minv, r, z)
         t_pc += K.cycle_counter() - t0
-        rz_new = zero_of(rhs)
-        for i in range(n):
-            rz_new += r[i] * z[i]
-        beta = rz_new / rz
-        rz = rz_new
-        for i in range(n):
-            p[i] = z[i] + beta * p[i]
-    for i in range(n):
-        if not np.isfinite(x[i]):
-            bad = 1.0
-            break
-    stats[0] = it
-    stats[1] = rel
-    stats[2] = t_pc
-    stats[3] = t_mv
-    stats[4] = bad
-    return it
+        rz = K.cg_next_direction(r, z, p, rz)
+    return K.cg_finish(x, stats, it, rel, t_pc, t_mv, bad)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -554,29 +606,13 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     vec = arithmetic_dtype(preset.cg_vectors)
     tps = K.ticks_per_second()
 
-    mask = robust_mask(problem) if options.robust_loss is not None else None
+    mask = robust_mask(problem)
 
     def evaluate():
-        # as lm.solve: IRLS weights sqrt(rho') on the residual and Jacobian blocks of a robust loss
-        t0 = time.perf_counter()
-        r, Ja, Jb = problem.evaluate(jacobians=True)
-        if mask is None:
-            cost = 0.5 * float(np.einsum("km,km->", r, r))
-        else:
-            rho, w = robust_weights(np.einsum("km,km->k", r, r), options.robust_loss, options.robust_scale)
-            w = np.where(mask, w, 1.0)
-            cost = 0.5 * float(np.where(mask, rho, np.einsum("km,km->k", r, r)).sum())
-            r = r * w[:, None]
-            Ja = Ja * w[:, None, None]
-            Jb = Jb * w[:, None, None]
-        summary.evaluation_time_s += time.perf_counter() - t0
-        return cost, r, Ja, Jb
+        return evaluate_weighted(problem, True, options, mask, summary)
 
     cost, r, Ja, Jb = evaluate()
-    summary.initial_cost = summary.final_cost = cost
-    if not math.isfinite(cost):
-        summary.termination = "failure: initial cost is not finite (check the input data)"
-        summary.time_s = time.perf_counter() - t_start
+    if initial_cost_failed(summary, cost, t_start):
         return summary
     radius = options.initial_trust_region_radius
     decrease_factor = 2.0
@@ -587,9 +623,21 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     Vinv64 = np.empty((lay.n_pts, 3, 3))
     blocks = np.empty((lay.n_free_cams, lay.dc, lay.dc))
     Yt = np.empty((len(lay.cam_col), 3, lay.dc))
-    S = np.empty((lay.n_c, lay.n_c)) if linear_solver == "dense_schur" else None
     U = np.empty((lay.n_free_cams, lay.dc, lay.dc))
     BtB = np.empty((lay.n_pts, 3, 3))
+    grad = np.empty(lay.n)
+    b_c = np.empty(lay.n_c)
+    y = np.empty(lay.n)
+    store_dtype = np.uint16 if storage == "fp16" else arithmetic_dtype(storage)
+    Sa = np.empty((len(lay.cam_col), lay.m, lay.dc), dtype=store_dtype)
+    Sb = np.empty((len(lay.cam_col), lay.m, 3), dtype=store_dtype)
+    summary.jacobian_bytes = K.bytes_of(Sa, Sb)
+    if linear_solver == "dense_schur":
+        # S in LAPACK band storage where the cameras' coupling is banded (a VO window: tracks span runs
+        # of consecutive keyframes), which factors in ~n kd^2 instead of n^3 / 3 flops; dense otherwise
+        kd = int(camera_bandwidth(lay.cam_col, lay.pt_start, lay.dc)) if lay.n_c else 0
+        band = 1 if kd + 1 <= BAND_MAX_FRACTION * lay.n_c else 0
+        Z = np.empty((lay.n_c, kd + 1 if band else lay.n_c))
     linearised = True
     for it in range(options.max_iterations):
         if options.max_time_s and time.perf_counter() - t_start > options.max_time_s:
@@ -601,22 +649,11 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
                 colnorm = np.empty(lay.n)
                 K.jtj_column_norms2(Ja, Jb, lay.cam_col, lay.pt_col, colnorm)
                 col_scale = 1.0 / np.sqrt(np.maximum(colnorm, 1e-12 * max(colnorm.max(), 1e-300)))
-            g = power_of_two_scale(scaled_max_abs(Ja, Jb, lay.cam_col, lay.pt_col, col_scale))
-            if storage == "fp16":
-                Sa = np.empty(Ja.shape, dtype=np.uint16)
-                Sb = np.empty(Jb.shape, dtype=np.uint16)
-                scale_to_half(Ja, Jb, lay.cam_col, lay.pt_col, col_scale, g, Sa, Sb)
-            else:
-                Sa = np.empty(Ja.shape, dtype=arithmetic_dtype(storage))
-                Sb = np.empty(Jb.shape, dtype=Sa.dtype)
-                K.scale_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, col_scale, g, Sa, Sb)
+            g = power_of_two_scale(gradient_and_scaled_max(Ja, Jb, r, lay.cam_col, lay.pt_col, col_scale, grad))
             # fp64 gradient of the scaled system: g^2 diag(col_scale) J^T r
-            grad = np.empty(lay.n)
-            K.jac_t_matvec(Ja, Jb, lay.cam_col, lay.pt_col, r.ravel(), grad, False)
             grad_max = float(np.abs(grad).max())
             grad *= col_scale * (g * g)
-            linearisation_blocks(Sa, Sb, lay.cam_col, lay.pt_start, Yt, U, BtB)
-            summary.jacobian_bytes = K.bytes_of(Sa, Sb)
+            store_scaled_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, lay.pt_start, col_scale, g, Sa, Sb, Yt, U, BtB)
             summary.scaling_time_s += time.perf_counter() - t0
             if grad_max <= options.gradient_tolerance:
                 summary.termination = (f"converged: gradient max-norm {grad_max:.3e} <= "
@@ -629,8 +666,6 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
         t0 = time.perf_counter()
         b = -grad
         point_inverses(BtB, lam_s, Vinv64)
-        Vinv[:] = Vinv64
-        b_c = np.empty(lay.n_c)
         reduce_rhs(Yt, lay.cam_col, lay.pt_start, Vinv64, b[:lay.n_c], b[lay.n_c:], b_c)
         ok = True
         cg_its = 0
@@ -638,16 +673,18 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
             x_c = np.zeros(0)
         elif linear_solver == "dense_schur":
             t1 = time.perf_counter()
-            dense_schur_matrix(Yt, U, lay.cam_col, lay.pt_start, Vinv64, lam_s, S)
+            reduced_camera_matrix(Yt, U, lay.cam_col, lay.pt_start, Vinv64, lam_s, Z, band)
             summary.jacobian_product_time_s += time.perf_counter() - t1
-            x_c = np.full(lay.n_c, np.nan)
-            try:
-                x_c = sla.cho_solve(sla.cho_factor(S, lower=True, overwrite_a=True, check_finite=False),
-                                    b_c, check_finite=False)
-            except (np.linalg.LinAlgError, ValueError):
-                pass
-            ok = bool(np.all(np.isfinite(x_c)))
+            # LAPACK's lower Cholesky (fp64) on Z.T, a Fortran-ordered view: factored in place, no copy
+            if band:
+                factor, info = lapack.dpbtrf(Z.T, lower=1, overwrite_ab=1)
+                x_c, info_s = lapack.dpbtrs(factor, b_c, lower=1) if info == 0 else (b_c, 1)
+            else:
+                factor, info = lapack.dpotrf(Z.T, lower=1, clean=0, overwrite_a=1)
+                x_c, info_s = lapack.dpotrs(factor, b_c, lower=1) if info == 0 else (b_c, 1)
+            ok = info == 0 and info_s == 0
         else:
+            Vinv[:] = Vinv64
             t1 = time.perf_counter()
             schur_diagonal_blocks(Yt, U, lay.cam_col, lay.pt_start, Vinv64, lam_s, blocks)
             Minv = np.linalg.inv(blocks).astype(vec)
@@ -660,7 +697,6 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
             summary.jacobian_product_time_s += stats[3] / tps
             ok = stats[4] == 0.0
             x_c = x.astype(np.float64)
-        y = np.empty(lay.n)
         y[:lay.n_c] = x_c
         back_substitute(Yt, lay.cam_col, lay.pt_start, Vinv64, b[lay.n_c:], x_c, y[lay.n_c:])
         summary.linear_solve_time_s += time.perf_counter() - t0
@@ -674,10 +710,7 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
         if ok and np.all(np.isfinite(y)):
             delta = y * col_scale
             step_norm = math.sqrt(float(np.einsum("i,i->", delta, delta)))
-            Jd = np.empty(r.size)
-            K.jac_matvec(Ja, Jb, lay.cam_col, lay.pt_col, delta, Jd, False)
-            rr = r.ravel()
-            pred = -(float(np.einsum("i,i->", rr, Jd)) + 0.5 * float(np.einsum("i,i->", Jd, Jd)))
+            pred = model_decrease(Ja, Jb, r, lay.cam_col, lay.pt_col, delta)
             if step_norm <= options.parameter_tolerance * (n_sqrt + options.parameter_tolerance):
                 summary.termination = f"converged: step norm {step_norm:.3e} below parameter tolerance"
                 summary.converged = True
@@ -702,25 +735,15 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
             cost, r, Ja, Jb = new_cost, r_new, Ja_new, Jb_new
             linearised = True
             summary.successful_iterations += 1
-            radius = min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
+            radius = grown_trust_region(radius, rho_gain, options)
             decrease_factor = 2.0
             summary.update_time_s += time.perf_counter() - t0
-            if cost == 0.0:
-                summary.termination = "converged: zero cost"
-                summary.converged = True
-                break
-            if (rel_change <= options.function_tolerance
-                    and pred_rel <= options.function_tolerance * options.model_agreement_factor):
-                summary.termination = (f"converged: relative cost change {rel_change:.3e} "
-                                       f"<= {options.function_tolerance:g}")
-                summary.converged = True
+            if converged_after_step(summary, cost, rel_change, pred_rel, options):
                 break
         else:
             summary.update_time_s += time.perf_counter() - t0
-            radius /= decrease_factor
-            decrease_factor *= 2.0
-            if radius < options.min_trust_region_radius:
-                summary.termination = "failure: trust region collapsed (no step decreases the cost)"
+            radius, decrease_factor = shrunk_trust_region(radius, decrease_factor)
+            if trust_region_collapsed(summary, radius, options):
                 break
     else:
         summary.termination = f"maximum iterations ({options.max_iterations}) reached"
