@@ -41,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preconditioner", default="ict", choices=["none", "block_jacobi", "ic0", "ict"],
                         help="CGNR preconditioner for our solver (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run each solver this many times and report the fastest (default: %(default)s)")
+                        help="run each solver this many times and report the median run (default: %(default)s)")
     parser.add_argument("--no-gtsam", action="store_true", help="skip the GTSAM reference")
+    parser.add_argument("--gtsam-defaults", action="store_true",
+                        help="GTSAM with its own stopping rule (relative and absolute error tolerance 1e-5) "
+                             "instead of ours (relative cost decrease 1e-6, no absolute tolerance)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     add_device_argument(parser, bench=True)
 
@@ -78,11 +81,18 @@ def gtsam_poses(graph: G2OGraph, values) -> np.ndarray:
     return np.stack([values.atPose2(k).matrix() for k in range(n)])
 
 
-def run_gtsam(graph: G2OGraph, poses0: np.ndarray) -> dict:
+def run_gtsam(graph: G2OGraph, poses0: np.ndarray, same_stopping_rule: bool = True) -> dict:
+    """GTSAM's LM (sparse Cholesky, COLAMD ordering). ``same_stopping_rule``: stop, like ours, when a step
+    lowers the error by less than ``SolverOptions().function_tolerance`` (1e-6) relative, with no absolute
+    tolerance; GTSAM's defaults (relative 1e-5, absolute 1e-5) stop earlier, at a higher cost (generated
+    10,000-pose SE(3) graph: 6 iterations at 472.8897 instead of 8 at 472.8886)."""
     import gtsam
 
     fg, values = gtsam_graph(graph, poses0)
-    params = gtsam.LevenbergMarquardtParams()  # defaults: sparse Cholesky, COLAMD ordering
+    params = gtsam.LevenbergMarquardtParams()
+    if same_stopping_rule:
+        params.setRelativeErrorTol(SolverOptions().function_tolerance)
+        params.setAbsoluteErrorTol(0.0)
     t0 = time.perf_counter()
     opt = gtsam.LevenbergMarquardtOptimizer(fg, values, params)
     result = opt.optimize()
@@ -99,12 +109,18 @@ def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str
                 summary=summary)
 
 
+def _median_run(runs: List[dict]) -> dict:
+    """The run with the median time (the upper one of an even count): on a shared machine the fastest
+    run flatters whichever solver happened to meet a quiet moment."""
+    return sorted(runs, key=lambda r: r["time_s"])[len(runs) // 2]
+
+
 def _fmt_row(cells, widths):
     return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
 
 def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, repeat: int,
-               with_gtsam: bool, devices=("cpu",)) -> List[dict]:
+               with_gtsam: bool, devices=("cpu",), gtsam_defaults: bool = False) -> List[dict]:
     """Rows of one graph: each mode on each device (mode label "MODE cuda" for device rows), then GTSAM."""
     if str(path).startswith("synth:"):
         from mpslam_ros.problems.graph_synth import graph_from_spec
@@ -127,12 +143,12 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                 initial_cost=score(poses0))
     ref = None
     if with_gtsam:
-        runs = [run_gtsam(graph, poses0) for _ in range(repeat)]
-        ref = min(runs, key=lambda r: r["time_s"])
+        runs = [run_gtsam(graph, poses0, not gtsam_defaults) for _ in range(repeat)]
+        ref = _median_run(runs)
         ref["cost"] = score(ref["poses"])
     for mode, device in [(m, d) for d in devices for m in modes if d == "cpu" or m != "fp16"]:
         runs = [run_ours(graph, poses0, mode, preconditioner, device) for _ in range(repeat)]
-        best = min(runs, key=lambda r: r["time_s"])
+        best = _median_run(runs)
         s = best["summary"]
         cost = score(best["poses"])
         rows.append(dict(base, mode=mode if device == "cpu" else f"{mode} {device}", device=s.device, final_cost=cost,
@@ -195,7 +211,8 @@ def main(args: argparse.Namespace) -> int:
             return x
     rows: List[dict] = []
     for f in tqdm(files, desc="pose graphs", unit="graph"):
-        rows.extend(bench_file(f, modes, args.init, args.preconditioner, args.repeat, not args.no_gtsam, devices))
+        rows.extend(bench_file(f, modes, args.init, args.preconditioner, args.repeat, not args.no_gtsam, devices,
+                               args.gtsam_defaults))
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

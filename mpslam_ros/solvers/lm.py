@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic
+from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic, finite_max_abs
 from mpslam_ros.solvers.cuda import DEVICES, resolve_device
 from mpslam_ros.solvers.precision import (
     PrecisionPreset,
@@ -101,8 +101,10 @@ class SolverOptions:
     #: The IC/ict factor is static (built once per solve) but rebuilt at the current linearisation when a
     #: CG solve needs more than this many iterations *and* took longer than building the factor did
     #: (0: never rebuild). Never rebuilding, an odometry-initialised 5,000-pose graph took 100 LM
-    #: iterations (30k CG iterations); with rebuilds, 12.
-    ic_rebuild_cg_iterations: int = 30
+    #: iterations (30k CG iterations); with rebuilds, 12. None: 30 (pose graphs: 10, where one build costs
+    #: 3-7 CG iterations from 1,000 to 10,000 SE(3) poses: with 30, a stale factor on a generated
+    #: 10,000-pose SE(3) graph took 257 CG iterations in 11 LM iterations, with 10, 177 and a third less CG time).
+    ic_rebuild_cg_iterations: Optional[int] = None
     #: With a factor built at an earlier linearisation, CG gets a budget of about one factor build's time
     #: (at least ``ic_rebuild_cg_iterations``); if it does not converge within it, the factor is rebuilt at
     #: once and CG rerun, instead of spending up to ``cg_max_iterations`` on a stale factor. None: off
@@ -430,6 +432,8 @@ class _Preconditioner:
 def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None) -> SolverSummary:
     """Minimise ``0.5 * sum rho(|r_k|^2)`` over the problem's free parameter blocks, in place."""
     options = options or SolverOptions()
+    if options.ic_rebuild_cg_iterations is None:
+        options = dataclasses.replace(options, ic_rebuild_cg_iterations=30)
     options.validate()
     check_problem(problem)
     preset = get_preset(options.precision)
@@ -504,7 +508,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         S64b = np.empty(Jb.shape)
         K.scale_jacobian(Ja, Jb, layout.col_a, layout.col_b, col_scale, 1.0, S64a, S64b)
         if preset.scaling:
-            max_abs = max(np.abs(S64a).max(initial=0.0), np.abs(S64b).max(initial=0.0))
+            max_abs = max(finite_max_abs(S64a.ravel()), finite_max_abs(S64b.ravel()))  # no |S| temporaries
             g = power_of_two_scale(max_abs)
         else:
             g = 1.0
@@ -831,25 +835,32 @@ def _build_block_ict(summary, layout, S64a, S64b, state, pc, damping: float = 0.
     shift = state["shift"]
     while True:
         U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift, damping)
-        if bad_row < 0 and np.all(np.isfinite(U)) and np.all(np.isfinite(Dinv)):
+        u_max = finite_max_abs(U)
+        if bad_row < 0 and math.isfinite(u_max) and math.isfinite(finite_max_abs(Dinv)):
             break
         shift = _next_shift(summary, shift, "Cholesky preconditioner")
     summary.ic_builds += 1
     state["shift"] = shift
     # power-of-two scale: largest |L_ij| at most 2^14, far below fp16's 65504, small entries above subnormals
-    scale = power_of_two_scale(float(np.abs(U).max(initial=0.0)), 2.0**14)
+    scale = power_of_two_scale(float(u_max), 2.0**14)
     pc.kind = K.PC_BLOCK_LDL
     pc.L_indptr, pc.L_indices = sym.indptr, sym.indices
     pc.L64 = U * scale
     pc.L_diag64 = Dinv
     pc.L_inv_scale = 1.0 / scale
     pc.L_block = sym.d
-    pc.L_perm = sym.scalar_perm
+    if "scalar_perm" not in state:
+        state["scalar_perm"] = sym.scalar_perm
+    pc.L_perm = state["scalar_perm"]
 
 
 def _block_minimum_degree(layout: "_Layout") -> np.ndarray:
     """Minimum-degree order of the free parameter blocks' graph (new position -> free block)."""
     nb = len(layout.bd_col)
+    if nb <= 32:
+        # fill is at most 32 x 32 blocks: the ordering (sparse matrix + SuperLU, ~0.2 ms) would cost more
+        # than it saves (a quarter of a 9-pose graph's solve)
+        return np.arange(nb, dtype=np.int64)
     a = np.searchsorted(layout.bd_col, layout.col_a)
     b = np.searchsorted(layout.bd_col, layout.col_b)
     keep = (layout.col_a >= 0) & (layout.col_b >= 0)
