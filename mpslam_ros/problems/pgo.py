@@ -143,14 +143,6 @@ PGO_DEFAULTS = dict(cg_step_tolerance=0.05, ic_stale_cg_budget=True, ict_layout=
                     fp16_factor_max_cg_iterations=12, ic_rebuild_cg_iterations=10)
 
 
-#: Initial trust region radius for pose graphs, used when the options keep the shared default (1e8). With
-#: 1e8 LM spent its first iterations damping a chain's near-null modes (relative eigenvalues ~1e-10 of the
-#: unit-diagonal scaled system; the radius grows 3x per good step): generated SE(3) graphs of 3,000 /
-#: 10,000 poses from chordal took 7 / 12 LM iterations with fp64, with 1e10 4 / 8 (GTSAM: 5 / 8 to the
-#: same rule). 1e14 made fp32 CG on the nearly undamped 10,000-pose system take 973 CG iterations.
-PGO_INITIAL_TRUST_REGION_RADIUS = 1e10
-
-
 def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:
     """Options for pose graphs: as given, with the pose-graph defaults filled in and the "mixed" preset's
     Jacobian kept in fp32.
@@ -176,8 +168,6 @@ def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:
     """
     options = options or SolverOptions()
     fill = {k: v for k, v in PGO_DEFAULTS.items() if getattr(options, k) is None}
-    if options.initial_trust_region_radius == SolverOptions.initial_trust_region_radius:
-        fill["initial_trust_region_radius"] = PGO_INITIAL_TRUST_REGION_RADIUS
     if fill:
         options = dataclasses.replace(options, **fill)
     preset = get_preset(options.precision)
