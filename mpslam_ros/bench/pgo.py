@@ -157,7 +157,8 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          triangular_solve_time_s=s.triangular_solve_time_s,
                          linear_solve_time_s=s.linear_solve_time_s,
                          preconditioner_bytes=s.preconditioner_bytes, jacobian_bytes=s.jacobian_bytes,
-                         fp16_fallbacks=s.fp16_fallbacks, termination=s.termination,
+                         fp16_fallbacks=s.fp16_fallbacks, factor_widened_at=s.factor_widened_at,
+                         termination=s.termination,
                          cost_ratio=cost / ref["cost"] if ref else float("nan"),
                          time_ratio=s.time_s / ref["time_s"] if ref else float("nan")))
     if ref:
@@ -165,7 +166,8 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          cg_iterations=0,
                          time_s=ref["time_s"], time_per_iteration_s=ref["time_s"] / max(ref["iterations"], 1),
                          triangular_solve_time_s=0.0, linear_solve_time_s=float("nan"),
-                         preconditioner_bytes=0, jacobian_bytes=0, fp16_fallbacks=0, termination="gtsam",
+                         preconditioner_bytes=0, jacobian_bytes=0, fp16_fallbacks=0, factor_widened_at=-1,
+                         termination="gtsam",
                          cost_ratio=1.0, time_ratio=1.0))
     return rows
 
