@@ -164,7 +164,9 @@ def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:
     :class:`~mpslam_ros.solvers.lm.SolverOptions` for the measurements behind each): CG tolerance 1e-6
     while LM is far from a minimum (``cg_tolerance_far``), step refinement against the fp64 system, an
     fp64 retry of rejected fp32 / mixed steps (``precision_fallback``) and a direct solve when CG cannot
-    converge (``direct_fallback``).
+    converge (``direct_fallback``); and the speed settings of issue 17's second pass: a stale factor
+    rebuilt after 10 CG iterations (``ic_rebuild_cg_iterations``) and an fp16 factor widened to fp32 when
+    even a fresh one needs more than 12 CG iterations (``fp16_factor_max_cg_iterations``).
     """
     options = options or SolverOptions()
     fill = {k: v for k, v in PGO_DEFAULTS.items() if getattr(options, k) is None}
