@@ -229,3 +229,38 @@ def test_prior_fixes_the_gauge_like_a_fixed_pose():
             r.poses[0] = r.poses[0] @ lie.se3_exp(d)
             num[:, c] += sign * r.evaluate(False)[0][k] / 2e-6
     assert np.allclose(num, Ja[k], rtol=1e-5, atol=1e-3)
+
+
+def test_slow_fp16_factor_is_widened_and_reported():
+    """On a generated SE(3) chain with loops the fresh fp16 factor needs many CG iterations: mixed widens it
+    to fp32 (reported in the summary) and reaches the same optimum as with the fp16 factor kept."""
+    from mpslam_ros.problems.graph_synth import graph_from_spec
+    from mpslam_ros.problems.initialization import choose_initial_guess
+
+    g = graph_from_spec("synth:se3:1000:3:loop_prob=0.3").graph
+    poses0 = choose_initial_guess(g, "chordal").poses
+    runs = {}
+    for limit in (12, 0):
+        p = _problem(g, poses0)
+        runs[limit] = solve(p, pgo_options(SolverOptions(precision="mixed", fp16_factor_max_cg_iterations=limit)))
+    assert runs[12].factor_widened_at >= 0 and "widened to fp32" in runs[12].report()
+    assert runs[0].factor_widened_at == -1 and "not widened" in runs[0].report()
+    assert runs[12].cg_iterations < runs[0].cg_iterations
+    assert abs(runs[12].final_cost - runs[0].final_cost) <= 1e-6 * runs[0].final_cost
+
+
+def test_allocation_free_se3_edge_kernels_match_the_lie_functions():
+    rng = np.random.default_rng(5)
+    for scale in (1e-9, 1e-3, 0.7, 3.14):  # small-angle series, general, near pi
+        xi = rng.standard_normal(6)
+        xi[:3] *= scale / np.linalg.norm(xi[:3])
+        A, B, Z = (lie.se3_exp(rng.standard_normal(6)) for _ in range(3))
+        T, E, e = np.empty((4, 4)), np.empty((4, 4)), np.empty(6)
+        lie.se3_relative_into(Z, A, B, T, E)
+        assert np.allclose(T, lie.se3_inverse(A) @ B, atol=1e-13) and np.allclose(E, Z @ T, atol=1e-13)
+        X = lie.se3_exp(xi)
+        lie.se3_log_into(X, e)
+        assert np.allclose(e, lie.se3_log(X), atol=1e-12)
+        P = A.copy()
+        lie.se3_retract_into(P, np.concatenate([np.zeros(6), xi]), 6, np.empty((4, 4)))
+        assert np.allclose(P, A @ lie.se3_exp(xi), atol=1e-13)

@@ -349,6 +349,93 @@ def se3_right_jacobian_inv_into(xi, J, work):
             J[3 + i, j] = -B[i, j]
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def se3_relative_into(Z, A, B, T, E):
+    """``T = A^-1 B`` and ``E = Z T`` (4x4 poses) written in place: a pose-graph edge's relative pose and
+    error pose without the temporaries of composing :func:`se3_inverse` / :func:`se3_compose` (the
+    per-edge allocations were most of the SE(3) edge evaluation time)."""
+    for i in range(3):
+        for j in range(3):
+            T[i, j] = A[0, i] * B[0, j] + A[1, i] * B[1, j] + A[2, i] * B[2, j]
+        T[i, 3] = (A[0, i] * (B[0, 3] - A[0, 3]) + A[1, i] * (B[1, 3] - A[1, 3])
+                   + A[2, i] * (B[2, 3] - A[2, 3]))
+    for i in range(3):
+        for j in range(4):
+            E[i, j] = Z[i, 0] * T[0, j] + Z[i, 1] * T[1, j] + Z[i, 2] * T[2, j]
+        E[i, 3] += Z[i, 3]
+    for j in range(3):
+        T[3, j] = 0.0
+        E[3, j] = 0.0
+    T[3, 3] = 1.0
+    E[3, 3] = 1.0
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def se3_log_into(T, xi):
+    """:func:`se3_log` written into ``xi`` without temporaries (same formulas; the rotation near pi goes
+    through :func:`so3_log`)."""
+    tr = T[0, 0] + T[1, 1] + T[2, 2]
+    c = min(max(0.5 * (tr - 1.0), -1.0), 1.0)
+    v0, v1, v2 = T[2, 1] - T[1, 2], T[0, 2] - T[2, 0], T[1, 0] - T[0, 1]
+    s = 0.5 * np.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+    theta = np.arctan2(s, c)
+    if theta < SMALL_ANGLE:
+        f = 0.5 * (1.0 + theta * theta / 6.0)
+        w0, w1, w2 = f * v0, f * v1, f * v2
+    elif theta < np.pi - 1e-3:
+        f = 0.5 * theta / s
+        w0, w1, w2 = f * v0, f * v1, f * v2
+    else:
+        w = so3_log(T[:3, :3])
+        w0, w1, w2 = w[0], w[1], w[2]
+    # v = Jl^-1(w) t with Jl^-1 = I - W/2 + b W^2, W^2 t = w (w.t) - |w|^2 t
+    b = _so3_jl_inv_coeff(w0 * w0 + w1 * w1 + w2 * w2)
+    t0, t1, t2 = T[0, 3], T[1, 3], T[2, 3]
+    wt = w0 * t0 + w1 * t1 + w2 * t2
+    ww = w0 * w0 + w1 * w1 + w2 * w2
+    xi[0], xi[1], xi[2] = w0, w1, w2
+    xi[3] = t0 - 0.5 * (w1 * t2 - w2 * t1) + b * (w0 * wt - ww * t0)
+    xi[4] = t1 - 0.5 * (w2 * t0 - w0 * t2) + b * (w1 * wt - ww * t1)
+    xi[5] = t2 - 0.5 * (w0 * t1 - w1 * t0) + b * (w2 * wt - ww * t2)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def se3_retract_into(T, d, o, work):
+    """``T <- T exp(d[o:o+6])`` in place (``work``: a 4x4 scratch), without temporaries."""
+    w0, w1, w2 = d[o], d[o + 1], d[o + 2]
+    u0, u1, u2 = d[o + 3], d[o + 4], d[o + 5]
+    theta2 = w0 * w0 + w1 * w1 + w2 * w2
+    theta = np.sqrt(theta2)
+    if theta < SMALL_ANGLE:
+        a = 1.0 - theta2 / 6.0
+        b = 0.5 - theta2 / 24.0
+        ja = 0.5 - theta2 / 24.0
+        jb = 1.0 / 6.0 - theta2 / 120.0
+    else:
+        st, ct = np.sin(theta), np.cos(theta)
+        a = st / theta
+        b = (1.0 - ct) / theta2
+        ja = b
+        jb = (theta - st) / (theta2 * theta)
+    # exp(d) = [[I + a W + b W^2, (I + ja W + jb W^2) u], [0, 1]]; W^2 x = w (w.x) - theta2 x
+    E = work
+    for j in range(3):
+        x0, x1, x2 = (1.0 if j == 0 else 0.0), (1.0 if j == 1 else 0.0), (1.0 if j == 2 else 0.0)
+        wx = w0 * x0 + w1 * x1 + w2 * x2
+        E[0, j] = x0 + a * (w1 * x2 - w2 * x1) + b * (w0 * wx - theta2 * x0)
+        E[1, j] = x1 + a * (w2 * x0 - w0 * x2) + b * (w1 * wx - theta2 * x1)
+        E[2, j] = x2 + a * (w0 * x1 - w1 * x0) + b * (w2 * wx - theta2 * x2)
+    wu = w0 * u0 + w1 * u1 + w2 * u2
+    E[0, 3] = u0 + ja * (w1 * u2 - w2 * u1) + jb * (w0 * wu - theta2 * u0)
+    E[1, 3] = u1 + ja * (w2 * u0 - w0 * u2) + jb * (w1 * wu - theta2 * u1)
+    E[2, 3] = u2 + ja * (w0 * u1 - w1 * u0) + jb * (w2 * wu - theta2 * u2)
+    for i in range(3):
+        r0, r1, r2, r3 = T[i, 0], T[i, 1], T[i, 2], T[i, 3]
+        for j in range(3):
+            T[i, j] = r0 * E[0, j] + r1 * E[1, j] + r2 * E[2, j]
+        T[i, 3] = r0 * E[0, 3] + r1 * E[1, 3] + r2 * E[2, 3] + r3
+
+
 @_jit
 def se3_right_jacobian(xi):
     return se3_left_jacobian(-xi)

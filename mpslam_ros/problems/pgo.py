@@ -31,12 +31,22 @@ def _se3_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
     Jri = np.empty((6, 6))
     RJ = np.empty((6, 6))
     work = np.empty((12, 3, 3))
+    Trel = np.empty((4, 4))
+    E = np.empty((4, 4))
+    e = np.empty(6)
     for k in range(ei.shape[0]):
         Ti = poses[ei[k]]
         prior = ej[k] < 0
-        Tij = Ti if prior else lie.se3_compose(lie.se3_inverse(Ti), poses[ej[k]])
-        E = lie.se3_compose(Zinv[k], Tij)
-        e = lie.se3_log(E)
+        if prior:
+            Tij = Ti
+            for a in range(4):
+                for b in range(4):
+                    E[a, b] = (Zinv[k, a, 0] * Ti[0, b] + Zinv[k, a, 1] * Ti[1, b] + Zinv[k, a, 2] * Ti[2, b]
+                               + Zinv[k, a, 3] * Ti[3, b])
+        else:
+            lie.se3_relative_into(Zinv[k], Ti, poses[ej[k]], Trel, E)
+            Tij = Trel
+        lie.se3_log_into(E, e)
         R = sqrt_info[k]
         for a in range(6):
             s = 0.0
@@ -106,6 +116,14 @@ def _se2_edges(poses, ei, ej, Zinv, sqrt_info, r, Ja, Jb, jac):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _retract(poses, delta, dim, se3):
+    if se3:
+        work = np.empty((4, 4))
+        for i in range(poses.shape[0]):
+            o = i * 6
+            if (delta[o] != 0.0 or delta[o + 1] != 0.0 or delta[o + 2] != 0.0 or delta[o + 3] != 0.0
+                    or delta[o + 4] != 0.0 or delta[o + 5] != 0.0):
+                lie.se3_retract_into(poses[i], delta, o, work)
+        return
     for i in range(poses.shape[0]):
         d = delta[i * dim:(i + 1) * dim]
         nz = False
@@ -121,7 +139,8 @@ def _retract(poses, delta, dim, se3):
 
 #: Pose-graph defaults for the SolverOptions fields left at None (see :func:`pgo_options`).
 PGO_DEFAULTS = dict(cg_step_tolerance=0.05, ic_stale_cg_budget=True, ict_layout="block", fp64_gradient=True,
-                    step_refinement=2, cg_tolerance_far=1e-6, precision_fallback=True, direct_fallback=True)
+                    step_refinement=2, cg_tolerance_far=1e-6, precision_fallback=True, direct_fallback=True,
+                    fp16_factor_max_cg_iterations=12, ic_rebuild_cg_iterations=10)
 
 
 def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:
@@ -145,7 +164,9 @@ def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:
     :class:`~mpslam_ros.solvers.lm.SolverOptions` for the measurements behind each): CG tolerance 1e-6
     while LM is far from a minimum (``cg_tolerance_far``), step refinement against the fp64 system, an
     fp64 retry of rejected fp32 / mixed steps (``precision_fallback``) and a direct solve when CG cannot
-    converge (``direct_fallback``).
+    converge (``direct_fallback``); and the speed settings of issue 17's second pass: a stale factor
+    rebuilt after 10 CG iterations (``ic_rebuild_cg_iterations``) and an fp16 factor widened to fp32 when
+    even a fresh one needs more than 12 CG iterations (``fp16_factor_max_cg_iterations``).
     """
     options = options or SolverOptions()
     fill = {k: v for k, v in PGO_DEFAULTS.items() if getattr(options, k) is None}

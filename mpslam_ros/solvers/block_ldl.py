@@ -132,6 +132,57 @@ def block_symbolic(col_a: np.ndarray, col_b: np.ndarray, d: int, nb: int, order:
 @njit(nogil=True, cache=True)
 def _assemble(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
     """off / diag = J^T J in the block pattern (off: strictly lower blocks, row-major d x d)."""
+    if Ja.shape[1] == 6 and Ja.shape[2] == 6 and Jb.shape[2] == 6 and d == 6:
+        _assemble_vec(Ja, Jb, blk_a, blk_b, off_pos, 6, off, diag)
+        return
+    if Ja.shape[1] == 3 and Ja.shape[2] == 3 and Jb.shape[2] == 3 and d == 3:
+        _assemble_vec(Ja, Jb, blk_a, blk_b, off_pos, 3, off, diag)
+        return
+    _assemble_rows(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _add_outer(A, B, k, out, o, d):
+    """``out[o:] += A[k]^T B[k]`` (d x d, d rows per residual block) as a sum of outer products of rows,
+    so the inner loop runs over a contiguous row of B (the strided column reduction of
+    :func:`~mpslam_ros.solvers.kernels.add_block_product` made assembly cost more than the factor)."""
+    for t in range(d):
+        for r in range(d):
+            a = A[k, t, r]
+            for c in range(d):
+                out[o + r * d + c] += a * B[k, t, c]
+
+
+@njit(nogil=True, cache=True)
+def _assemble_vec(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
+    """:func:`_assemble` for square d x d residual blocks, ``d`` a literal."""
+    literally(d)
+    dd = d * d
+    off[:] = 0.0
+    diag[:] = 0.0
+    for k in range(Ja.shape[0]):
+        a, b = blk_a[k], blk_b[k]
+        if a >= 0 and a == b:
+            _add_outer(Ja, Ja, k, diag, a * dd, d)
+            _add_outer(Jb, Jb, k, diag, a * dd, d)
+            _add_outer(Ja, Jb, k, diag, a * dd, d)
+            _add_outer(Jb, Ja, k, diag, a * dd, d)
+            continue
+        if a >= 0:
+            _add_outer(Ja, Ja, k, diag, a * dd, d)
+        if b >= 0:
+            _add_outer(Jb, Jb, k, diag, b * dd, d)
+        p = off_pos[k]
+        if p >= 0:
+            if a > b:
+                _add_outer(Ja, Jb, k, off, p * dd, d)
+            else:
+                _add_outer(Jb, Ja, k, off, p * dd, d)
+
+
+@njit(nogil=True, cache=True)
+def _assemble_rows(Ja, Jb, blk_a, blk_b, off_pos, d, off, diag):
+    """:func:`_assemble` for any residual / block sizes."""
     dd = d * d
     off[:] = 0.0
     diag[:] = 0.0
@@ -329,10 +380,25 @@ def block_ldl_numeric(sym: BlockSymbolic, Ja: np.ndarray, Jb: np.ndarray, shift:
     return U[: nnz * dd], Dinv, int(bad)
 
 
+@njit(nogil=True, cache=True)
+def finite_max_abs(x):
+    """Largest |x_i|, or inf when any entry is not finite (one pass, no temporaries)."""
+    m = 0.0
+    for v in x:
+        if not np.isfinite(v):
+            return np.inf
+        a = abs(v)
+        if a > m:
+            m = a
+    return m
+
+
 def warmup() -> None:
     """Compile (or load from cache) the symbolic and numeric kernels on a 3-block chain with a loop."""
     rng = np.random.default_rng(0)
     col_a = np.array([0, 6, 0, -1], np.int64)
     col_b = np.array([6, 12, 12, 0], np.int64)
-    sym = block_symbolic(col_a, col_b, 6, 3, np.array([2, 0, 1]))
-    block_ldl_numeric(sym, rng.standard_normal((4, 6, 6)), rng.standard_normal((4, 6, 6)), 1e-8)
+    for d in (6, 3):
+        sym = block_symbolic(col_a // 6 * d, col_b // 6 * d, d, 3, np.array([2, 0, 1]))
+        U, Dinv, _ = block_ldl_numeric(sym, rng.standard_normal((4, d, d)), rng.standard_normal((4, d, d)), 1e-8)
+        finite_max_abs(U)

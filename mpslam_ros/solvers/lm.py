@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic
+from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic, finite_max_abs
 from mpslam_ros.solvers.cuda import DEVICES, resolve_device
 from mpslam_ros.solvers.precision import (
     PrecisionPreset,
@@ -101,8 +101,10 @@ class SolverOptions:
     #: The IC/ict factor is static (built once per solve) but rebuilt at the current linearisation when a
     #: CG solve needs more than this many iterations *and* took longer than building the factor did
     #: (0: never rebuild). Never rebuilding, an odometry-initialised 5,000-pose graph took 100 LM
-    #: iterations (30k CG iterations); with rebuilds, 12.
-    ic_rebuild_cg_iterations: int = 30
+    #: iterations (30k CG iterations); with rebuilds, 12. None: 30 (pose graphs: 10, where one build costs
+    #: 3-7 CG iterations from 1,000 to 10,000 SE(3) poses: with 30, a stale factor on a generated
+    #: 10,000-pose SE(3) graph took 257 CG iterations in 11 LM iterations, with 10, 177 and a third less CG time).
+    ic_rebuild_cg_iterations: Optional[int] = None
     #: With a factor built at an earlier linearisation, CG gets a budget of about one factor build's time
     #: (at least ``ic_rebuild_cg_iterations``); if it does not converge within it, the factor is rebuilt at
     #: once and CG rerun, instead of spending up to ``cg_max_iterations`` on a stale factor. None: off
@@ -138,6 +140,14 @@ class SolverOptions:
     #: local minimum 2.9 % above fp64 LM's. Rejections are rare near an optimum, so this costs little.
     #: None: off (pose graphs: on; bundle adjustment keeps its own mixed-precision policy).
     precision_fallback: Optional[bool] = None
+    #: An fp16-stored ic0/ict factor (the mixed preset) is widened to fp32 for the rest of the solve when a
+    #: CG solve with a factor built for that very system (this linearisation and lambda) needed more than
+    #: this many iterations (``SolverSummary.factor_widened_at``: the LM iteration). Why: fp16's 11-bit
+    #: mantissa in the complete factor of a long SE(3) chain is a much weaker preconditioner than the
+    #: same factor in fp32 (generated 3,000-pose SE(3) graph: 16-33 CG iterations per step with a fresh
+    #: fp16 factor, 4-11 with fp32; 2.7x the CG time in all), while on this CPU the fp16 triangular solve
+    #: is no faster per iteration. None/0: never (the factor stays fp16; pose graphs: 12).
+    fp16_factor_max_cg_iterations: Optional[int] = None
     #: "ict" factor layout: "block" (d x d blocks, unit block-lower L in the preconditioner format with the
     #: inverse diagonal blocks D^-1 in the CG vector format; used when every free block has the same size
     #: and the CG arithmetic is not emulated fp16) or "scalar" (CSR of C = L sqrt(D) in the preconditioner format).
@@ -229,6 +239,9 @@ class SolverSummary:
     refinement_sweeps: int = 0
     #: rejected reduced-precision steps recomputed in fp64 (see ``SolverOptions.precision_fallback``).
     precision_fallbacks: int = 0
+    #: LM iteration at which the fp16 factor was widened to fp32 (-1: never; see
+    #: ``SolverOptions.fp16_factor_max_cg_iterations``).
+    factor_widened_at: int = -1
     #: bytes of stored operands: Jacobian values (as stored for CG) and preconditioner values.
     jacobian_bytes: int = 0
     preconditioner_bytes: int = 0
@@ -261,6 +274,8 @@ class SolverSummary:
                                           if self.ic_damping_rebuilds else "")),
             ("fp64 step retries", f"{self.precision_fallbacks}" + (
                 " (reduced-precision steps rejected by LM, recomputed in fp64)" if self.precision_fallbacks else "")),
+            ("fp16 factor", "widened to fp32 at iteration " + str(self.factor_widened_at)
+             + " (CG with a fresh fp16 factor converged slowly)" if self.factor_widened_at >= 0 else "not widened"),
             ("direct-solve fallbacks", f"{self.direct_fallbacks}" + (
                 " (CG did not converge on these steps: solved with the fp64 sparse direct solver)"
                 if self.direct_fallbacks else "")),
@@ -486,6 +501,8 @@ def initial_cost_failed(summary: "SolverSummary", cost: float, t_start: float) -
 def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None) -> SolverSummary:
     """Minimise ``0.5 * sum rho(|r_k|^2)`` over the problem's free parameter blocks, in place."""
     options = options or SolverOptions()
+    if options.ic_rebuild_cg_iterations is None:
+        options = dataclasses.replace(options, ic_rebuild_cg_iterations=30)
     options.validate()
     check_problem(problem)
     preset = get_preset(options.precision)
@@ -542,7 +559,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         S64b = np.empty(Jb.shape)
         K.scale_jacobian(Ja, Jb, layout.col_a, layout.col_b, col_scale, 1.0, S64a, S64b)
         if preset.scaling:
-            max_abs = max(np.abs(S64a).max(initial=0.0), np.abs(S64b).max(initial=0.0))
+            max_abs = max(finite_max_abs(S64a.ravel()), finite_max_abs(S64b.ravel()))  # no |S| temporaries
             g = power_of_two_scale(max_abs)
         else:
             g = 1.0
@@ -855,25 +872,32 @@ def _build_block_ict(summary, layout, S64a, S64b, state, pc, damping: float = 0.
     shift = state["shift"]
     while True:
         U, Dinv, bad_row = block_ldl_numeric(sym, S64a, S64b, shift, damping)
-        if bad_row < 0 and np.all(np.isfinite(U)) and np.all(np.isfinite(Dinv)):
+        u_max = finite_max_abs(U)
+        if bad_row < 0 and math.isfinite(u_max) and math.isfinite(finite_max_abs(Dinv)):
             break
         shift = _next_shift(summary, shift, "Cholesky preconditioner")
     summary.ic_builds += 1
     state["shift"] = shift
     # power-of-two scale: largest |L_ij| at most 2^14, far below fp16's 65504, small entries above subnormals
-    scale = power_of_two_scale(float(np.abs(U).max(initial=0.0)), 2.0**14)
+    scale = power_of_two_scale(float(u_max), 2.0**14)
     pc.kind = K.PC_BLOCK_LDL
     pc.L_indptr, pc.L_indices = sym.indptr, sym.indices
     pc.L64 = U * scale
     pc.L_diag64 = Dinv
     pc.L_inv_scale = 1.0 / scale
     pc.L_block = sym.d
-    pc.L_perm = sym.scalar_perm
+    if "scalar_perm" not in state:
+        state["scalar_perm"] = sym.scalar_perm
+    pc.L_perm = state["scalar_perm"]
 
 
 def _block_minimum_degree(layout: "_Layout") -> np.ndarray:
     """Minimum-degree order of the free parameter blocks' graph (new position -> free block)."""
     nb = len(layout.bd_col)
+    if nb <= 32:
+        # fill is at most 32 x 32 blocks: the ordering (sparse matrix + SuperLU, ~0.2 ms) would cost more
+        # than it saves (a quarter of a 9-pose graph's solve)
+        return np.arange(nb, dtype=np.int64)
     a = np.searchsorted(layout.bd_col, layout.col_a)
     b = np.searchsorted(layout.bd_col, layout.col_b)
     keep = (layout.col_a >= 0) & (layout.col_b >= 0)
@@ -908,8 +932,11 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         summary.linear_solve_time_s += time.perf_counter() - t0
         return y, 0, bool(np.all(np.isfinite(y)))
 
-    def run(Sa_, Sb_, storage, vdt, half_, max_iter=options.cg_max_iterations, b=None):
+    def run(Sa_, Sb_, storage, vdt, half_, max_iter=options.cg_max_iterations, b=None, rtol=None, step_rtol=None):
         b = rhs if b is None else b
+        builds = summary.ic_builds
+        rtol = options.cg_tolerance if rtol is None else rtol
+        step_rtol = float(options.cg_step_tolerance or 0.0) if step_rtol is None else step_rtol
         pc = _build_preconditioner(options, preset, layout, summary, S64a, S64b, lam_s, bd64, state, storage, half_)
         summary.preconditioner_bytes = pc.nbytes
         t1 = time.perf_counter()
@@ -924,26 +951,28 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
                 summary.device_note += ("; " if summary.device_note else "") + (
                     "emulated-fp16 CG runs on the CPU" if half_ else "CG with a scalar IC/ict factor runs on the CPU")
         if on_device:
-            its = cu.solve(Sa_, Sb_, np.ascontiguousarray(b, dtype=vdt), lam_s, pc, max_iter, options.cg_tolerance,
-                           float(options.cg_step_tolerance or 0.0), y, stats)
+            its = cu.solve(Sa_, Sb_, np.ascontiguousarray(b, dtype=vdt), lam_s, pc, max_iter, rtol, step_rtol, y, stats)
         elif options.cgnr_kernel is not None and pc.kind in (K.PC_NONE, K.PC_BLOCK_JACOBI) and not half_:
             its = options.cgnr_kernel(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(b, dtype=vdt),
                                       lam_s, pc.kind, pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off,
-                                      max_iter, options.cg_tolerance, y, stats)
+                                      max_iter, rtol, y, stats)
         else:
             its = K.cgnr(Sa_, Sb_, layout.col_a, layout.col_b, np.ascontiguousarray(b, dtype=vdt), lam_s, pc.kind,
                          pc.bd_vals, pc.bd_col, pc.bd_size, pc.bd_off, pc.L_indptr, pc.L_indices, pc.L_vals,
                          pc.L_perm, pc.L_diag if pc.kind == K.PC_BLOCK_LDL else np.zeros(1, dtype=vdt), int(pc.L_block),
-                         float(pc.L_inv_scale), max_iter, options.cg_tolerance, float(options.cg_step_tolerance or 0.0),
-                         half_, y, stats)
+                         float(pc.L_inv_scale), max_iter, rtol, step_rtol, half_, y, stats)
         dt = time.perf_counter() - t1
         summary.linear_solve_time_s += dt
         summary.triangular_solve_time_s += stats[2] / tps
         summary.jacobian_product_time_s += stats[3] / tps
         if its > 0:
             state["cg_iteration_s"] = dt / its
-        state["cg_unconverged"] = bool(its >= max_iter and stats[1] > options.cg_tolerance)
+        state["cg_unconverged"] = bool(its >= max_iter and stats[1] > rtol)
+        state["fresh_factor_its"] = int(its) if summary.ic_builds > builds else None
         return y, int(its), stats[4] == 0.0
+
+    # the factor's storage: the preset's, unless an fp16 factor was widened earlier in this solve
+    storage = "fp32" if state.get("factor_widened") else preset.preconditioner_storage
 
     if (options.ic_damping_ratio and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
             and not half):
@@ -961,23 +990,34 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         budget = max(options.ic_rebuild_cg_iterations, int(state["build_s"] / state["cg_iteration_s"]) + 1)
         stale = budget < options.cg_max_iterations
     if stale:
-        y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half, budget)
+        y, its, ok = run(Sa, Sb, storage, vec_dtype, half, budget)
         if ok and its >= budget:
             state["pc"] = None  # rebuild at this linearisation and solve again
-            y, its2, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+            y, its2, ok = run(Sa, Sb, storage, vec_dtype, half)
             its += its2
     else:
-        y, its, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+        y, its, ok = run(Sa, Sb, storage, vec_dtype, half)
     if not ok and preset.fallback_to_fp32 and (preset.jacobian_storage == "fp16"
                                                or preset.preconditioner_storage == "fp16"):
         summary.fp16_fallbacks += 1
         y, its2, ok = run(S64a.astype(np.float32), S64b.astype(np.float32), "fp32", np.dtype(np.float32), False)
         its += its2
+    fresh_its = state.get("fresh_factor_its")
+    if (ok and storage == "fp16" and not half and options.fp16_factor_max_cg_iterations and fresh_its is not None
+            and fresh_its > options.fp16_factor_max_cg_iterations):
+        # a factor built for this very system still needed many CG iterations: its fp16 rounding, not its
+        # age, limits CG (see SolverOptions.fp16_factor_max_cg_iterations); fp32 from here on
+        state["factor_widened"] = True
+        summary.factor_widened_at = summary.iterations
+        storage = "fp32"
+        state["pc"] = state["pc"].cast("fp32") if state.get("pc") is not None else None
+        if state["pc"] is not None:
+            state["pc"].storage = "fp32"
     if ok and state.get("cg_unconverged") and options.preconditioner in ("ic0", "ict") and not half:
         if summary.ic_builds == builds_before:
             # an older factor: one more try with a fresh one at this linearisation and lambda
             state["pc"] = None
-            y, its2, ok = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half)
+            y, its2, ok = run(Sa, Sb, storage, vec_dtype, half)
             its += its2
     if options.direct_fallback and (not ok or state.get("cg_unconverged")) and not half:
         # CG cannot deliver this step: the fp64 direct solve does (counted and reported)
@@ -997,9 +1037,14 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         for _ in range(int(options.step_refinement)):
             K.jtj_matvec(S64a, S64b, layout.col_a, layout.col_b, y64, q, Ay, False)
             res = rhs64 - Ay - lam_s * y64
-            if not math.sqrt(_dot(res, res)) > target:
+            res_norm = math.sqrt(_dot(res, res))
+            if not res_norm > target:
                 break
-            e, its2, ok2 = run(Sa, Sb, preset.preconditioner_storage, vec_dtype, half, b=res.astype(vec_dtype))
+            # the correction only has to bring the step's fp64 residual below the target, not to solve
+            # for the correction to cg_tolerance (13 CG iterations per sweep on synth:se3:3000:0 with
+            # mixed, where 1-3 do); the step-size test is for whole steps along near-null modes
+            e, its2, ok2 = run(Sa, Sb, storage, vec_dtype, half, b=res.astype(vec_dtype),
+                               rtol=min(0.5, max(options.cg_tolerance, 0.5 * target / res_norm)), step_rtol=0.0)
             its += its2
             summary.refinement_sweeps += 1
             if not ok2:
