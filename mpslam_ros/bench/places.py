@@ -41,7 +41,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", help="folder of images (a KITTI sequence folder, an EuRoC folder, or plain images)")
+    parser.add_argument("images", help="folder of images (a KITTI sequence folder, an EuRoC folder, or plain images), "
+                                       "or a rendered scene with its duration, e.g. household:60 (left images, "
+                                       "ground truth from the rendered poses)")
+    parser.add_argument("--seed", type=int, default=0, help="rendered scene: seed of world and motion (default 0)")
+    parser.add_argument("--profile", default="realistic", choices=["clean", "realistic", "harsh"],
+                        help="rendered scene: camera-effect profile (default realistic)")
     parser.add_argument("--gt", default=None,
                         help="poses.txt (KITTI), an EuRoC folder, or a loop-matrix image; default: the "
                              "folder's own poses.txt / EuRoC ground truth")
@@ -59,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocabulary", default="",
                         help="trained vocabulary file (mpslam vocab train); default: the online vocabulary")
     parser.add_argument("--top-k", type=int, default=5, help="k of the top-k hit rate (default 5)")
+    parser.add_argument("--rerank", type=int, default=10,
+                        help="re-rank this many best bag-of-words candidates by direct descriptor matching "
+                             "(loop.rerank_candidates, default 10; 0: bag-of-words score only)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the brute-force baseline")
     parser.add_argument("--scaling", default="",
                         help="comma-separated database sizes to time a query at, e.g. 100,1000,10000")
@@ -205,7 +213,7 @@ def evaluate_retrieval(res: Retrieval, same: np.ndarray, valid: np.ndarray, excl
 
 def run_places(images: Sequence[np.ndarray], exclude_recent: int, features: int, baseline_features: int,
                vocabulary_path: str = "", baseline: bool = True, progress: bool = True,
-               island_gap: int = 2, candidates: int = 10) -> Tuple[Retrieval, Retrieval, object]:
+               island_gap: int = 2, candidates: int = 10, rerank: int = 10) -> Tuple[Retrieval, Retrieval, object]:
     """Both retrievers over the images in order; returns (bow, brute, recognizer)."""
     import cv2
     from tqdm import tqdm
@@ -217,7 +225,7 @@ def run_places(images: Sequence[np.ndarray], exclude_recent: int, features: int,
 
     vocab = BinaryVocabulary.load(vocabulary_path) if vocabulary_path else OnlineBinaryVocabulary()
     rec = PlaceRecognizer(vocab, min_score=0.0, min_relative_score=0.0, exclude_recent=exclude_recent,
-                          max_candidates=candidates, island_gap=island_gap)
+                          max_candidates=candidates, island_gap=island_gap, rerank=rerank)
     bow, brute = Retrieval(), Retrieval()
     feats, base_feats = [], []
     orb = cv2.ORB_create(nfeatures=baseline_features)
@@ -352,32 +360,60 @@ def load_ground_truth(root: Path, gt: Optional[str], files: List[Path], max_dist
     return same_place_from_poses(read_kitti_poses(p, n), d, max_angle), f"KITTI poses, {d:g} m / {max_angle:g} deg"
 
 
+def render_scene(spec: str, seed: int, profile: str, every: int, max_images: int, max_distance: Optional[float],
+                 max_angle: float, progress: bool = True) -> Tuple[List[np.ndarray], np.ndarray, str]:
+    """Left images of a rendered scene ``NAME[:SECONDS]`` (every ``every``-th frame) and the same-place
+    matrix from its left-camera poses (default 1 m / ``max_angle``)."""
+    from tqdm import tqdm
+
+    from mpslam_ros.sim.sequences import SimOptions, SyntheticSequence, cached_world
+    from mpslam_ros.sim.trajectories import SCENE_WORLDS
+
+    name, _, dur = spec.partition(":")
+    if name not in ("household", "handheld", "office"):
+        raise ValueError(f"{spec}: not a folder nor a rendered scene (household, handheld or office[:SECONDS])")
+    world = cached_world(seed, None, SCENE_WORLDS[name]) if name in SCENE_WORLDS else cached_world(seed)
+    seq = SyntheticSequence(name, float(dur or 60), seed, SimOptions.for_profile(profile), world=world)
+    idx = np.arange(0, len(seq), max(1, every))
+    if max_images:
+        idx = idx[:max_images]
+    images = [seq.render_frame(int(i)).left for i in tqdm(idx, desc="render", unit="img", disable=not progress)]
+    T_wl, _ = seq.camera_poses(seq.poses[idx])
+    d = 1.0 if max_distance is None else max_distance
+    return images, same_place_from_poses(T_wl, d, max_angle), f"rendered {profile}, seed {seed}, {d:g} m / {max_angle:g} deg"
+
+
 def main(args: argparse.Namespace) -> int:
     import cv2
 
     root = Path(args.images)
     if not root.is_dir():
-        print(f"error: {root}: not a folder", file=sys.stderr)
-        return 2
-    try:
-        files = find_images(root)
-        same, gt_desc = load_ground_truth(root, args.gt, files, args.max_distance, args.max_angle)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    idx = np.arange(0, len(files), max(1, args.every))
-    if args.max_images:
-        idx = idx[: args.max_images]
-    same = same[np.ix_(idx, idx)]
-    images = []
-    for i in idx:
-        img = cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            print(f"error: {files[i]}: not a readable image", file=sys.stderr)
+        try:
+            images, same, gt_desc = render_scene(args.images, args.seed, args.profile, args.every, args.max_images,
+                                                 args.max_distance, args.max_angle)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        images.append(img)
+    else:
+        try:
+            files = find_images(root)
+            same, gt_desc = load_ground_truth(root, args.gt, files, args.max_distance, args.max_angle)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        idx = np.arange(0, len(files), max(1, args.every))
+        if args.max_images:
+            idx = idx[: args.max_images]
+        same = same[np.ix_(idx, idx)]
+        images = []
+        for i in idx:
+            img = cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                print(f"error: {files[i]}: not a readable image", file=sys.stderr)
+                return 2
+            images.append(img)
     bow, brute, rec = run_places(images, args.exclude_recent, args.features, args.baseline_features,
-                                 args.vocabulary, baseline=not args.no_baseline)
+                                 args.vocabulary, baseline=not args.no_baseline, rerank=args.rerank)
     valid = np.ones(len(images), bool)
     vocab = rec.vocabulary
     print(f"\n{root}: {len(images)} images, ground truth: {gt_desc}, newest {args.exclude_recent} excluded")
