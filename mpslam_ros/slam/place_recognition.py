@@ -228,15 +228,15 @@ class PlaceRecognizer:
     descriptors are kept (by reference) for it.
 
     Scoring walks the posting lists of the query's words with numpy (a posting list is a growing
-    array of keyframe positions and weights), so its cost is the number of postings touched, not a
-    Python loop over them. ``max_postings`` > 0 skips words found in more keyframes than that (stop
-    words: their idf is near zero, and they alone would make the walk grow with the map).
+    array of keyframe positions and weights), so its cost is the number of postings touched with no
+    Python loop over them (measured 0.4 / 1.0 / 2.6 ms at 100 / 1,000 / 10,000 keyframes; the word
+    lookup and the re-ranking, ~15 ms each, do not grow; docs/places.md).
     """
 
     def __init__(self, vocabulary: BinaryVocabulary, min_score: float = 0.05,
                  min_relative_score: float = 0.3, exclude_recent: int = 20, max_candidates: int = 3,
                  island_gap: int = 0, rerank: int = 0, rerank_ratio: float = 0.8,
-                 rerank_max_hamming: int = 80, max_postings: int = 0) -> None:
+                 rerank_max_hamming: int = 80) -> None:
         self.vocabulary = vocabulary
         self.island_gap = int(island_gap)
         self.min_score = min_score
@@ -246,7 +246,6 @@ class PlaceRecognizer:
         self.rerank = int(rerank)
         self.rerank_ratio = float(rerank_ratio)
         self.rerank_max_hamming = int(rerank_max_hamming)
-        self.max_postings = int(max_postings)
         # word -> [count, keyframe positions int32[cap], weights float32[cap]] (capacity doubles)
         self._postings: Dict[int, list] = {}
         self._vectors: Dict[int, Dict[int, float]] = {}
@@ -289,12 +288,11 @@ class PlaceRecognizer:
         """DBoW2 L1 score of ``vec`` against every keyframe position (0 where no word is shared):
         for L1-normalised non-negative vectors ``1 - 0.5 |a - b|_1 = sum_w min(a_w, b_w)``."""
         pos, y, x = [], [], []
-        cap = self.max_postings
         with self._lock:
             n_kf = len(self._order)
             for w, xw in vec.items():
                 p = self._postings.get(w)
-                if p is None or (cap > 0 and p[0] > cap):
+                if p is None:
                     continue
                 pos.append(p[1][: p[0]])
                 y.append(p[2][: p[0]])
