@@ -225,7 +225,11 @@ class PlaceRecognizer:
     becomes the share of the query's descriptors matched. Quantisation loses what tells two similar
     places apart (a word is a 50-bit ball); matching the descriptors themselves does not, and a fixed
     number of candidates keeps the cost per query independent of the database size. The keyframes'
-    descriptors are kept (by reference) for it.
+    descriptors are kept (by reference) for it. Re-ranked candidates are returned by their match
+    share alone, without islands: islands sum the scores of neighbouring keyframes, and among ten
+    candidates they favour whichever earlier visit left the most keyframes, look-alike or not
+    (measured on test_loop_closure's look-alike ring: 136 of 166 revisits found with islands after
+    re-ranking, 163 without, 159 with bag-of-words islands alone).
 
     Scoring walks the posting lists of the query's words with numpy (a posting list is a growing
     array of keyframe positions and weights), so its cost is the number of postings touched with no
@@ -358,7 +362,7 @@ class PlaceRecognizer:
         else:
             with self._lock:
                 found = [(self._order[i], float(s[i])) for i in keep]
-        if self.island_gap > 0 and found:
+        if self.island_gap > 0 and found and self.rerank <= 0:
             # islands from the candidates within half the best score (DBoW2 keeps those above a
             # fraction of the best): a long run of weak look-alikes must not outweigh a strong match
             best = max(x for _, x in found)
