@@ -72,3 +72,48 @@ def test_retrieval_finds_revisits_and_skips_recent(deep_vocabulary):
         rec.add(kf.id, kf.descriptors)
     assert correct / retrieved > 0.9  # precision of the top candidate
     assert found_revisits / revisits > 0.9  # recall over revisits
+
+
+def test_inverted_index_scores_equal_pairwise_l1_scores(vocabulary):
+    # the vectorised posting-list walk gives DBoW2's L1 score of every pair, and skips the excluded
+    rec = PlaceRecognizer(vocabulary, min_score=0.0, min_relative_score=0.0, exclude_recent=0)
+    descs = [random_descriptors(100 + k, 150) for k in range(12)]
+    for k, d in enumerate(descs):
+        rec.add(10 + k, d)
+    q = vocabulary.bow_vector(descs[4])
+    got = rec.scores(q, exclude=[11])
+    for k in range(12):
+        ref = bow_score(q, vocabulary.bow_vector(descs[k]))
+        if k == 1 or ref == 0:
+            assert 10 + k not in got
+        else:
+            assert got[10 + k] == pytest.approx(ref, rel=1e-5)
+    assert max(got, key=got.get) == 14
+
+
+def test_rerank_orders_candidates_by_direct_matches(vocabulary):
+    # keyframe 1 shares many of the query's words but not its descriptors (every descriptor 90 bits
+    # off: often the same word of a coarse vocabulary, never a match), keyframe 2 is half the query
+    # seen again (5 bits off): bag of words ranks 1 first, the re-ranked list puts 2 first
+    rng = np.random.default_rng(3)
+    base = random_descriptors(42, 300)
+
+    def flipped(d, nbits):
+        bits = np.unpackbits(d, axis=1)
+        for row in bits:
+            row[rng.choice(256, nbits, replace=False)] ^= 1
+        return np.packbits(bits, axis=1)
+
+    kfs = [random_descriptors(43, 300), np.concatenate([flipped(base, 90), flipped(base, 90)]),
+           flipped(base[:100], 5)]
+    query = flipped(base, 5)
+    order = {}
+    for rerank in (0, 5):
+        rec = PlaceRecognizer(vocabulary, min_score=0.0, min_relative_score=0.0, exclude_recent=0,
+                              rerank=rerank, max_candidates=5)
+        for k, d in enumerate(kfs):
+            rec.add(k, d)
+        order[rerank] = rec.query(query, exclude=[])
+    assert order[0][0][0] == 1
+    assert order[5][0][0] == 2 and order[5][0][1] > 0.25
+    assert all(k != 1 for k, _ in order[5])  # no match at all: dropped

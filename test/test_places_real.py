@@ -54,8 +54,10 @@ def test_online_bow_retrieves_as_well_as_brute_force_orb_on_kitti(kitti):
     ev_bow = evaluate_retrieval(bow, same, valid, 3, 5)
     ev_brute = evaluate_retrieval(brute, same, valid, 3, 5)
     assert ev_bow["with_true_match"] >= 20
-    # measured: 24 vs 26 of 27 (two queries pick an island of older look-alike frames; docs/places.md)
-    assert ev_bow["top1"] >= ev_brute["top1"] - 2 and ev_bow["top1"] >= 0.85 * ev_bow["with_true_match"]
+    # bag-of-words alone: 24 vs 26 of 27 (two queries pick an island of older look-alike road frames);
+    # re-ranking the 10 best by direct matching of the place descriptors (the default) puts the
+    # true frame first (docs/places.md)
+    assert ev_bow["top1"] >= ev_brute["top1"] and ev_bow["top1"] >= 0.9 * ev_bow["with_true_match"]
     assert ev_bow["recall100_verified"] > 0.5
     assert rec.vocabulary.num_words > 1000
 

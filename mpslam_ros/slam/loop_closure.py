@@ -64,8 +64,15 @@ class LoopClosureConfig:
     vocabulary_match_distance: int = 50
     vocabulary_leaf_size: int = 64
     #: Candidates at most this many keyframes apart form one island (DBoW2); the island's summed
-    #: score ranks it and its best keyframe is verified. 0: rank single keyframes.
+    #: score ranks it and its best keyframe is verified. 0: rank single keyframes. Only used
+    #: without re-ranking (``rerank_candidates`` = 0).
     island_gap: int = 2
+    #: The best this many bag-of-words candidates are re-ranked by direct matching of their place
+    #: descriptors (ratio test) before islands and verification: quantisation to words loses what
+    #: tells two look-alike places apart (docs/places.md). A fixed number keeps the per-keyframe cost
+    #: flat as the map grows; re-ranked candidates are verified by match share, without islands.
+    #: 0: bag-of-words scores (and islands) only.
+    rerank_candidates: int = 10
     #: Minimum bag-of-words score (DBoW2 L1, 0..1) of a loop candidate.
     min_score: float = 0.04
     #: Minimum score relative to the query's score against the previous keyframe.
@@ -288,7 +295,8 @@ class LoopClosure:
                 self._vocabulary = vocab
             rec = PlaceRecognizer(vocab, self.config.min_score, self.config.min_relative_score,
                                   self.config.exclude_recent, self.config.max_candidates,
-                                  island_gap=self.config.island_gap)
+                                  island_gap=self.config.island_gap,
+                                  rerank=self.config.rerank_candidates)
             for stored in self.db:  # a loaded map: index its keyframes (an online vocabulary regrows)
                 if stored.has_appearance:
                     rec.add(stored.id, stored.recognition_descriptors)

@@ -213,27 +213,49 @@ def islands(candidates: Sequence[Tuple[int, float]], position: Dict[int, int],
 
 
 class PlaceRecognizer:
-    """Inverted index over the keyframes' bag-of-words vectors.
+    """Inverted index over the keyframes' bag-of-words vectors, with optional re-ranking.
 
     :meth:`query` returns earlier keyframes that look like the query, excluding the most recent
     ``exclude_recent`` ones (they trivially look alike), with score >= ``min_score`` and >=
     ``min_relative_score`` times the query's score against its predecessor (DBoW2's normalisation:
     a view with repetitive texture scores high against everything).
+
+    ``rerank`` > 0: the ``rerank`` best bag-of-words candidates are re-ranked by direct descriptor
+    matching (Lowe ratio test, as the brute-force baseline does) against the query, and the score
+    becomes the share of the query's descriptors matched. Quantisation loses what tells two similar
+    places apart (a word is a 50-bit ball); matching the descriptors themselves does not, and a fixed
+    number of candidates keeps the cost per query independent of the database size. The keyframes'
+    descriptors are kept (by reference) for it. Re-ranked candidates are returned by their match
+    share alone, without islands: islands sum the scores of neighbouring keyframes, and among ten
+    candidates they favour whichever earlier visit left the most keyframes, look-alike or not
+    (measured on test_loop_closure's look-alike ring: 136 of 166 revisits found with islands after
+    re-ranking, 163 without, 159 with bag-of-words islands alone).
+
+    Scoring walks the posting lists of the query's words with numpy (a posting list is a growing
+    array of keyframe positions and weights), so its cost is the number of postings touched with no
+    Python loop over them (measured 0.4 / 1.0 / 2.6 ms at 100 / 1,000 / 10,000 keyframes; the word
+    lookup and the re-ranking, ~15 ms each, do not grow; docs/places.md).
     """
 
     def __init__(self, vocabulary: BinaryVocabulary, min_score: float = 0.05,
                  min_relative_score: float = 0.3, exclude_recent: int = 20, max_candidates: int = 3,
-                 island_gap: int = 0) -> None:
+                 island_gap: int = 0, rerank: int = 0, rerank_ratio: float = 0.8,
+                 rerank_max_hamming: int = 80) -> None:
         self.vocabulary = vocabulary
         self.island_gap = int(island_gap)
-        self._position: Dict[int, int] = {}  # keyframe id -> insertion index (islands)
         self.min_score = min_score
         self.min_relative_score = min_relative_score
         self.exclude_recent = exclude_recent
         self.max_candidates = max_candidates
-        self._index: Dict[int, List[Tuple[int, float]]] = {}  # word -> [(keyframe id, weight)]
+        self.rerank = int(rerank)
+        self.rerank_ratio = float(rerank_ratio)
+        self.rerank_max_hamming = int(rerank_max_hamming)
+        # word -> [count, keyframe positions int32[cap], weights float32[cap]] (capacity doubles)
+        self._postings: Dict[int, list] = {}
         self._vectors: Dict[int, Dict[int, float]] = {}
-        self._order: List[int] = []  # keyframe ids in insertion order
+        self._descriptors: Dict[int, np.ndarray] = {}  # only with rerank > 0
+        self._order: List[int] = []  # keyframe ids in insertion order (= positions)
+        self._position: Dict[int, int] = {}  # keyframe id -> insertion index
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -247,27 +269,65 @@ class PlaceRecognizer:
         grow = getattr(self.vocabulary, "add_image", None)
         vec = grow(descriptors) if grow is not None else self.vocabulary.bow_vector(descriptors)
         with self._lock:
+            pos = len(self._order)
             self._vectors[kf_id] = vec
-            self._position[kf_id] = len(self._order)
+            self._position[kf_id] = pos
             self._order.append(kf_id)
+            if self.rerank > 0:
+                self._descriptors[kf_id] = np.asarray(descriptors, np.uint8).reshape(-1, 32)
             for w, x in vec.items():
-                self._index.setdefault(w, []).append((kf_id, x))
+                p = self._postings.get(w)
+                if p is None:
+                    p = self._postings[w] = [0, np.empty(4, np.int32), np.empty(4, np.float32)]
+                n = p[0]
+                if n == len(p[1]):
+                    p[1] = np.concatenate([p[1], np.empty(n, np.int32)])
+                    p[2] = np.concatenate([p[2], np.empty(n, np.float32)])
+                p[1][n] = pos
+                p[2][n] = x
+                p[0] = n + 1
         return vec
+
+    def _score_array(self, vec: Dict[int, float]) -> np.ndarray:
+        """DBoW2 L1 score of ``vec`` against every keyframe position (0 where no word is shared):
+        for L1-normalised non-negative vectors ``1 - 0.5 |a - b|_1 = sum_w min(a_w, b_w)``."""
+        pos, y, x = [], [], []
+        with self._lock:
+            n_kf = len(self._order)
+            for w, xw in vec.items():
+                p = self._postings.get(w)
+                if p is None:
+                    continue
+                pos.append(p[1][: p[0]])
+                y.append(p[2][: p[0]])
+                x.append(np.full(p[0], xw, np.float32))
+        if not pos:
+            return np.zeros(n_kf)
+        return np.bincount(np.concatenate(pos), np.minimum(np.concatenate(x), np.concatenate(y)),
+                           minlength=n_kf)
 
     def scores(self, vec: Dict[int, float], exclude: Iterable[int] = ()) -> Dict[int, float]:
         """Score of ``vec`` against every indexed keyframe sharing a word (inverted-index walk)."""
+        s = self._score_array(vec)
         skip = set(exclude)
-        acc: Dict[int, float] = {}
         with self._lock:
-            for w, x in vec.items():
-                for kf_id, y in self._index.get(w, ()):
-                    if kf_id not in skip:
-                        acc[kf_id] = acc.get(kf_id, 0.0) + abs(x) + abs(y) - abs(x - y)
-        return {k: 0.5 * v for k, v in acc.items()}
+            return {self._order[i]: float(s[i]) for i in np.flatnonzero(s > 0) if self._order[i] not in skip}
+
+    def match_share(self, descriptors: np.ndarray, kf_id: int) -> float:
+        """Share of ``descriptors`` with a ratio-test match among keyframe ``kf_id``'s (re-ranking)."""
+        from mpslam_ros.slam.verification import match_descriptors
+
+        with self._lock:
+            other = self._descriptors.get(kf_id)
+        if other is None or len(descriptors) == 0:
+            return 0.0
+        m = match_descriptors(descriptors, other, self.rerank_ratio, self.rerank_max_hamming)
+        return len(m) / len(descriptors)
 
     def query(self, descriptors: np.ndarray, vec: Optional[Dict[int, float]] = None,
               exclude: Optional[Iterable[int]] = None) -> List[Tuple[int, float]]:
-        """Candidates ``[(keyframe id, score)]`` best first for a new keyframe (not yet added).
+        """Candidates ``[(keyframe id, score)]`` best first for a new keyframe (not yet added); the
+        score is the bag-of-words score, or with ``rerank`` the share of matched descriptors.
 
         ``exclude``: keyframes that are no candidates (default: the ``exclude_recent`` most recent;
         loop closure passes the recent keyframes of the query's own map, so that a new map can match
@@ -282,17 +342,31 @@ class PlaceRecognizer:
             else:
                 recent = list(exclude)
             prev = self._vectors.get(self._order[-1]) if self._order else None
+            skip = [self._position[k] for k in recent if k in self._position]
         if not vec:
             return []
         threshold = self.min_score
         if prev:
             threshold = max(threshold, self.min_relative_score * bow_score(vec, prev))
-        found = [(k, s) for k, s in self.scores(vec, exclude=recent).items() if s >= threshold]
-        if self.island_gap > 0 and found:
+        s = self._score_array(vec)
+        s[skip] = -1.0
+        keep = np.flatnonzero((s >= threshold) & (s > 0))
+        if len(keep) == 0:
+            return []
+        if self.rerank > 0:
+            pool = keep[np.argsort(-s[keep], kind="stable")[: self.rerank]]
+            with self._lock:
+                ids = [self._order[i] for i in pool]
+            found = [(k, self.match_share(descriptors, k)) for k in ids]
+            found = [(k, x) for k, x in found if x > 0]
+        else:
+            with self._lock:
+                found = [(self._order[i], float(s[i])) for i in keep]
+        if self.island_gap > 0 and found and self.rerank <= 0:
             # islands from the candidates within half the best score (DBoW2 keeps those above a
             # fraction of the best): a long run of weak look-alikes must not outweigh a strong match
-            best = max(s for _, s in found)
-            found = [(k, s) for k, s in found if s >= 0.5 * best]
+            best = max(x for _, x in found)
+            found = [(k, x) for k, x in found if x >= 0.5 * best]
             with self._lock:
                 position = {k: self._position[k] for k, _ in found}
             # islands best first; within an island its keyframes by score (the best one may fail
