@@ -24,7 +24,8 @@ DESCRIPTION = __doc__
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", default="household:15,handheld:15,office:15",
-                        help="comma-separated synthetic scene[:seconds] (default household:15,handheld:15,office:15)")
+                        help="comma-separated synthetic scene[:seconds]: household, handheld, office, office_handheld, "
+                             "warehouse (default household:15,handheld:15,office:15)")
     parser.add_argument("--profiles", default="clean,realistic,harsh",
                         help="comma-separated camera profiles (default clean,realistic,harsh)")
     parser.add_argument("--seeds", default="1,2,3",
