@@ -239,3 +239,27 @@ def test_look_alike_corridor_loops_are_refused(vocabulary, gate):
             assert kept and lc.stats.loops_implausible == 0
     finally:
         lc.close()
+
+
+def test_covisible_keyframes_are_no_loop_candidates(vocabulary):
+    """Revisits after the tracks broke are loops; keyframes VO still tracks a landmark across are not."""
+    import dataclasses
+
+    seq = make_keyframe_sequence(seed=4, laps=2, keyframes_per_lap=40, max_features=300)
+
+    def loops(keyframes, **cfg):
+        with LoopClosure(LoopClosureConfig(background=False, loop_min_consistent=1, **cfg),
+                         vocabulary=vocabulary) as lc:
+            for kf in keyframes:
+                lc.add_keyframe(kf)
+            return lc.loops()
+
+    assert loops(seq.keyframes)  # the second lap closes on the first (landmark ids seen again after a gap)
+    # one landmark tracked through every keyframe: VO ties them all, nothing is left to close
+    tracked = [dataclasses.replace(kf, landmark_ids=np.append(kf.landmark_ids, 10 ** 9),
+                                   keypoints=np.vstack([kf.keypoints, kf.keypoints[:1]]),
+                                   descriptors=np.vstack([kf.descriptors, kf.descriptors[:1]]),
+                                   points_cam=np.vstack([kf.points_cam, kf.points_cam[:1]]))
+               for kf in seq.keyframes]
+    assert not loops(tracked)
+    assert loops(tracked, exclude_covisible=False)

@@ -11,9 +11,7 @@ unbroken run's (or below 1 cm). Results are also written as JSON lines (``--out`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 from typing import List, Optional
 
 HELP = "VO + loop closure across stalls, blackouts and kidnaps: ATE before/after loop closure per break"
@@ -87,22 +85,13 @@ def format_table(rows: List[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from mpslam_ros.bench.runs import run_jobs
 
     logging.basicConfig(level=logging.ERROR)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     breaks = [""] + [b.strip() for b in args.breaks.split(",") if b.strip()]
-    rows = []
-    with tqdm(total=len(seeds) * len(breaks), desc="breaks", unit="run") as bar:
-        for seed in seeds:
-            for spec in breaks:
-                bar.set_postfix(seed=seed, brk=spec or "none")
-                row = run_one(args.scene, seed, spec, args.precision)
-                rows.append(row)
-                if args.out:
-                    with open(Path(args.out), "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-                bar.update(1)
+    jobs = [(args.scene, seed, spec, args.precision) for seed in seeds for spec in breaks]
+    rows = run_jobs(jobs, run_one, "breaks", args.out, labels=("scene", "seed", "brk"))
     print(format_table(rows))
     base = unbroken_final_ates(rows)
     failed = sum(1 for r in rows if not meets_checks(r, base.get(r["seed"])))

@@ -12,7 +12,6 @@ tracked >= 99 %, drift <= 1 %, no false loop, loop closure not worse than odomet
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import List
@@ -25,7 +24,8 @@ DESCRIPTION = __doc__
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", default="household:15,handheld:15,office:15",
-                        help="comma-separated synthetic scene[:seconds] (default household:15,handheld:15,office:15)")
+                        help="comma-separated synthetic scene[:seconds]: household, handheld, office, office_handheld, "
+                             "warehouse (default household:15,handheld:15,office:15)")
     parser.add_argument("--profiles", default="clean,realistic,harsh",
                         help="comma-separated camera profiles (default clean,realistic,harsh)")
     parser.add_argument("--seeds", default="1,2,3",
@@ -138,7 +138,7 @@ def plot_rows(rows: List[dict], folder: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from mpslam_ros.bench.runs import run_jobs
 
     logging.basicConfig(level=logging.ERROR)
     split = lambda text: [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
@@ -148,16 +148,8 @@ def main(args: argparse.Namespace) -> int:
     from mpslam_ros.warmup import warm_pipeline
 
     warm_pipeline(precisions=sorted({c[4] for c in combos}), modes=sorted({c[3] for c in combos}))
-    rows = []
-    with tqdm(total=len(combos), desc="robustness", unit="run") as bar:
-        for scene, profile, seed, sensor, precision in combos:
-            bar.set_postfix(scene=scene, profile=profile, seed=seed, sensor=sensor, prec=precision)
-            row = run_one(scene, profile, seed, sensor, precision, loop_closure=not args.no_loop_closure)
-            rows.append(row)
-            if args.out:
-                with open(Path(args.out), "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            bar.update(1)
+    rows = run_jobs(combos, lambda *job: run_one(*job, loop_closure=not args.no_loop_closure), "robustness",
+                    args.out, labels=("scene", "profile", "seed", "sensor", "prec"))
     print(format_table(rows))
     prec = precision_table(rows)
     if prec:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 HELP = "render a synthetic stereo sequence (textured house, exact ground truth) to a rosbag2 or EuRoC folder"
 DESCRIPTION = (
-    "Render the built-in synthetic world (a textured 3 x 2 room house, or an office floor with a ring "
-    "corridor) along a household-robot, hand-held or office-robot trajectory: 640x480 mono8 stereo at "
+    "Render the built-in synthetic world (a textured 3 x 2 room house, an office floor with a ring "
+    "corridor, or a warehouse of shelving aisles) along a robot or hand-held trajectory: 640x480 mono8 stereo at "
     "20 Hz, baseline 0.1 m, pixel noise (more camera effects with --profile), exact ground truth. Frames are cached (keyed by scene, duration, seed and options) so a second run is fast. "
     "OUT ending in .mcap gives one MCAP file; otherwise a bag folder (--storage) or, with --format "
     "euroc, an EuRoC ASL folder."
@@ -23,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output: FILE.mcap, a bag folder, or a folder for --format euroc")
     parser.add_argument("--scene", default="household", choices=sorted(SCENES),
                         help="trajectory: 'household' (robot driving loops through the rooms, camera 0.5 m "
-                             "high), 'handheld' (6-DoF walk between two rooms) or 'office' (robot lapping an "
-                             "office floor's ring corridor, 52 m a lap, a look-alike corridor); default household")
+                             "high), 'handheld' (6-DoF walk between two rooms), 'office' (robot lapping an "
+                             "office floor's ring corridor, 52 m a lap, a look-alike corridor), 'office_handheld' "
+                             "(a person walking those laps, camera in hand, 6-DoF) or 'warehouse' (robot through "
+                             "aisles of racks with repeated bays and an open area, 66-74 m a lap); default household")
     parser.add_argument("--duration", type=float, default=60.0, help="length in seconds (default 60 = 1200 frames)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world (texture, furniture) and motion (default 0)")
     parser.add_argument("--format", choices=("bag", "euroc"), default="bag",

@@ -130,7 +130,7 @@ def cache_root(cache_dir: Optional[str | os.PathLike] = None) -> Path:
 
 
 def cached_world(seed: int, cache_dir: Optional[str | os.PathLike] = None, kind: str = "house"):
-    """The world (``house`` or ``office``) of ``seed``, its texture (the slow part, ~1 s) cached as .npy."""
+    """The world (``house``, ``office`` or ``warehouse``) of ``seed``, its texture (the slow part, ~1 s) cached as .npy."""
     from mpslam_ros.sim.world import WORLDS, make_texture
 
     path = cache_root(cache_dir) / f"texture_seed{seed}_v{SIM_VERSION}.npy"
@@ -482,8 +482,9 @@ def _generate_into(seq: SyntheticSequence, root: Path, folder: Path, progress: b
 def load_or_generate(scene: str, duration_s: float, seed: int = 0, cache_dir: Optional[str | os.PathLike] = None,
                      options: Optional[SimOptions] = None, with_depth: bool = False,
                      progress: bool = True) -> SyntheticSequence:
-    """The synthetic sequence ``scene`` (``household``, ``handheld`` or ``office``) of ``duration_s``
-    seconds, rendered on the first call and loaded from the cache afterwards."""
+    """The synthetic sequence ``scene`` (``household``, ``handheld``, ``office``, ``office_handheld`` or
+    ``warehouse``: :data:`mpslam_ros.sim.trajectories.SCENES`) of ``duration_s`` seconds, rendered on
+    the first call and loaded from the cache afterwards."""
     from mpslam_ros.sim.trajectories import SCENE_WORLDS
 
     world = cached_world(seed, cache_dir, SCENE_WORLDS[scene]) if scene in SCENE_WORLDS else None

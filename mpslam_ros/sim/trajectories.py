@@ -7,6 +7,9 @@
 - ``office``: a robot driving laps of the office floor's ring corridor at 0.5 m/s (52 m a lap with
   the default layout), through the look-alike north corridor every lap (see
   :func:`mpslam_ros.sim.world.build_office`); 100 m and two full revisits in 210 s.
+- ``office_handheld``: a person walking the same ring corridor with the camera in hand (6-DoF).
+- ``warehouse``: a robot at 0.6 m/s through the aisles of a warehouse (long racks of repeated
+  bays, a cross aisle, an open area), revisiting one aisle every lap (:func:`warehouse`).
 - ``handheld``: a 6-DoF walk from room A into room B and back, the camera swinging in yaw, pitch and
   roll (smooth sums of sinusoids with seeded phases).
 """
@@ -165,13 +168,12 @@ def handheld(world: World, duration_s: float, seed: int) -> PoseFn:
     return pose
 
 
-def office(world: World, duration_s: float, seed: int, speed: float = 0.5, corner_radius: float = 0.8) -> PoseFn:
-    """Laps of the office's ring corridor (counter-clockwise, starting in the south corridor at a
-    seeded place), the camera glancing sideways (towards the doors and the inner block) by up to 25
-    degrees as it drives."""
+def _office_ring(world: World, duration_s: float, seed: int, speed: float, corner_radius: float):
+    """Laps of the office's ring corridor (counter-clockwise from a seeded place in the south corridor)
+    long enough for ``duration_s`` at ``speed``; the path and the seeded generator (for the motion)."""
     lay = world.layout
     if world.kind != "office":
-        raise ValueError("the office trajectory needs the office world")
+        raise ValueError("the office trajectories need the office world")
     x0, y0, x1, y1 = lay.ring
     rng = np.random.default_rng(seed + 303)
     start_x = rng.uniform(x0 + 2.0, x1 - 6.0)
@@ -184,15 +186,51 @@ def office(world: World, duration_s: float, seed: int, speed: float = 0.5, corne
             p = np.asarray(p, float)
             length += np.linalg.norm(p - waypoints[-1])
             waypoints.append(p)
-    path = FilletedPath(np.array(waypoints), corner_radius)
-    ph = rng.uniform(0, 2 * np.pi, 6)
+    return FilletedPath(np.array(waypoints), corner_radius), rng
+
+
+def office(world: World, duration_s: float, seed: int, speed: float = 0.5, corner_radius: float = 0.8) -> PoseFn:
+    """Laps of the office's ring corridor (counter-clockwise, starting in the south corridor at a
+    seeded place), the camera glancing sideways (towards the doors and the inner block) by up to 25
+    degrees as it drives."""
+    path, rng = _office_ring(world, duration_s, seed, speed, corner_radius)
+    return _glancing_robot(path, speed, rng.uniform(0, 2 * np.pi, 6))
+
+
+def office_handheld(world: World, duration_s: float, seed: int, speed: float = 0.7,
+                    corner_radius: float = 1.0) -> PoseFn:
+    """A person carrying the camera around the office's ring corridor (6-DoF): walking at 0.7 m/s
+    with a 1.8 Hz step bounce, the camera at ~1.4 m swinging in yaw (up to ~45 degrees towards doors
+    and walls, with quick turns of up to ~1 rad/s), pitch (+-12 degrees) and roll (+-8 degrees).
+    Same laps as ``office``: 52 m a lap, look-alike north corridor."""
+    path, rng = _office_ring(world, duration_s, seed + 1000, speed, corner_radius)
+    ph = rng.uniform(0, 2 * np.pi, 9)
+    ramp = 1.5
+
+    def pose(t: np.ndarray) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        s = np.where(t < ramp, speed * t * t / (2 * ramp), speed * (t - ramp / 2))
+        xy, heading = path.at(s)
+        # smooth swings plus a quick look-around every ~20 s (cubed sine: slow most of the time)
+        yaw = (np.unwrap(heading) + 0.35 * np.sin(2 * np.pi * 0.07 * t + ph[0])
+               + 0.45 * np.sin(2 * np.pi * 0.05 * t + ph[1]) ** 5 + 0.05 * np.sin(2 * np.pi * 0.6 * t + ph[2]))
+        pitch = 0.15 * np.sin(2 * np.pi * 0.11 * t + ph[3]) + 0.04 * np.sin(2 * np.pi * 0.43 * t + ph[4]) - 0.05
+        roll = 0.10 * np.sin(2 * np.pi * 0.13 * t + ph[5]) + 0.04 * np.sin(2 * np.pi * 0.37 * t + ph[6])
+        z = 0.9 + 0.02 * np.sin(2 * np.pi * 1.8 * t + ph[7]) + 0.05 * np.sin(2 * np.pi * 0.09 * t + ph[8])
+        return _poses(np.column_stack([xy, z]), yaw, pitch, roll)
+
+    return pose
+
+
+def _glancing_robot(path: FilletedPath, speed: float, ph: np.ndarray) -> PoseFn:
+    """A wheeled robot along ``path`` at ``speed`` (2 s ramp from rest), the camera glancing sideways
+    by up to 25 degrees (~0.3 rad/s), small roll/pitch and bounce from the floor."""
     ramp = 2.0
 
     def pose(t: np.ndarray) -> np.ndarray:
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
         s = np.where(t < ramp, speed * t * t / (2 * ramp), speed * (t - ramp / 2))
         xy, yaw = path.at(s)
-        # Glances sideways (towards doors and the inner block): up to 25 degrees, ~0.3 rad/s.
         look = 0.45 * np.sin(2 * np.pi * 0.045 * t + ph[5]) ** 3
         roll = 0.008 * np.sin(2 * np.pi * 0.9 * t + ph[0]) + 0.004 * np.sin(2 * np.pi * 2.3 * t + ph[1])
         pitch = 0.010 * np.sin(2 * np.pi * 0.7 * t + ph[2]) + 0.004 * np.sin(2 * np.pi * 1.9 * t + ph[3])
@@ -202,7 +240,36 @@ def office(world: World, duration_s: float, seed: int, speed: float = 0.5, corne
     return pose
 
 
+def warehouse(world: World, duration_s: float, seed: int, speed: float = 0.6, corner_radius: float = 0.8) -> PoseFn:
+    """Laps through the warehouse (:func:`mpslam_ros.sim.world.build_warehouse`): east along aisle a
+    (seeded), north through the cross aisle, west along aisle a+1 (odd laps) or a+2 (even laps) into
+    the open area, south along its lane and back into aisle a. Every lap revisits aisle a, the cross
+    aisle and the lane in the same direction; 66-74 m a lap, ~125 m in 210 s."""
+    lay = world.layout
+    if world.kind != "warehouse":
+        raise ValueError("the warehouse trajectory needs the warehouse world")
+    rng = np.random.default_rng(seed + 404)
+    n_aisles = lay.racks - 1
+    a = int(rng.integers(0, max(1, n_aisles - 2)))
+    far = [min(a + 1, n_aisles - 1), min(a + 2, n_aisles - 1)]
+    ya, xc, lane = lay.aisle_y(a), lay.rack_x[1] + lay.cross_aisle / 2, lay.lane_x
+    start = np.array([rng.uniform(lane + 1.5, lay.rack_x[0] + 3.0), ya])
+    total = speed * duration_s + 10.0
+    waypoints = [start]
+    length, lap = 0.0, 0
+    while length < total:
+        yb = lay.aisle_y(far[lap % 2])
+        for p in [(xc, ya), (xc, yb), (lane, yb), (lane, ya), tuple(start)]:
+            p = np.asarray(p, float)
+            length += np.linalg.norm(p - waypoints[-1])
+            waypoints.append(p)
+        lap += 1
+    return _glancing_robot(FilletedPath(np.array(waypoints), corner_radius), speed, rng.uniform(0, 2 * np.pi, 6))
+
+
 #: Trajectory kinds by scene name.
-SCENES = {"household": household, "handheld": handheld, "office": office}
+SCENES = {"household": household, "handheld": handheld, "office": office, "office_handheld": office_handheld,
+          "warehouse": warehouse}
 #: The world each scene's trajectory runs in (mpslam_ros.sim.world.WORLDS).
-SCENE_WORLDS = {"household": "house", "handheld": "house", "office": "office"}
+SCENE_WORLDS = {"household": "house", "handheld": "house", "office": "office", "office_handheld": "office",
+                "warehouse": "warehouse"}

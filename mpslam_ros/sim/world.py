@@ -44,7 +44,7 @@ class World:
     l (side ``TEXTURE_SIZE >> l``) starts.
     """
 
-    layout: object  # HouseLayout or OfficeLayout
+    layout: object  # HouseLayout, OfficeLayout or WarehouseLayout
     boxes: np.ndarray  # float64[m, 6]: xmin, ymin, zmin, xmax, ymax, zmax
     box_kind: list  # "floor", "ceiling", "wall", "furniture" per box
     faces: np.ndarray
@@ -53,7 +53,7 @@ class World:
     texel_m: float = TEXEL_M
     seed: int = 0
     room_centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    #: "house" or "office" (which builder made it).
+    #: "house", "office" or "warehouse" (which builder made it).
     kind: str = "house"
 
     @property
@@ -355,8 +355,121 @@ def build_office(seed: int = 0, layout: OfficeLayout | None = None, texture: np.
                  seed=seed, room_centers=centers, kind="office")
 
 
+@dataclass
+class WarehouseLayout:
+    """A warehouse hall (metres): ``racks`` long shelving racks along x with aisles between them, a
+    cross aisle at the far (east) end and an open loading area at the west end. Rack faces are built
+    from ``bay_length`` bays; most bays look exactly alike (the same shelving frame and goods: a
+    look-alike place every bay, in every aisle), the rest hold other goods."""
+
+    racks: int = 5
+    rack_depth: float = 1.2
+    aisle_width: float = 3.0
+    bay_length: float = 2.75
+    bays: int = 8
+    rack_height: float = 4.0
+    beam_heights: tuple = (0.15, 1.4, 2.65)
+    open_area: float = 10.0  # west of the racks
+    cross_aisle: float = 4.0  # east of the racks
+    height: float = 6.0
+    wall_thickness: float = 0.2
+    #: Fraction of bays with their own goods (not the repeated motif).
+    unique_bays: float = 0.3
+    pallet_stacks: int = 10
+    max_panel: float = 6.0
+
+    @property
+    def rack_x(self) -> tuple:
+        """(x0, x1) of every rack."""
+        return (self.open_area, self.open_area + self.bays * self.bay_length)
+
+    @property
+    def length(self) -> float:
+        return self.rack_x[1] + self.cross_aisle
+
+    @property
+    def lane_x(self) -> float:
+        """x of the north-south lane through the open area (the robot's way between aisles)."""
+        return self.open_area / 2
+
+    @property
+    def depth(self) -> float:
+        return self.racks * self.rack_depth + (self.racks - 1) * self.aisle_width
+
+    def aisle_y(self, a: int) -> float:
+        """Centre line of aisle ``a`` (0 .. racks-2, south to north)."""
+        return (a + 1) * self.rack_depth + (a + 0.5) * self.aisle_width
+
+
+def build_warehouse(seed: int = 0, layout: WarehouseLayout | None = None,
+                    texture: np.ndarray | None = None) -> World:
+    """The warehouse world for ``seed``: shelving racks of repeated bays, a cross aisle, an open area
+    with pallet stacks, walls, floor and ceiling in tiles."""
+    lay = layout or WarehouseLayout()
+    rng = np.random.default_rng(seed + 11)
+    W, D, H = lay.length, lay.depth, lay.height
+    h = lay.wall_thickness / 2
+    boxes, kinds = [], []
+    motifs: dict = {}
+
+    def add(box, kind, motif=None, faces=()):
+        for k, s in faces:
+            motifs[(len(boxes), k, s)] = motif
+        boxes.append(box)
+        kinds.append(kind)
+
+    for zlo, zhi, kind in ((-0.2, 0.0, "floor"), (H, H + 0.2, "ceiling")):
+        for ya, yb in _split(-1.0, D + 1.0, lay.max_panel):
+            for xa, xb in _split(-1.0, W + 1.0, lay.max_panel):
+                add((xa, ya, zlo, xb, yb, zhi), kind)
+    for xa, xb in _split(-h, W + h, lay.max_panel):
+        add((xa, -2 * h, 0.0, xb, 0.0, H), "wall")
+        add((xa, D, 0.0, xb, D + 2 * h, H), "wall")
+    for ya, yb in _split(0.0, D, lay.max_panel):
+        add((-2 * h, ya, 0.0, 0.0, yb, H), "wall")
+        add((W, ya, 0.0, W + 2 * h, yb, H), "wall")
+    # Racks: one box per bay; a repeated bay shows the same face to both aisles (motif per side).
+    x0 = lay.rack_x[0]
+    for r in range(lay.racks):
+        ya = r * (lay.rack_depth + lay.aisle_width)
+        for b in range(lay.bays):
+            xa = x0 + b * lay.bay_length
+            faces = [(1, -1.0), (1, 1.0)]
+            motif = None if rng.random() < lay.unique_bays else "bay"
+            add((xa, ya, 0.0, xa + lay.bay_length, ya + lay.rack_depth, lay.rack_height), "furniture", motif, faces)
+        # shelf beams along both aisle faces, one per bay (the same everywhere: edges that repeat)
+        for z in lay.beam_heights:
+            for y0, y1 in ((ya - 0.06, ya), (ya + lay.rack_depth, ya + lay.rack_depth + 0.06)):
+                for b in range(lay.bays):
+                    xa = x0 + b * lay.bay_length
+                    add((xa, y0, z, xa + lay.bay_length, y1, z + 0.1), "furniture", f"beam{z}", [(1, -1.0), (1, 1.0)])
+    # Pallet stacks in the open area, clear of the lanes the robot drives: north-south at x = lane,
+    # and east from there along every aisle's centre line.
+    lane = lay.lane_x
+    aisles = np.array([lay.aisle_y(a) for a in range(lay.racks - 1)])
+    placed = 0
+    while placed < lay.pallet_stacks:
+        sx, sy = rng.uniform(0.8, 1.4, 2)
+        px = rng.uniform(0.3, lay.open_area - sx - 0.5)
+        py = rng.uniform(0.3, D - sy - 0.3)
+        if px < lane + 1.3 and px + sx > lane - 1.3:
+            continue
+        if px + sx > lane and np.any((aisles > py - 1.3) & (aisles < py + sy + 1.3)):
+            continue
+        add((px, py, 0.0, px + sx, py + sy, rng.uniform(0.6, 2.2)), "furniture")
+        placed += 1
+    boxes = np.array(boxes, dtype=np.float64)
+    faces = _faces_of_boxes(boxes, kinds, rng, motifs)
+    if texture is None:
+        texture = make_texture(seed)
+    pyramid, offsets = build_mip_pyramid(texture)
+    centers = np.array([((x0 + lay.rack_x[1]) / 2, lay.aisle_y(a)) for a in range(lay.racks - 1)])
+    return World(layout=lay, boxes=boxes, box_kind=kinds, faces=faces, texture=pyramid, mip_offsets=offsets,
+                 seed=seed, room_centers=centers, kind="warehouse")
+
+
 #: World builders by kind.
-WORLDS = {"house": build_house, "office": build_office}
+WORLDS = {"house": build_house, "office": build_office, "warehouse": build_warehouse}
 
 
 @dataclass

@@ -79,6 +79,12 @@ class LoopClosureConfig:
     min_relative_score: float = 0.3
     #: The most recent keyframes are never loop candidates.
     exclude_recent: int = 20
+    #: Nor is any keyframe of the query's map since the first sighting of the oldest VO landmark the
+    #: query still tracks (ORB-SLAM excludes the query's covisible keyframes): VO already ties those
+    #: to the query, so a "loop" to them measures nothing new and only adds its noise. RGB-D runs
+    #: without a revisit accepted such loops 0.5 m apart, 7-15 mm off, and the map got worse
+    #: (docs/robustness.md). False: only ``exclude_recent``.
+    exclude_covisible: bool = True
     #: Candidates verified per keyframe (best scores first).
     max_candidates: int = 5
     #: Minimum PnP inliers of an accepted loop. Household loops with 25-31 inliers were 9-31 mm off
@@ -261,6 +267,8 @@ class LoopClosure:
         # maps: internal map id per keyframe (graph order); VO's map ids are renumbered so that a
         # restarted VO (ids from 0 again) or a loaded map never collides with the maps held
         self._map_ids: List[int] = []
+        #: VO landmark id -> graph indices (first, last) of its current track (exclude_covisible)
+        self._landmark_tracks: Dict[int, Tuple[int, int]] = {}
         #: metres travelled (VO odometry) from the first keyframe to each keyframe, filled lazily
         self._travelled: List[float] = []
         self._source_map: Optional[int] = None
@@ -327,6 +335,8 @@ class LoopClosure:
             # candidates: anything but the recent keyframes of this keyframe's own map
             recent = [i for i, m in zip(self._order[-self.config.exclude_recent - 1:],
                                         self._map_ids[-self.config.exclude_recent - 1:]) if m == map_id]
+            if self.config.exclude_covisible:
+                recent = sorted(set(recent) | set(self._covisible(stored, map_id)))
         accepted = None
         if stored.has_appearance:
             rec = self._get_recognizer()
@@ -342,6 +352,25 @@ class LoopClosure:
         if accepted is not None and self._accept_loop(accepted):
             self.request_solve()
         return accepted
+
+    def _covisible(self, stored, map_id: int) -> List[int]:
+        """Keyframes of map ``map_id`` that VO tied to ``stored`` (just appended to the graph) by
+        continuous tracks: from the first keyframe of the oldest track among the landmarks ``stored``
+        observes, through ``stored``. A landmark seen again after a gap of more than two keyframes
+        (VO re-finding an old landmark, a revisit with persistent landmark ids) starts a new track:
+        a revisit is never its own covisible keyframe. Landmark ids are VO's: one map only."""
+        k = len(self._order) - 1
+        first = k
+        for lm in np.asarray(stored.landmark_ids).tolist():
+            if lm < 0:
+                continue
+            span = self._landmark_tracks.get(lm)
+            if span is None or span[1] < k - 2 or self._map_ids[span[1]] != map_id:
+                self._landmark_tracks[lm] = (k, k)
+                continue
+            self._landmark_tracks[lm] = (span[0], k)
+            first = min(first, span[0])
+        return [self._order[i] for i in range(first, k) if self._map_ids[i] == map_id]
 
     # ------------------------------------------------------------------ maps
 
