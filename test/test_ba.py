@@ -158,7 +158,7 @@ def test_ceres_bal_matches_schur(data_dir):
 
     bal = read_bal(data_dir / "ba" / "problem-49-1800-pre.txt")
     _, ref = solve_bal(bal, SolverOptions(linear_solver="schur", max_iterations=30))
-    cost, its, _ = ceres_bal(bal, "DENSE_SCHUR", 30, 1e-10)
+    cost, its, _, _ = ceres_bal(bal, "DENSE_SCHUR", 30, 1e-10)
     # COLMAP's cost zeroes points behind a camera (the BAL cost does not): Ceres' solution is a few %
     # above the BAL minimum under the BAL cost, and never below it
     assert ref.final_cost * (1 - 1e-9) <= cost <= 1.05 * ref.final_cost, (cost, ref.final_cost)
@@ -168,11 +168,11 @@ def test_ceres_bal_matches_schur(data_dir):
 def test_bench_runs_blas_single_threaded():
     import sys
 
-    from mpslam_ros.bench.ba import single_threaded_blas
+    from mpslam_ros.bench.ba import limit_blas_threads
 
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc/self/maps")
-    assert single_threaded_blas() >= 1  # numpy's and scipy's OpenBLAS
+    assert limit_blas_threads() >= 1  # numpy's and scipy's OpenBLAS
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -194,3 +194,26 @@ def test_fp64_gradient_takes_fp32_and_mixed_to_the_fp64_optimum(seed):
         assert np.abs(P - P_ref).max() < 1e-5 and np.abs(T[:, :3, 3] - T_ref[:, :3, 3]).max() < 1e-5
         off = solve_window(*w.solve_args(), options=ba_options(precision=precision, fp64_gradient=False, **tight))[2]
         assert not off.converged and off.iterations == 40  # stalls on its rounded gradient
+
+
+def test_bench_ba_prints_goal_summary_and_fp16_table(capsys):
+    """``mpslam bench ba --generate`` solves a generated problem with the selected rows side by side, labels
+    the seed (0: tuning), and prints the goal summary (default row within 1 % of the best cost) and the
+    fp16-vs-fp32 table with per-product and per-solve columns."""
+    from mpslam_ros.cli import main as mpslam
+
+    rows = "dense_schur fp32,dense_schur mixed,iterative_schur fp32,iterative_schur mixed,ceres SPARSE_SCHUR"
+    assert mpslam(["bench", "ba", "--generate", "1e3", "--seed", "0", "--modes", rows, "--products",
+                   "--max-iterations", "20"]) == 0
+    out = capsys.readouterr().out
+    name = "generated-1e+03-seed0 (tuning)"
+    header = next(line for line in out.splitlines() if line.startswith(name + ":"))
+    assert "20 cameras" in header
+    goal = next(line for line in out.splitlines() if line.startswith(name) and "(default)" in line)
+    assert "dense_schur mixed" in goal  # 20 cameras x 9 columns: auto picks dense
+    cost_ratio = float(goal.split("(default)")[1].split()[0])
+    assert 1.0 <= cost_ratio <= 1.01, goal
+    fp16 = out.split("fp16 vs fp32 Jacobian storage")[1]
+    line = next(line for line in fp16.splitlines() if line.startswith(name))
+    assert line.count("|") == 2 and "(" in line  # per-product | iterative per-solve (with iterations) | dense
+    assert "cgnr" not in out.split(name + ":")[1].split("t/ref")[0]  # only the rows asked for

@@ -33,12 +33,12 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mpslam_ros.bench.ba import (CERES_SOLVERS, ceres_available, ceres_window, modes_for, print_table,
-                                     single_threaded_blas, solver_options)
+                                     limit_blas_threads, solver_options)
     from mpslam_ros.problems.ba import solve_window, warmup
     from mpslam_ros.solvers.schur_ba import warmup as schur_warmup
     from mpslam_ros.problems.window_synth import make_window
 
-    single_threaded_blas()
+    limit_blas_threads()
     warmup()
     schur_warmup()
     no_ceres = "--no-ceres given" if args.no_ceres else (
