@@ -147,7 +147,7 @@ def test_ceres_solves_the_same_window():
     ref = solve_window(*w.solve_args(), options=SolverOptions(linear_solver="schur", max_iterations=30,
                                                               function_tolerance=1e-14))[2]
     for ls in ("DENSE_SCHUR", "ITERATIVE_SCHUR"):
-        cost, its, dt = ceres_window(w, ls, 30, 1e-12)
+        cost, its, dt, _ = ceres_window(w, ls, 30, 1e-12)
         assert abs(cost - ref.final_cost) <= 1e-6 * ref.final_cost, (ls, cost, ref.final_cost)
         assert its >= 1 and dt > 0
 

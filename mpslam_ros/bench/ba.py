@@ -179,21 +179,21 @@ def _colmap_reconstruction(model: str, params: np.ndarray, T_cw, points, obs_cam
 def ceres_window(window, linear_solver: str, max_iterations: int, function_tolerance: float) -> tuple:
     """Ceres on a mono :class:`~mpslam_ros.problems.window_synth.SyntheticWindow` (same start, same
     fixed keyframes, PINHOLE camera held constant). Returns (cost of Ceres' solution evaluated by our
-    :class:`~mpslam_ros.problems.ba.WindowProblem`, iterations, seconds); the time counts the solve
-    only, not building the COLMAP reconstruction."""
+    :class:`~mpslam_ros.problems.ba.WindowProblem`, iterations, wall seconds, CPU seconds); the times
+    count the solve only, not building the COLMAP reconstruction."""
     fx, fy, cx, cy = window.intrinsics
     rec, config = _colmap_reconstruction("PINHOLE", np.array([fx, fy, cx, cy]), window.T_cw_init,
                                          window.points_init, window.obs_cam, window.obs_pt, window.obs_uv)
     config.set_constant_cam_intrinsics(1)
     for i in np.flatnonzero(window.fixed_cams):
         config.set_constant_rig_from_world_pose(int(rec.image(int(i) + 1).frame_id))
-    _, its, dt, _ = _ceres_solve(rec, config, linear_solver, max_iterations, function_tolerance, False)
+    _, its, dt, cpu = _ceres_solve(rec, config, linear_solver, max_iterations, function_tolerance, False)
     from mpslam_ros.problems.ba import WindowProblem
 
     T_cw, _ = _colmap_poses(rec, len(window.T_cw_init))
     problem = WindowProblem(T_cw, _colmap_points(rec, len(window.points_init)), window.obs_cam, window.obs_pt,
                             window.obs_uv, window.obs_ur, window.intrinsics, window.baseline, window.fixed_cams)
-    return problem.cost(), its, dt
+    return problem.cost(), its, dt, cpu
 
 
 def ceres_bal(bal, linear_solver: str, max_iterations: int, function_tolerance: float, threads: int = 1) -> tuple:
