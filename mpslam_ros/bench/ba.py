@@ -301,7 +301,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reference's LAPACK) and numba's thread pool (default 1)")
     parser.add_argument("--modes", default="",
                         help="comma-separated row labels to run, e.g. 'iterative_schur mixed,ceres SPARSE_SCHUR' "
-                             "(default: every row; large problems skip some, see the note under the tables)")
+                             "(default: every row; large problems skip some, see the note under the tables; "
+                             "'none' with --products: the per-product table only)")
     parser.add_argument("--products", action="store_true",
                         help="also time one reduced-camera-system product S p per Jacobian storage (fp64, fp32, "
                              "fp16) on each problem, and print it next to the per-solve times of the fp32 and "
@@ -340,11 +341,11 @@ def product_times(bal, reps: int = 0) -> dict:
     lay = SB._SchurLayout(problem)
     _, Ja, Jb = problem.evaluate(True)
     scale = 1.0 / max(np.abs(Ja).max(), 1e-300)
-    reps = reps or max(5, min(200, int(2e6 / max(bal.num_observations, 1))))
+    reps = reps or max(9, min(200, int(2e6 / max(bal.num_observations, 1))))
     BtB = np.empty((lay.n_pts, 3, 3))
     Yt = np.empty((len(lay.cam_col), 3, lay.dc))
     U = np.empty((lay.n_free_cams, lay.dc, lay.dc))
-    out = {}
+    args = {}
     for storage in ("fp64", "fp32", "fp16"):
         vec = np.float64 if storage == "fp64" else np.float32
         st = np.uint16 if storage == "fp16" else vec
@@ -353,18 +354,18 @@ def product_times(bal, reps: int = 0) -> dict:
                                  Yt, U, BtB)
         Vinv = np.empty((lay.n_pts, 3, 3))
         SB.point_inverses(BtB, 1e-3, Vinv)
-        Vinv = Vinv.astype(vec)
         p = np.ones(lay.n_c, dtype=vec)
-        o = np.empty_like(p)
         q = np.empty((int(np.diff(lay.pt_start).max()), lay.m), dtype=vec)
-        SB.schur_product(Sa, Sb, lay.cam_col, lay.pt_start, Vinv, 1e-3, p, o, q)
-        ts = []
-        for _ in range(reps):
+        args[storage] = (Sa, Sb, lay.cam_col, lay.pt_start, Vinv.astype(vec), 1e-3, p, np.empty_like(p), q)
+        SB.schur_product(*args[storage])
+    # the storages take turns, so a change in the machine's load hits all three alike
+    ts = {storage: [] for storage in args}
+    for _ in range(reps):
+        for storage, a in args.items():
             t0 = time.thread_time()
-            SB.schur_product(Sa, Sb, lay.cam_col, lay.pt_start, Vinv, 1e-3, p, o, q)
-            ts.append(time.thread_time() - t0)
-        out[storage] = (float(np.median(ts)), int(Sa.nbytes + Sb.nbytes))
-    return out
+            SB.schur_product(*a)
+            ts[storage].append(time.thread_time() - t0)
+    return {storage: (float(np.median(ts[storage])), int(a[0].nbytes + a[1].nbytes)) for storage, a in args.items()}
 
 
 def _default_row(bal) -> str:
@@ -478,12 +479,11 @@ def main(args: argparse.Namespace) -> int:
                     continue
                 cost, its, dt, cpu = ceres_bal(bal, ls, args.max_iterations, args.function_tolerance, threads)
                 rows.append(dict(mode=f"ceres {ls}", final_cost=cost, time_s=dt, cpu_s=cpu, iterations=its))
-        if not rows:
-            continue
-        ref = "ceres SPARSE_SCHUR" if any(r["mode"] == "ceres SPARSE_SCHUR" for r in rows) else rows[0]["mode"]
-        print_table(f"{name}: {bal.num_cameras} cameras, {bal.num_points} points, {K} observations", rows,
-                    ceres_ref=ref)
-        results.append((name, K, _default_row(bal), rows))
+        if rows:
+            ref = "ceres SPARSE_SCHUR" if any(r["mode"] == "ceres SPARSE_SCHUR" for r in rows) else rows[0]["mode"]
+            print_table(f"{name}: {bal.num_cameras} cameras, {bal.num_points} points, {K} observations", rows,
+                        ceres_ref=ref)
+            results.append((name, K, _default_row(bal), rows))
         if args.products:
             product_rows.append((name, K, product_times(bal), rows))
         sys.stdout.flush()
