@@ -195,7 +195,8 @@ def warm_loop_closure(config=None, keyframe_filter: Optional[Callable[[Keyframe]
 
     config = config or LoopClosureConfig()
     # inline solves (same kernels as the background thread, but finished when this returns)
-    cfg = dataclasses.replace(config, background=False, exclude_recent=min(int(config.exclude_recent), 10))
+    cfg = dataclasses.replace(config, background=False, exclude_recent=min(int(config.exclude_recent), 10),
+                              solve_delay_s=0.0)
     lc = LoopClosure(cfg)
     try:
         keyframes = warm_keyframes()
@@ -253,10 +254,12 @@ def warm_pipeline(precisions: Sequence[str] = ("mixed",), modes: Sequence[str] =
 
     def stage(name: str, fn: Callable[[], object]) -> None:
         t = time.perf_counter()
+        if log is not None:  # before too: on an empty cache one stage compiles for minutes
+            log(f"warm-up [{t - t_all:5.0f} s]: {name} ...")
         fn()
         report.stages[name] = report.stages.get(name, 0.0) + time.perf_counter() - t
         if log is not None:
-            log(f"warm-up: {name} {report.stages[name]:.1f} s")
+            log(f"warm-up [{time.perf_counter() - t_all:5.0f} s]: {name} done in {report.stages[name]:.1f} s")
 
     if modules is None:
         modules = list(dict.fromkeys((VO_KERNEL_MODULES if vo else []) + (LC_KERNEL_MODULES if loop_closure else [])))
