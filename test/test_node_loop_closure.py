@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("std_srvs", reason="std_srvs is not installed (pip install ros-std-srvs)")
 
-from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import READY_TIMEOUT_S, SlamGraph, extrinsic_params  # noqa: E402
 
 N_FRAMES = 80
 
@@ -77,10 +77,12 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, ros_env_in_proce
         graph.start_node("loop_closure_node")
         assert clients["save_map"].wait_for_service(timeout_sec=300), graph.log("loop_closure_node")
         # keyframe subscriptions appear once the node is warm (kernels, vocabulary); the recorder is the other one
-        # (matched DDS readers: the graph can list a subscriber before what is published reaches it)
+        # (matched DDS readers: the graph can list a subscriber before what is published reaches it).
+        # From an empty numba cache on a loaded machine the warm-up takes minutes: wait as long as the
+        # bag player does for the nodes (READY_TIMEOUT_S), not less.
         assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
                             and pub_pose.get_subscription_count() >= 2
-                            and r.matched_publishers("loop_closure/path") > 0, timeout=300), \
+                            and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
             graph.log("loop_closure_node")
         time.sleep(0.5)  # the readers match a moment after the writers
         K = keyframes[0].K
@@ -155,7 +157,7 @@ def test_shutdown_waits_for_the_last_pose_graph_solve(tmp_path, ros_env, ros_env
         graph.start_node("loop_closure_node")
         assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
                             and pub_pose.get_subscription_count() >= 2
-                            and r.matched_publishers("loop_closure/path") > 0, timeout=600), \
+                            and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
             graph.log("loop_closure_node")
         time.sleep(0.5)
         K = keyframes[0].K
