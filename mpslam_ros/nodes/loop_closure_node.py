@@ -32,8 +32,6 @@ from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare, declare_dataclass, declare_device
 from mpslam_ros.nodes.runtime import run_node
 from mpslam_ros.nodes.readiness import ReadyGate, kernel_stats, warm_up, worker_join_timeout
-
-
 from mpslam_ros.nodes.tf import camera_extrinsic, describe, tf_broadcaster
 from mpslam_ros.nodes.vo_node import KEYFRAME_QOS, LATCHED_QOS as LATCHED, BadInputLog
 
@@ -408,6 +406,7 @@ class LoopClosureNode(Node):
         # at the end of a bag the last keyframes and solve are often still in flight
         t0 = time.monotonic()
         drained = self.drain(self.shutdown_wait_s) if self._gate.ready.is_set() else True
+        waited = time.monotonic() - t0
         with self._wake:
             self._stop = True
             self._wake.notify_all()
@@ -419,7 +418,7 @@ class LoopClosureNode(Node):
                 self.get_logger().error(f"could not save the map to {self.map_path}: {exc}")
         s = self.stats()
         if drained:
-            final = (f"final map includes every keyframe and loop (waited {time.monotonic() - t0:.1f} s)"
+            final = (f"final map includes every keyframe and loop (waited {waited:.1f} s)"
                      if s["loops"] else "no loop closed: the map is the odometry")
         else:
             final = (f"final map INCOMPLETE after waiting {self.shutdown_wait_s:g} s: {s['keyframes_queued']} keyframes "
