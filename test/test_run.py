@@ -43,6 +43,7 @@ def test_run_synthetic_writes_trajectory_timings_report_plots(tmp_path, capsys):
     assert report["timings"]["total"]["median_ms"] > 0
     text = capsys.readouterr().out
     assert "ate_rmse_m" in text and "p95 ms" in text
+    assert "final trajectory: odometry only (loop closure off)" in text
 
 
 def report_keyframes(out: Path) -> int:
@@ -72,6 +73,10 @@ def test_run_with_loop_closure_writes_corrected_keyframes_and_survives_a_bad_key
     assert kf_vo.stamps_ns.tolist() == kf_corr.stamps_ns.tolist() and len(kf_vo) == len(calls)
     assert np.all(np.isfinite(kf_corr.poses))
     assert report["keyframes_dropped_by_loop_closure"] == [calls[1]]
+    # the report says what the final trajectory holds (here: no loop in 8 s, nothing left pending)
+    final = report["loop_closure_final"]
+    assert not final["timed_out"] and not final["pending"] and final["keyframes"] == len(calls) - 1
+    assert "final trajectory: " in (out / "report.txt").read_text()
 
 
 def test_run_euroc_stays_within_2cm(tmp_path):
