@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+#: Each node's /diagnostics status (its "ready" value: warm-up done, subscribed).
+NODE_DIAGNOSTICS = (("vo_node", "vo_node: visual odometry"), ("loop_closure_node", "loop_closure_node: loop closure"))
 #: After the bag, at most this long for loop_closure_node's last keyframes and solve (a warm solve
 #: takes < 1 s; the nodes warm up before they subscribe, so minutes only if that failed).
 LC_DRAIN_TIMEOUT_S = 120.0
@@ -105,9 +107,17 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         # a redirected stderr gets a line every few seconds instead of a redraw per frame
         with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr,
                   mininterval=0.2 if sys.stderr.isatty() else 5.0) as bar:
+            warming_shown = None
             while player.poll() is None:
                 if not graph.alive("vo_node"):
                     raise RuntimeError("vo_node exited early:\n" + graph.log("vo_node")[-3000:])
+                # the player waits for the nodes' warm-up: minutes on an empty numba cache, so say so
+                warming = [name for name, diag in NODE_DIAGNOSTICS if name in graph.procs
+                           and recorder.diagnostics(diag).get("ready") != "True"]
+                if warming != warming_shown:
+                    warming_shown = warming
+                    bar.set_postfix_str(f"warming up (compiling kernels on a cold cache): {', '.join(warming)}"
+                                        if warming else "")
                 bar.update(recorder.count("vo/odometry") - bar.n)
                 time.sleep(0.2)
             # let the last frames through VO and the keyframes through loop closure
