@@ -12,7 +12,6 @@ import numpy as np
 from mpslam_ros.cli import main as mpslam
 from mpslam_ros.io.trajectory_io import read_trajectory
 
-EUROC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "euroc_micro"
 
 
 def test_run_synthetic_writes_trajectory_timings_report_plots(tmp_path, capsys):
@@ -79,9 +78,9 @@ def test_run_with_loop_closure_writes_corrected_keyframes_and_survives_a_bad_key
     assert "final trajectory: " in (out / "report.txt").read_text()
 
 
-def test_run_euroc_stays_within_2cm(tmp_path):
+def test_run_euroc_stays_within_2cm(tmp_path, euroc_dir):
     out = tmp_path / "euroc"
-    assert mpslam(["run", str(EUROC), "--no-loop-closure", "--no-plots", "--no-progress", "-o", str(out)]) == 0
+    assert mpslam(["run", str(euroc_dir), "--no-loop-closure", "--no-plots", "--no-progress", "-o", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["frames"] == 95 and report["states"] == {"initializing": 1, "ok": 94}
     assert report["metrics_vo"]["start_aligned_max_m"] < 0.02
