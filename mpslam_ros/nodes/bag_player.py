@@ -35,6 +35,8 @@ MATCH_SETTLE_S = 0.5
 VO_DIAGNOSTIC = "vo_node: visual odometry"
 #: and loop_closure_node's, whose keyframes_queued + pose_graph_pending it waits on next (when it reports)
 LC_DIAGNOSTIC = "loop_closure_node: loop closure"
+#: ... unless it has sent none for this long (it publishes them every publish_period_s, 1 s by default)
+LC_SILENT_S = 15.0
 #: Topics that stay global under --in-namespace.
 GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
 #: At the end of playback, at most this long for every reader to acknowledge the last messages.
@@ -174,6 +176,10 @@ class BagPlayerNode(Node):
                 if len(after) == 2 and after[0][1] == after[1][1] == 0 and after[0][2] == after[1][2]:
                     self.get_logger().info(f"loop_closure_node processed every keyframe "
                                            f"({time.monotonic() - vo_done:.1f} s after vo_node)")
+                    return
+                if time.monotonic() - self._lc_reports[-1][0] > LC_SILENT_S:  # gone: do not wait for it
+                    self.get_logger().warning(f"loop_closure_node sent no diagnostics for {LC_SILENT_S:g} s: "
+                                              "not waiting for it")
                     return
             time.sleep(0.1)
         if not self._stop.is_set():
