@@ -18,6 +18,15 @@ def data_dir() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session")
+def euroc_dir(data_dir) -> Path:
+    """The 95 real EuRoC stereo frames (a checkout without ../shared skips, naming the path)."""
+    path = data_dir / "euroc_micro"
+    if not path.is_dir():
+        pytest.skip(f"EuRoC clip not found at {path}")
+    return path
+
+
 _domain_counter = [0]
 
 

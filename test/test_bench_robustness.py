@@ -25,8 +25,11 @@ def test_loop_errors_tell_true_from_look_alike_loops():
 
 def test_one_row_of_the_robustness_table():
     row = run_one("household:1.5", "realistic", 3, "rgbd", "mixed", loop_closure=False)
-    assert row["frames"] == 30 and row["tracked_percent"] == 100.0
-    assert 0 < row["vo_ate_m"] < 0.02 and row["loops"] == 0 and row["false_loops"] == 0
+    # the whole row in the message: this failed once in a fresh-clone suite run and passed in every
+    # rerun (cold and warm caches, loaded machine), so a failure must say which number was off
+    shown = {k: v for k, v in row.items() if k != "loop_errors"}
+    assert row["frames"] == 30 and row["tracked_percent"] == 100.0, shown
+    assert 0 < row["vo_ate_m"] < 0.02 and row["loops"] == 0 and row["false_loops"] == 0, shown
     text = format_table([row])
     assert "household:1.5" in text and "realistic" in text and "rgbd" in text
     assert "drift>1%" in meets_targets(row)  # 0.6 m of path: no 1 m segment, drift unmeasured (NaN) = not met

@@ -16,12 +16,9 @@ from mpslam_ros.frontend.features import (detect_features, match_stereo, orb_des
 from mpslam_ros.frontend.pose import estimate_pose
 from mpslam_ros.frontend.rectify import Rectifier
 
-EUROC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "euroc_micro" / "mav0"
-
-
-def _euroc_camera(name: str):
+def _euroc_camera(mav0: Path, name: str):
     # Only what this test needs from sensor.yaml (the dataset reader lives in mpslam_ros.io).
-    y = yaml.safe_load((EUROC / name / "sensor.yaml").read_text().replace("%YAML:1.0", ""))
+    y = yaml.safe_load((mav0 / name / "sensor.yaml").read_text().replace("%YAML:1.0", ""))
     fx, fy, cx, cy = y["intrinsics"]
     w, h = y["resolution"]
     cam = CameraIntrinsics(w, h, fx, fy, cx, cy, np.array(y["distortion_coefficients"]))
@@ -29,13 +26,14 @@ def _euroc_camera(name: str):
 
 
 @pytest.fixture(scope="module")
-def euroc_pair():
-    c0, T0 = _euroc_camera("cam0")
-    c1, T1 = _euroc_camera("cam1")
+def euroc_pair(euroc_dir):
+    mav0 = euroc_dir / "mav0"
+    c0, T0 = _euroc_camera(mav0, "cam0")
+    c1, T1 = _euroc_camera(mav0, "cam1")
     rig = StereoRig(c0, c1, T0, np.linalg.inv(T0) @ T1)
-    first = sorted((EUROC / "cam0" / "data").glob("*.png"))[0]
+    first = sorted((mav0 / "cam0" / "data").glob("*.png"))[0]
     left = cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)
-    right = cv2.imread(str(EUROC / "cam1" / "data" / first.name), cv2.IMREAD_GRAYSCALE)
+    right = cv2.imread(str(mav0 / "cam1" / "data" / first.name), cv2.IMREAD_GRAYSCALE)
     return rig, left, right
 
 

@@ -20,7 +20,7 @@ rclpy = pytest.importorskip("rclpy")
 from mpslam_ros.datatypes import Keyframe  # noqa: E402
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, READY_TIMEOUT_S, SlamGraph, extrinsic_params  # noqa: E402
 
 DURATION_S = 12.0
 SCENE = "household"
@@ -117,9 +117,10 @@ def test_full_graph_outputs_ate_and_survives_bad_messages(tmp_path, ros_env, syn
         graph.start_node("loop_closure_node")
         assert recorder.wait_for_publishers(OUTPUTS_COUNTED, timeout=300), graph.log("vo_node")
         graph.start_player(bag, rate=1.0)
-        # inject once both nodes are demonstrably processing (loop closure published a path)
+        # inject once both nodes are demonstrably processing (loop closure published a path); the
+        # player first waits for the nodes' warm-up (READY_TIMEOUT_S: minutes from an empty cache)
         assert recorder.wait_for(lambda r: r.count("vo/odometry") >= 20 and r.count("loop_closure/path") >= 1,
-                                 timeout=300), graph.log("vo_node") + graph.log("loop_closure_node")
+                                 timeout=READY_TIMEOUT_S + 60), graph.log("vo_node") + graph.log("loop_closure_node")
         last = recorder.odometry_trajectory().stamps_ns[-1]
         injector.send_bad_inputs(seq.rig, int(last))
         _wait_player(graph, timeout=400)
@@ -217,7 +218,8 @@ def test_odometry_keeps_flowing_when_loop_closure_is_killed(tmp_path, ros_env, s
         lc = graph.start_node("loop_closure_node")
         assert recorder.wait_for_publishers(OUTPUTS_COUNTED, timeout=300), graph.log("vo_node")
         graph.start_player(bag, rate=1.0)
-        assert recorder.wait_for(lambda r: r.count("vo/keyframes/features") >= 2, timeout=300), graph.log("vo_node")
+        assert recorder.wait_for(lambda r: r.count("vo/keyframes/features") >= 2, timeout=READY_TIMEOUT_S + 60), \
+            graph.log("vo_node")
         assert recorder.wait_for(lambda r: r.count("loop_closure/path") >= 1, timeout=30), \
             graph.log("loop_closure_node")
         os.kill(lc.pid, signal.SIGKILL)

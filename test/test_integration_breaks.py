@@ -15,7 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, READY_TIMEOUT_S, SlamGraph, extrinsic_params  # noqa: E402
 
 #: frames 15..29 s removed with their time (the robot is carried on), then 29..35 s missing in image
 #: time: a 6.05 s gap between the last frame before and the first after
@@ -64,7 +64,7 @@ def test_gap_is_relocalised_or_merged_and_loop_closure_improves_the_map(tmp_path
             graph.log("vo_node")
         graph.start_player(bag, rate=1.0)
         proc = graph.procs["bag_player"]
-        proc.wait(timeout=600)
+        proc.wait(timeout=READY_TIMEOUT_S + 600)  # the player waits for the warm-up first
         assert proc.returncode == 0, graph.log("bag_player")
         assert recorder.wait_for_frames_done(len(stamps), timeout=300), graph.log("vo_node")[-3000:]
         n_kf = recorder.count("vo/keyframes/features")

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("std_srvs", reason="std_srvs is not installed (pip install ros-std-srvs)")
 
-from mpslam_ros.nodes.graph import SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import READY_TIMEOUT_S, SlamGraph, extrinsic_params  # noqa: E402
 
 N_FRAMES = 80
 
@@ -77,10 +77,12 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, ros_env_in_proce
         graph.start_node("loop_closure_node")
         assert clients["save_map"].wait_for_service(timeout_sec=300), graph.log("loop_closure_node")
         # keyframe subscriptions appear once the node is warm (kernels, vocabulary); the recorder is the other one
-        # (matched DDS readers: the graph can list a subscriber before what is published reaches it)
+        # (matched DDS readers: the graph can list a subscriber before what is published reaches it).
+        # From an empty numba cache on a loaded machine the warm-up takes minutes: wait as long as the
+        # bag player does for the nodes (READY_TIMEOUT_S), not less.
         assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
                             and pub_pose.get_subscription_count() >= 2
-                            and r.matched_publishers("loop_closure/path") > 0, timeout=300), \
+                            and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
             graph.log("loop_closure_node")
         time.sleep(0.5)  # the readers match a moment after the writers
         K = keyframes[0].K
@@ -122,3 +124,59 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, ros_env_in_proce
     log = graph.log("loop_closure_node")
     assert "shutting down (SIGTERM)" in log and "loop_closure_node summary" in log
     assert "Traceback" not in log and "map saved" in log and "map loaded" in log and "map reset" in log, log[-3000:]
+
+
+def test_shutdown_waits_for_the_last_pose_graph_solve(tmp_path, ros_env, ros_env_in_process):
+    """The end of a bag: the last keyframes closed loops whose solve is still running (here made slow
+    with loop.solve_delay_s, as a first solve on a cold cache is) when SIGINT arrives. The node waits
+    for it (shutdown_wait_s), publishes that map, and its summary says the map is complete; without
+    the wait the map ended without the last loops and nothing said so."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+    from nav_msgs.msg import Odometry
+
+    from mpslam_ros.datatypes import CameraIntrinsics
+    from mpslam_ros.nodes import msgs
+    from mpslam_ros.nodes.recorder import OutputRecorder
+    from mpslam_ros.slam.loop_synth import IMAGE_SIZE, T_BODY_CAM, make_keyframe_sequence
+
+    # two laps of a ring: the second lap closes loops on the first (as the node's own warm-up does)
+    keyframes = make_keyframe_sequence(seed=1, laps=2, keyframes_per_lap=24, num_points=2500).keyframes
+    params = {"/**": extrinsic_params(T_BODY_CAM),
+              "loop_closure_node": {"shutdown_wait_s": 30.0, "loop": {"solve_delay_s": 2.0}}}
+    diag = "loop_closure_node: loop closure"
+    with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec, \
+            SlamGraph(tmp_path / "logs", ros_env, params=params) as graph:
+        node = rec.node
+        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        pub_info = node.create_publisher(CameraInfo, "/vo/keyframes/camera_info", latched)
+        pub_features = node.create_publisher(PointCloud2, "/vo/keyframes/features", reliable)
+        pub_pose = node.create_publisher(Odometry, "/vo/keyframes/pose", reliable)
+        graph.start_node("loop_closure_node")
+        assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
+                            and pub_pose.get_subscription_count() >= 2
+                            and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
+            graph.log("loop_closure_node")
+        time.sleep(0.5)
+        K = keyframes[0].K
+        cam = CameraIntrinsics(IMAGE_SIZE[0], IMAGE_SIZE[1], K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+        pub_info.publish(msgs.intrinsics_to_camera_info(cam, keyframes[0].stamp_ns, "camera_left"))
+        for kf in keyframes:
+            features, pose = msgs.keyframe_to_msgs(kf, "camera_left", "odom", "base_link")
+            pub_features.publish(features)
+            pub_pose.publish(pose)
+        # every keyframe through place recognition, loops accepted, their solve still pending: stop now
+        assert rec.wait_for(lambda r: int(r.diagnostics(diag).get("keyframes_processed", 0)) == len(keyframes)
+                            and int(r.diagnostics(diag).get("loops", 0)) > 0
+                            and int(r.diagnostics(diag).get("pose_graph_pending", 0)) == 1, timeout=120), \
+            (rec.diagnostics(diag), graph.log("loop_closure_node")[-3000:])
+        assert graph.stop("loop_closure_node", sig=signal.SIGINT, timeout=60) == 0
+        time.sleep(0.5)
+        path = rec.path_trajectory(corrected=True)
+    log = graph.log("loop_closure_node")
+    assert "final map includes every keyframe and loop" in log, log[-3000:]
+    waited = float(log.split("final map includes every keyframe and loop (waited ")[1].split(" s)")[0])
+    assert waited < 30.0, log[-2000:]
+    assert path is not None and len(path) == len(keyframes)

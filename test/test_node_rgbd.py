@@ -12,7 +12,7 @@ pytest.importorskip("rclpy")
 
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, READY_TIMEOUT_S, SlamGraph, extrinsic_params  # noqa: E402
 
 DURATION_S = 6.0
 ATE_BOUND_M = 0.05
@@ -33,7 +33,7 @@ def test_vo_node_rgbd_mode(tmp_path, ros_env, ros_env_in_process):
             assert rec.wait_for_publishers(["vo/odometry", "/diagnostics"], timeout=300), graph.log("vo_node")
             player = graph.start_player(bag, wait_for=["/camera/left/image_raw", "/camera/depth/image_raw",
                                                        "/camera/left/camera_info"])
-            player.wait(timeout=400)
+            player.wait(timeout=READY_TIMEOUT_S + 400)  # the player waits for the warm-up first
             assert player.returncode == 0, graph.log("bag_player")
             missing = lambda: sorted(set(range(len(seq))) - set(  # noqa: E731  (frame indices without odometry)
                 np.searchsorted(seq.ground_truth().stamps_ns, rec.odometry_trajectory().stamps_ns).tolist()))

@@ -15,7 +15,7 @@ from mpslam_ros.datatypes import CameraIntrinsics  # noqa: E402
 from mpslam_ros.nodes import msgs  # noqa: E402
 # KEEP_EVERY_FRAME: these tests check what VO computes, on a machine whose load they do not control;
 # keeping up in real time (frames dropped when busy) is the demo's and the benchmarks' table
-from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, SlamGraph, extrinsic_params  # noqa: E402
+from mpslam_ros.nodes.graph import KEEP_EVERY_FRAME, READY_TIMEOUT_S, SlamGraph, extrinsic_params  # noqa: E402
 
 
 def _euroc_camera(mav0, cam: str):
@@ -77,7 +77,7 @@ def test_vo_node_tracks_real_euroc_frames(tmp_path, ros_env, ros_env_in_process,
             graph.start_node("vo_node")
             assert rec.wait_for_publishers(["vo/odometry", "/diagnostics"], timeout=300), graph.log("vo_node")
             player = graph.start_player(bag, rate=1.0)
-            player.wait(timeout=400)
+            player.wait(timeout=READY_TIMEOUT_S + 400)  # the player waits for the warm-up first
             assert player.returncode == 0, graph.log("bag_player")
             assert rec.wait_for_frames_done(n_frames, timeout=120), \
                 f"{rec.diagnostics('vo_node: visual odometry')}\n{graph.log('vo_node')[-2000:]}"

@@ -148,9 +148,17 @@ def test_player_stops_cleanly_mid_bag(tmp_path, ros_env):
     write_test_bag(bag, "mcap")
     proc = subprocess.Popen([_entry("bag_player"), str(bag), "--rate", "0.1"], env=ros_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(3.0)
-    assert proc.poll() is None  # 1.5 s of bag at rate 0.1 is still playing
+    # signal it once it plays (its handlers are in place by then): a fixed 3 s sleep sent SIGTERM
+    # while a loaded machine was still importing rclpy, and the process died of it (-15)
+    head = []
+    for line in proc.stdout:
+        head.append(line)
+        if "playing " in line:
+            break
+    time.sleep(1.0)
+    assert proc.poll() is None, "".join(head)  # 1.5 s of bag at rate 0.1 is still playing
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
+    out = "".join(head) + out
     assert proc.returncode == 0, out
     assert "shutting down (SIGTERM)" in out and "Traceback" not in out

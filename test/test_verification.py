@@ -5,7 +5,6 @@ matching and triangulation with the package's front-end helpers), then verified 
 other; the relative body pose must match the ground truth (body poses + T_BS).
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from mpslam_ros.datatypes import Keyframe
 from mpslam_ros.geometry.lie import se3_log
 from mpslam_ros.slam.verification import VerificationConfig, match_descriptors, verify_loop
 
-EUROC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "euroc_micro"
 
 
 def stereo_keyframe(source, rectifier, index: int, kf_id: int) -> Keyframe:
@@ -37,11 +35,11 @@ def stereo_keyframe(source, rectifier, index: int, kf_id: int) -> Keyframe:
 
 
 @pytest.fixture(scope="module")
-def euroc_pair():
+def euroc_pair(euroc_dir):
     from mpslam_ros.frontend.rectify import Rectifier
     from mpslam_ros.io.euroc import EurocSource
 
-    source = EurocSource(EUROC)
+    source = EurocSource(euroc_dir)
     rect = Rectifier(source.rig)
     first, last = 0, len(source) - 1
     return stereo_keyframe(source, rect, first, 0), stereo_keyframe(source, rect, last, 1)

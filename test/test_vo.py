@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from mpslam_ros.datatypes import StereoFrame, StereoRig
 from mpslam_ros.slam.vo import VisualOdometry, VOConfig
 
-EUROC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "euroc_micro"
 SECONDS = 8  # 160 frames, ~2.5 m of household driving including a corner
 
 
@@ -243,10 +241,10 @@ def test_rgbd_mode_uses_depth(seq):
     assert r.tracking_state == "skipped" and "no depth image" in r.reason
 
 
-def test_euroc_real_images_track_every_frame():
+def test_euroc_real_images_track_every_frame(euroc_dir):
     from mpslam_ros.io.datasets import open_dataset
 
-    source = open_dataset(str(EUROC))
+    source = open_dataset(str(euroc_dir))
     gt = source.ground_truth()
     vo = VisualOdometry(source.rig, VOConfig())
     results = []

@@ -17,6 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+#: Each node's /diagnostics status (its "ready" value: warm-up done, subscribed).
+NODE_DIAGNOSTICS = (("vo_node", "vo_node: visual odometry"), ("loop_closure_node", "loop_closure_node: loop closure"))
+#: After the bag, at most this long for loop_closure_node's last keyframes and solve (a warm solve
+#: takes < 1 s; the nodes warm up before they subscribe, so minutes only if that failed).
+LC_DRAIN_TIMEOUT_S = 120.0
+
 HELP = "run the whole ROS 2 SLAM graph (nodes + bag player, over DDS) on a synthetic bag and report ATE"
 
 
@@ -101,9 +107,17 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         # a redirected stderr gets a line every few seconds instead of a redraw per frame
         with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr,
                   mininterval=0.2 if sys.stderr.isatty() else 5.0) as bar:
+            warming_shown = None
             while player.poll() is None:
                 if not graph.alive("vo_node"):
                     raise RuntimeError("vo_node exited early:\n" + graph.log("vo_node")[-3000:])
+                # the player waits for the nodes' warm-up: minutes on an empty numba cache, so say so
+                warming = [name for name, diag in NODE_DIAGNOSTICS if name in graph.procs
+                           and recorder.diagnostics(diag).get("ready") != "True"]
+                if warming != warming_shown:
+                    warming_shown = warming
+                    bar.set_postfix_str(f"warming up (compiling kernels on a cold cache): {', '.join(warming)}"
+                                        if warming else "")
                 bar.update(recorder.count("vo/odometry") - bar.n)
                 time.sleep(0.2)
             # let the last frames through VO and the keyframes through loop closure
@@ -113,15 +127,22 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         if player.returncode != 0:
             raise RuntimeError("bag_player failed:\n" + graph.log("bag_player")[-3000:])
         t_play_end = time.monotonic()
+        lc_finished = None
         if not args.no_loop_closure:
             n_kf = recorder.count("vo/keyframes/features")
-            recorder.wait_for(lambda r: _lc_done(r, n_kf), timeout=60.0)
+            print(f"waiting for loop_closure_node: {n_kf} keyframes and the last pose-graph solve "
+                  f"(at most {LC_DRAIN_TIMEOUT_S:g} s) ...", file=sys.stderr, flush=True)
+            lc_finished = recorder.wait_for(lambda r: _lc_done(r, n_kf), timeout=LC_DRAIN_TIMEOUT_S)
+            if not lc_finished:
+                print(f"loop_closure_node had not finished after {LC_DRAIN_TIMEOUT_S:g} s: the corrected "
+                      "keyframes below lack its latest work", file=sys.stderr, flush=True)
         time.sleep(1.5)  # one more diagnostics / corrected-path period
         codes = graph.stop_all()
     finally:
         graph.stop_all()
         recorder.close()
-    return {"recorder": recorder, "codes": codes, "wall_s": t_play_end - t_start, "graph": graph, "t_start": t_start}
+    return {"recorder": recorder, "codes": codes, "wall_s": t_play_end - t_start, "graph": graph, "t_start": t_start,
+            "loop_closure_finished": lc_finished}
 
 
 def _num(value):
@@ -135,7 +156,8 @@ def _vo_idle(rec) -> bool:
 
 def _lc_done(rec, n_keyframes: int) -> bool:
     lc = rec.data.diagnostics.get("loop_closure_node: loop closure", {})
-    return int(lc.get("keyframes_processed", -1)) >= n_keyframes and int(lc.get("keyframes_queued", 1)) == 0
+    return (int(lc.get("keyframes_processed", -1)) >= n_keyframes and int(lc.get("keyframes_queued", 1)) == 0
+            and int(lc.get("pose_graph_pending", 1)) == 0)
 
 
 def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
@@ -184,6 +206,8 @@ def summarize(args, result: dict, gt, n_frames: int, out: Path) -> dict:
                                 if d and "kernel_signatures_loaded_after_ready" in d},
         "keyframes": rec.count("vo/keyframes/features"),
         "loops_closed": int(lc_diag.get("loops", 0)) if lc_diag else None,
+        # every keyframe through loop closure and the last solve finished before the nodes stopped
+        "loop_closure_finished": result.get("loop_closure_finished"),
         "precision": args.precision,
         "exit_codes": result["codes"],
     }
@@ -245,6 +269,8 @@ def print_summary(s: dict) -> None:
                                                     if s.get("kernels_after_ready") else None)),
         ("keyframes", fmt(s["keyframes"])),
         ("loops closed", fmt(s["loops_closed"])),
+        ("loop closure finished (all keyframes, last solve)",
+         {True: "yes", False: "NO (timed out: corrected keyframes incomplete)", None: "n/a"}[s.get("loop_closure_finished")]),
         ("ATE VO, all frames", fmt(s.get("ate_vo_m"), " m")),
         ("ATE VO, keyframes", fmt(s.get("ate_vo_keyframes_m"), " m")),
         ("ATE with loop closure, keyframes", fmt(s.get("ate_loop_closure_keyframes_m"), " m")),

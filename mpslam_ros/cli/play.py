@@ -28,8 +28,9 @@ def add_player_arguments(parser: argparse.ArgumentParser) -> None:
                              "so a cold first start cannot make the player play into the void)")
     parser.add_argument("--wait-processed", type=float, default=0.0, metavar="SECONDS",
                         help="after the last message, wait up to SECONDS until vo_node reports on /diagnostics "
-                             "that no frame is pending (a bag is offline data: the launch then ends only "
-                             "once VO has caught up; default 0 = do not wait)")
+                             "that no frame is pending, then (if it reports) loop_closure_node that no keyframe "
+                             "or pose-graph solve is (a bag is offline data: the launch then ends only "
+                             "once both have caught up; default 0 = do not wait)")
     parser.add_argument("--in-namespace", action="store_true",
                         help="publish the bag's topics relative to the player's namespace (under "
                              "`--ros-args -r __ns:=/robot1`, /camera/left/image_raw goes out on "

@@ -33,6 +33,12 @@ HELP = "run visual odometry (+ loop closure) over a dataset offline; write traje
 DESCRIPTION = __doc__
 
 DRIFT_SEGMENTS_M = (1.0, 10.0)
+#: Default bound on the wait for loop closure at the end of a run. A warm solve of a few hundred
+#: keyframes takes < 1 s; the first solve on an empty numba cache compiles the PGO kernels, 1-4 min
+#: on a busy 2-core machine.
+LOOP_CLOSURE_TIMEOUT_S = 900.0
+#: While waiting for loop closure, a progress line this often (seconds).
+LOOP_CLOSURE_WAIT_REPORT_S = 10.0
 STAGES = ("rectify", "track", "pnp", "stereo", "detect", "descriptors", "ba", "total")
 
 
@@ -50,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ba", action="store_true", help="PnP-only odometry (no window BA)")
     parser.add_argument("--no-loop-closure", action="store_true",
                         help="odometry only (no place recognition / pose-graph correction)")
+    parser.add_argument("--loop-closure-timeout", type=float, default=LOOP_CLOSURE_TIMEOUT_S, metavar="SECONDS",
+                        help="after the last frame, wait at most this long for loop closure's pending "
+                             "pose-graph solve (the first run on an empty numba cache compiles its kernels: "
+                             f"minutes); if it does not finish, the report says so (default {LOOP_CLOSURE_TIMEOUT_S:g})")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of a synthetic sequence (default 0)")
     parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
@@ -64,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "removed and later stamps moved back: the robot resumes elsewhere), "
                              "e.g. --break stall@5+6.5")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (rendering, frames) nor repeated lines while waiting for loop closure")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every VO event (lost frames, reinitialisations) to the console")
 
@@ -105,12 +116,18 @@ class RunOutput:
 
 
 def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Optional[int] = None,
-                 progress: bool = True) -> RunOutput:
-    """Run VO (and loop closure) over a :class:`~mpslam_ros.datatypes.FrameSource`."""
+                 progress: bool = True, loop_closure_config=None,
+                 loop_closure_timeout: float = LOOP_CLOSURE_TIMEOUT_S) -> RunOutput:
+    """Run VO (and loop closure) over a :class:`~mpslam_ros.datatypes.FrameSource`.
+
+    After the last frame it waits (at most ``loop_closure_timeout`` s, with a progress line) for the
+    loop closure's pending pose-graph solve; ``extra["loop_closure_final"]`` says what the final
+    trajectory includes (see :func:`finish_loop_closure`).
+    """
     from mpslam_ros.slam.vo import VisualOdometry, VOConfig
 
     vo = VisualOdometry(source.rig, config or VOConfig())
-    lc = _make_loop_closure() if loop_closure else None
+    lc = _make_loop_closure(loop_closure_config) if loop_closure else None
     n_total = len(source) if max_frames is None else min(len(source), max_frames)
     stamps, poses, states, tracked, timings, reasons = [], [], [], [], [], []
     kf_of_frame: List[int] = []  # last keyframe id at or before each frame (-1: none yet)
@@ -167,7 +184,7 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
     loops = 0
     kf_corr: Dict[int, np.ndarray] = {}
     if lc is not None:
-        lc.wait_idle(timeout=120.0)
+        extra["loop_closure_final"] = finish_loop_closure(lc, loop_closure_timeout, progress=progress)
         kf_corr = lc.corrected_poses()
         edges = lc.loops()
         loops = len(edges)
@@ -190,13 +207,76 @@ def run_pipeline(source, config=None, loop_closure: bool = True, max_frames: Opt
                      extra=extra)
 
 
-def _make_loop_closure():
+def _make_loop_closure(config=None):
     try:
         from mpslam_ros.slam.loop_closure import LoopClosure, LoopClosureConfig
     except ImportError as exc:
         logging.getLogger("mpslam_ros.vo").warning("loop closure unavailable (%s): odometry only", exc)
         return None
-    return LoopClosure(LoopClosureConfig())
+    return LoopClosure(config or LoopClosureConfig())
+
+
+def finish_loop_closure(lc, timeout: float, progress: bool = True, out=None) -> dict:
+    """Wait for ``lc``'s pending pose-graph solve, at most ``timeout`` seconds, saying so on ``out``
+    (default stderr) when it is not instant; returns what the final map then includes.
+
+    Without this wait a first run on an empty numba cache ended while the first solve was still
+    compiling its kernels and reported the odometry as the "loop-closed" trajectory. Returned dict:
+    ``included`` (every accepted loop is in the latest finished solve and no solve is pending),
+    ``timed_out``, ``wait_s``, ``timeout_s`` and :meth:`LoopClosure.solve_state`'s counts. A progress
+    line every :data:`LOOP_CLOSURE_WAIT_REPORT_S` s unless ``progress`` is False (start and end are
+    always said).
+    """
+    import sys
+
+    out = out or sys.stderr
+    t0 = time.monotonic()
+    state = lc.solve_state()
+    timed_out = False
+    if state["pending"]:
+        print(f"loop closure: waiting for the pose-graph solve ({state['keyframes']} keyframes, "
+              f"{state['loops']} loops; at most {timeout:g} s, --loop-closure-timeout) ...", file=out, flush=True)
+        next_report = t0 + LOOP_CLOSURE_WAIT_REPORT_S
+        while True:
+            left = t0 + timeout - time.monotonic()
+            if left <= 0:
+                timed_out = lc.busy
+                break
+            if lc.wait_idle(timeout=min(left, 1.0)):
+                break
+            if progress and time.monotonic() >= next_report:
+                next_report += LOOP_CLOSURE_WAIT_REPORT_S
+                print(f"loop closure: still solving after {time.monotonic() - t0:.0f} s (the first solve on "
+                      "an empty numba cache compiles the pose-graph kernels)", file=out, flush=True)
+        wait = time.monotonic() - t0
+        if timed_out:
+            print(f"loop closure: the pose-graph solve did not finish within {timeout:g} s: the final trajectory "
+                  "lacks its correction (see the report)", file=out, flush=True)
+        else:
+            print(f"loop closure: solve finished after {wait:.1f} s", file=out, flush=True)
+    state = lc.solve_state()
+    included = not state["pending"] and state["loops_solved"] >= state["loops"]
+    return {"included": bool(included and state["loops"] > 0), "timed_out": timed_out,
+            "wait_s": round(time.monotonic() - t0, 3), "timeout_s": timeout, **state}
+
+
+def loop_closure_line(final: Optional[dict], enabled: bool) -> str:
+    """One line of the report: whether the final trajectory includes loop closure, and why not."""
+    if not enabled:
+        return "final trajectory: odometry only (loop closure off)"
+    if final is None:
+        return "final trajectory: odometry only (loop closure unavailable)"
+    if final["timed_out"]:
+        return (f"final trajectory: INCOMPLETE, the last pose-graph solve did not finish within "
+                f"{final['timeout_s']:g} s (--loop-closure-timeout); it holds {final['loops_solved']} of "
+                f"{final['loops']} loops")
+    if final["included"]:
+        return (f"final trajectory: loop-closure corrected ({final['loops']} loops, {final['solves']} solves; "
+                f"waited {final['wait_s']:.1f} s for the last)")
+    if final["loops"] == 0:
+        return "final trajectory: odometry (no loop closed)"
+    return (f"final trajectory: {final['loops_solved']} of {final['loops']} loops solved "
+            "(the latest solve failed; see the log)")
 
 
 def timing_table(timings: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -258,6 +338,7 @@ def format_report(run: RunOutput, metrics: Optional[dict], metrics_vo: Optional[
              f"frames processed: {n} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}),"
              f" skipped inputs: {max(0, skipped)}",
              f"keyframes: {run.num_keyframes}, loops closed: {run.loops}",
+             loop_closure_line(run.extra.get("loop_closure_final"), bool(settings.get("loop_closure"))),
              _events_line(run),
              f"wall time: {run.wall_s:.1f} s = {n / max(run.wall_s, 1e-9):.1f} frames/s", "",
              f"{'stage':12s} {'median ms':>10s} {'p95 ms':>10s} {'max ms':>10s} {'mean ms':>10s}"]
@@ -310,6 +391,9 @@ def write_outputs(out_dir: Path, run: RunOutput, settings: dict, plots: bool = T
     table = timing_table(run.timings)
     metrics_vo = evaluate(run, run.poses_vo)
     metrics = evaluate(run) if run.loops else None
+    final = run.extra.get("loop_closure_final")
+    if metrics is not None and final is not None:
+        metrics["includes_loop_closure"] = float(final["included"])
     text = format_report(run, metrics, metrics_vo, table, settings)
     (out_dir / "report.txt").write_text(text)
     report = {"dataset": run.name, "settings": settings, "frames": len(run.states),
@@ -343,7 +427,8 @@ def main(args: argparse.Namespace) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if _is_synthetic(args.dataset):
-            source = open_synthetic(args.dataset, args.seed, args.profile, rgbd=args.rgbd)
+            source = open_synthetic(args.dataset, args.seed, args.profile, rgbd=args.rgbd,
+                                    progress=not args.no_progress)
         else:
             source = open_dataset(args.dataset)
     except (OSError, ValueError) as exc:
@@ -361,7 +446,8 @@ def main(args: argparse.Namespace) -> int:
     if args.ba_iterations is not None:
         cfg.ba_iterations = args.ba_iterations
     run = run_pipeline(source, cfg, loop_closure=not args.no_loop_closure,
-                       max_frames=args.max_frames, progress=not args.no_progress)
+                       max_frames=args.max_frames, progress=not args.no_progress,
+                       loop_closure_timeout=args.loop_closure_timeout)
     settings = {"precision": args.precision, "window": args.window, "ba": not args.no_ba,
                 "loop_closure": not args.no_loop_closure}
     if _is_synthetic(args.dataset):

@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run even if a previous warm-up of these sources completed (see mpslam_ros.warmup.warm_stamp)")
     parser.add_argument("--check", action="store_true",
                         help="only say whether the kernels are warm: exit status 0 if so, 1 if a warm-up is needed")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print the time per stage")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the final summary, not a line as each stage starts and ends "
+                             "(from an empty cache a stage compiles for minutes)")
+    parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)  # the default now
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
         print("kernels already warm (a warm-up of these sources completed; --force runs it again)")
         return 0
     report = warm_pipeline(args.precision, args.mode, modules=KERNEL_MODULES,
-                           log=(lambda m: print(m, flush=True)) if args.verbose else None)
+                           log=None if args.quiet else (lambda m: print(m, flush=True)))
     print(report.summary())
     mark_warm(args.precision, args.mode)
     return 0

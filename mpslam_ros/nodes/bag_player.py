@@ -33,6 +33,10 @@ from mpslam_ros.nodes.runtime import run_node
 MATCH_SETTLE_S = 0.5
 #: the /diagnostics status whose frames_pending --wait-processed waits on
 VO_DIAGNOSTIC = "vo_node: visual odometry"
+#: and loop_closure_node's, whose keyframes_queued + pose_graph_pending it waits on next (when it reports)
+LC_DIAGNOSTIC = "loop_closure_node: loop closure"
+#: ... unless it has sent none for this long (it publishes them every publish_period_s, 1 s by default)
+LC_SILENT_S = 15.0
 #: Topics that stay global under --in-namespace.
 GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
 #: At the end of playback, at most this long for every reader to acknowledge the last messages.
@@ -99,6 +103,7 @@ class BagPlayerNode(Node):
             raise BagError(f"bag {options.bag}: no playable topics")
         self._clock_pub = self.create_publisher(Clock, "/clock", 10) if options.clock_hz > 0 else None
         self._vo_reports: list = []  # (arrival monotonic, frames_pending) of vo_node's diagnostics
+        self._lc_reports: list = []  # (arrival monotonic, keyframes/solve pending, keyframes received)
         if options.wait_processed > 0:
             from diagnostic_msgs.msg import DiagnosticArray
 
@@ -140,22 +145,46 @@ class BagPlayerNode(Node):
                 self.get_logger().warning(f"not every subscriber of {topic} acknowledged the last messages")
 
     def _on_diagnostics(self, msg) -> None:
-        values = diagnostic_values(msg).get(VO_DIAGNOSTIC)
+        statuses = diagnostic_values(msg)
+        values = statuses.get(VO_DIAGNOSTIC)
         if values is not None and "frames_pending" in values:
             self._vo_reports.append((time.monotonic(), int(values["frames_pending"])))
+        values = statuses.get(LC_DIAGNOSTIC)
+        if values is not None and "pose_graph_pending" in values:
+            self._lc_reports.append((time.monotonic(), int(values["keyframes_queued"]) + int(values["pose_graph_pending"]),
+                                     int(values["keyframes_received"])))
 
     def _wait_for_processing(self, timeout: float) -> None:
-        """Until a vo_node report made after every frame was delivered shows nothing pending."""
+        """Until a vo_node report made after every frame was delivered shows nothing pending, then
+        (where loop_closure_node reports) until two of its reports after that show no keyframe queued,
+        no pose-graph solve pending and no new keyframe between them: the launch then ends with the
+        loop closure of the last keyframes in the map, not still computing it (a cold first solve
+        compiles for minutes)."""
         delivered = time.monotonic()
         deadline = delivered + timeout
+        vo_done = None
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if any(t > delivered and pending == 0 for t, pending in self._vo_reports[-3:]):
-                self.get_logger().info(f"vo_node processed every frame ({time.monotonic() - delivered:.1f} s "
+            if vo_done is None and any(t > delivered and pending == 0 for t, pending in self._vo_reports[-3:]):
+                vo_done = time.monotonic()
+                self.get_logger().info(f"vo_node processed every frame ({vo_done - delivered:.1f} s "
                                        "after the last message)")
-                return
+                if not self._lc_reports:
+                    return
+                self.get_logger().info("waiting for loop_closure_node's last keyframes and pose-graph solve ...")
+            if vo_done is not None:
+                after = [r for r in self._lc_reports[-2:] if r[0] > vo_done]
+                if len(after) == 2 and after[0][1] == after[1][1] == 0 and after[0][2] == after[1][2]:
+                    self.get_logger().info(f"loop_closure_node processed every keyframe "
+                                           f"({time.monotonic() - vo_done:.1f} s after vo_node)")
+                    return
+                if time.monotonic() - self._lc_reports[-1][0] > LC_SILENT_S:  # gone: do not wait for it
+                    self.get_logger().warning(f"loop_closure_node sent no diagnostics for {LC_SILENT_S:g} s: "
+                                              "not waiting for it")
+                    return
             time.sleep(0.1)
         if not self._stop.is_set():
-            self.get_logger().warning(f"vo_node still had frames pending {timeout:g} s after the last message")
+            who = "vo_node still had frames" if vo_done is None else "loop_closure_node still had keyframes or a solve"
+            self.get_logger().warning(f"{who} pending {timeout:g} s after the last message")
 
     def _wait_for_subscribers(self) -> None:
         timeout = self.options.wait_timeout if self.options.wait_timeout > 0 else float("inf")

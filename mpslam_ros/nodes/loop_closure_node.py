@@ -58,6 +58,11 @@ class LoopClosureNode(Node):
                                                       "save_map_on_exit")
         load_on_start = declare(self, "load_map_on_start", False, "load the map from map_path at start-up")
         self.save_on_exit = declare(self, "save_map_on_exit", False, "save the map to map_path at shutdown")
+        # launch sends SIGTERM 5 s after SIGINT: the default leaves time to save the map and exit
+        self.shutdown_wait_s = declare(self, "shutdown_wait_s", 3.0,
+                                       "at shutdown, seconds to wait for keyframes still queued and a pose-graph "
+                                       "solve still running, so the last map published (and saved) holds them; "
+                                       "the summary line says if it did not")
         self.publish_period = declare(self, "publish_period_s", 1.0,
                                       "seconds between map cloud / map_to_odom / diagnostics messages")
         self.publish_tf = declare(self, "publish_tf", True, "broadcast map -> odom on /tf (when tf2_msgs is installed)")
@@ -96,6 +101,7 @@ class LoopClosureNode(Node):
         self._last_stamp = -1  # of this session's keyframes (a loaded map may come from another clock)
         self.keyframes_received = 0
         self.keyframes_processed = 0
+        self._adding = 0  # 1 while the worker is in LoopClosure.add_keyframe (counted as pending)
         self._last_loop_count = -1
         self._withheld_since = None  # stamp since when map -> odom is withheld (current map not merged)
         self._add_times: collections.deque = collections.deque(maxlen=50)
@@ -220,6 +226,7 @@ class LoopClosureNode(Node):
                     return
                 kf: Keyframe = self._queue.popleft()
                 lc = self.lc
+                self._adding = 1
             t0 = time.perf_counter()
             try:
                 lc.add_keyframe(kf)
@@ -227,6 +234,10 @@ class LoopClosureNode(Node):
                 self.bad.reject("vo/keyframes/features", f"loop closure failed on keyframe {kf.id}: "
                                                          f"{type(exc).__name__}: {exc}")
                 continue
+            finally:
+                with self._wake:
+                    self._adding = 0
+                    self._wake.notify_all()
             self._add_times.append(time.perf_counter() - t0)
             self.keyframes_processed += 1
             self._publish_corrections(kf.stamp_ns)
@@ -310,10 +321,15 @@ class LoopClosureNode(Node):
 
     def stats(self) -> dict:
         with self._lock:
-            lc, queued = self.lc, len(self._queue)
+            lc, queued = self.lc, len(self._queue) + self._adding
+        solve = lc.solve_state()
         return {
             "keyframes_received": self.keyframes_received, "keyframes_processed": self.keyframes_processed,
-            "keyframes_queued": queued, "loops": len(lc.loops()), "bad_messages": self.bad.count,
+            # keyframes not yet through place recognition (queued or being added) and a pose-graph solve
+            # requested but not finished: the published map lacks them until both are 0
+            "keyframes_queued": queued, "pose_graph_pending": solve["pending"],
+            "keyframes_solved": solve["keyframes_solved"], "loops_solved": solve["loops_solved"],
+            "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
             "precision": self.precision, "device": self.device, "ready": self._gate.ready.is_set(), "warmup_s": self.warmup_s,
             **kernel_stats(self._gate.kernel_watch, self.get_logger()),
@@ -365,7 +381,32 @@ class LoopClosureNode(Node):
         self.get_logger().info("map reset")
         return "map reset"
 
+    def drain(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every received keyframe went through loop closure and
+        no pose-graph solve is pending, then publish the corrections once more. True if nothing is
+        left pending. Only once warm: during the warm-up nothing was received."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while (self._queue or self._adding) and self._worker.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(min(left, 0.1))
+            lc, pending_kf = self.lc, len(self._queue) + self._adding
+        if not pending_kf:
+            lc.wait_idle(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            latest = max(self._stamps.values(), default=None)
+        if latest is not None:
+            self._publish_corrections(latest)
+        return not pending_kf and not lc.busy
+
     def close(self) -> None:
+        # the map published last and saved must hold every keyframe received and the latest loops:
+        # at the end of a bag the last keyframes and solve are often still in flight
+        t0 = time.monotonic()
+        drained = self.drain(self.shutdown_wait_s) if self._gate.ready.is_set() else True
+        waited = time.monotonic() - t0
         with self._wake:
             self._stop = True
             self._wake.notify_all()
@@ -376,8 +417,16 @@ class LoopClosureNode(Node):
             except Exception as exc:
                 self.get_logger().error(f"could not save the map to {self.map_path}: {exc}")
         s = self.stats()
-        self.get_logger().info(f"loop_closure_node summary: {s['keyframes_processed']} keyframes, "
-                               f"{s['loops']} loops, bad messages {s['bad_messages']}")
+        if drained:
+            final = (f"final map includes every keyframe and loop (waited {waited:.1f} s)"
+                     if s["loops"] else "no loop closed: the map is the odometry")
+        else:
+            final = (f"final map INCOMPLETE after waiting {self.shutdown_wait_s:g} s: {s['keyframes_queued']} keyframes "
+                     f"not processed, pose-graph solve {'still running' if s['pose_graph_pending'] else 'done'} "
+                     f"({s['loops_solved']} of {s['loops']} loops solved)")
+        log = self.get_logger().info if drained else self.get_logger().warning
+        log(f"loop_closure_node summary: {s['keyframes_processed']} keyframes, "
+            f"{s['loops']} loops, bad messages {s['bad_messages']}; {final}")
         self.lc.close()
 
 

@@ -16,7 +16,7 @@ API for the rest of the package: :class:`PoseGraph` (SE(3), incremental) and
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from numba import njit
@@ -406,8 +406,9 @@ def optimize_pose_graph(graph: PoseGraph, options: Optional[SolverOptions] = Non
     return problem.poses.copy(), summary
 
 
-def warmup() -> None:
-    """Compile (or load from cache) the edge kernels and solve a small graph once per preset."""
+def warmup(precisions: Sequence[str] = ("fp64", "fp32", "mixed", "fp16")) -> None:
+    """Compile (or load from cache) the edge kernels and solve a small graph once per preset in
+    ``precisions``."""
     rng = np.random.default_rng(0)
     for kind, d in (("se3", 6), ("se2", 3)):
         n = 6
@@ -418,6 +419,6 @@ def warmup() -> None:
         inv = lie.se3_inverse if kind == "se3" else lie.se2_inverse
         Z = np.stack([inv(poses[a]) @ poses[b] @ exp(0.01 * rng.standard_normal(d)) for a, b in zip(ei, ej)])
         info = np.tile(np.eye(d), (len(ei), 1, 1))
-        for precision in ("fp64", "fp32", "mixed", "fp16"):
+        for precision in precisions:
             prob = PoseGraphProblem(kind, poses, ei, ej, Z, info)
             solve(prob, pgo_options(SolverOptions(precision=precision, max_iterations=2)))

@@ -141,6 +141,11 @@ class LoopClosureConfig:
     #: less than this (translation, rotation).
     merge_max_translation_m: float = 0.15
     merge_max_rotation_deg: float = 3.0
+    #: Seconds each pose-graph solve waits before it starts (0: none). Only for tests of what must
+    #: wait for loop closure (the end of ``mpslam run``, node shutdown, the end of a bag): a solve as
+    #: slow as a first one on an empty numba cache (it compiles the PGO kernels: minutes on a busy
+    #: 2-core machine), without emptying the cache.
+    solve_delay_s: float = 0.0
     #: Where pose-graph optimisation's CG iterations run: "cpu", "cuda" (a GPU through numba-cuda; an error at the
     #: first solve when there is none) or "auto" (the GPU when present and the problem is large enough).
     #: See docs/cuda.md.
@@ -689,6 +694,12 @@ class LoopClosure:
 
     def _solve_once(self) -> None:
         generation, order, loops, solution, odom, maps, roots, frames = self._snapshot()
+        if self.config.solve_delay_s > 0:  # interruptible by close()
+            with self._lock:
+                if self._wake.wait_for(lambda: self._stop, timeout=self.config.solve_delay_s):
+                    self._busy = False
+                    self._wake.notify_all()
+                    return
         if len(order) < 2:
             with self._lock:
                 self._done = max(self._done, generation)
@@ -751,6 +762,18 @@ class LoopClosure:
     def busy(self) -> bool:
         with self._lock:
             return self._busy or self._done < self._requested
+
+    def solve_state(self) -> Dict[str, int]:
+        """What the latest finished solve covers, for run summaries and /diagnostics: keyframes in
+        the graph and in the latest solution, accepted loops and loops in that solution, and whether
+        a requested solve has not finished yet (``pending``: 1 while it runs or waits)."""
+        with self._lock:
+            last = self.solves[-1] if self.solves else None
+            return {"keyframes": len(self._order), "keyframes_solved": len(self._solution),
+                    "loops": len(self._loops), "loops_solved": last.num_loops if last else 0,
+                    "solves": len(self.solves),
+                    "pending": int(self._busy or (self._done < self._requested and self._worker is not None
+                                                  and not self._stop))}
 
     def T_map_odom(self) -> np.ndarray:
         """Correction map <- odom of the current (latest) map from the latest solve (identity before

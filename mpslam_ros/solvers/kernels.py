@@ -16,6 +16,7 @@ Python call and can run in a background thread in parallel with the GIL-holding 
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -878,8 +879,9 @@ def bytes_of(*arrays: np.ndarray) -> int:
     return int(sum(a.nbytes for a in arrays))
 
 
-def warmup() -> None:
-    """Compile (or load from cache) the kernels for the dtype combinations the presets use."""
+def warmup(precisions: Sequence[str] = ("fp64", "fp32", "mixed", "fp16")) -> None:
+    """Compile (or load from cache) the kernels for the dtype combinations the presets in
+    ``precisions`` use."""
     ticks_per_second()
     rng = np.random.default_rng(0)
     K, m, d, n = 3, 6, 6, 18
@@ -902,6 +904,10 @@ def warmup() -> None:
     combos = [(np.float64, np.float64, np.float64, False), (np.float32, np.float32, np.float32, False),
               (np.uint16, np.float32, np.uint16, False), (np.uint16, np.float32, np.uint16, True),
               (np.float32, np.float32, np.uint16, False)]
+    # the last one: mixed with an fp32-stored Jacobian (PGO's override); mixed also needs fp32's
+    # (its fallback when an fp16 solve fails, and the factor widened to fp32)
+    used = {"fp64": [0], "fp32": [1], "mixed": [1, 2, 4], "fp16": [3]}
+    combos = [c for k, c in enumerate(combos) if any(k in used.get(p, ()) for p in precisions)]
     for jt, vt, pt, half in combos:
         J = stored(J64, jt)
         scale_jacobian(J64, J64, col_a, col_b, np.ones(n), 1.0, np.empty((K, m, d), vt), np.empty((K, m, d), vt))
