@@ -285,7 +285,7 @@ class SolverSummary:
         rows = [
             ("precision", self.precision),
             ("device", self.device + (f" ({self.device_note})" if self.device_note else "")),
-            ("linear solver", "direct fp64 block LDL^T (small problem: no CG)" if self.small_problem_direct
+            ("linear solver", "direct fp64 factor (small problem: no CG)" if self.small_problem_direct
              else f"{self.linear_solver} ({self.preconditioner})" if self.linear_solver == "cgnr"
              else self.linear_solver),
             ("initial cost", f"{self.initial_cost:.9g}"),
