@@ -41,7 +41,7 @@ from mpslam_ros.solvers.precision import (
     round_to,
     to_storage,
 )
-from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, parameter_offsets, robust_mask
+from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, robust_mask
 
 LINEAR_SOLVERS = ("cgnr", "cholesky")
 _FP64 = get_preset("fp64")
@@ -154,8 +154,8 @@ class SolverOptions:
     #: is no faster per iteration. None/0: never (the factor stays fp16; pose graphs: 12).
     fp16_factor_max_cg_iterations: Optional[int] = None
     #: Problems with at most this many free columns skip CG: each LM step is solved directly with an fp64
-    #: block L D L^T factor of the damped system (the "ict" block factor, built at every step), whatever the
-    #: precision preset (``SolverSummary.small_problem_direct``). Why: on a 9-pose graph the casts, factor
+    #: factor of the damped system (dense Cholesky in one numba call up to ``SMALL_DENSE_COLUMNS``, else the
+    #: "ict" block L D L^T factor, built at every step), whatever the precision preset (``SolverSummary.small_problem_direct``). Why: on a 9-pose graph the casts, factor
     #: bookkeeping, CG call and refinement cost more Python time per LM iteration than the arithmetic (tinyGrid3D:
     #: 0.75 ms per solve against GTSAM's 0.33 ms); a factor of a few hundred columns costs microseconds, and
     #: reduced precision saves nothing at that size. Only where the numba block factor applies (equal block
@@ -171,7 +171,7 @@ class SolverOptions:
     initial_trust_region_radius: float = 1e8
     #: Radius growth after a step whose gain ratio is at least 0.75 (the linear model was good): at least
     #: this factor instead of Nielsen's at most 3x (GTSAM's LM divides lambda by 10 after every success).
-    #: None: Nielsen's rule only. Pose graphs: 10. Why: on long SE(3) chains the softest modes need
+    #: None: Nielsen's rule only (pose graphs too, see below). Why tried: on long SE(3) chains the softest modes need
     #: lambda ~1e-12 on the unit-diagonal system, 1e4 below the start; at <= 3x per step LM crawls there
     #: with gain ratios ~0.9 (generated 30,000-pose SE(3) graph, seed 2: 14-17 LM iterations, GTSAM 7; with 10,
     #: 8). Not a pose-graph default: from the odometry guess of a generated 1,500-pose 2-D graph it made the
