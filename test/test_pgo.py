@@ -264,3 +264,21 @@ def test_allocation_free_se3_edge_kernels_match_the_lie_functions():
         P = A.copy()
         lie.se3_retract_into(P, np.concatenate([np.zeros(6), xi]), 6, np.empty((4, 4)))
         assert np.allclose(P, A @ lie.se3_exp(xi), atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["tinyGrid3D", "smallGrid3D"])
+def test_small_graphs_solve_steps_directly_and_reach_the_same_optimum(data_dir, name):
+    """Graphs of at most ``small_problem_direct_columns`` free columns skip CG (tinyGrid3D: the dense step,
+    smallGrid3D: the fp64 block factor); the summary says so, and the optimum is the CG path's and the
+    direct LM's."""
+    g = read_g2o(data_dir / "pgo" / f"{name}.g2o")
+    poses0 = initial_guess(g, "chordal")
+    ref = solve(_problem(g, poses0), pgo_options(SolverOptions(precision="fp64", linear_solver="cholesky")))
+    for precision in ("mixed", "fp32"):
+        direct = solve(_problem(g, poses0), pgo_options(SolverOptions(precision=precision)))
+        cg = solve(_problem(g, poses0), pgo_options(SolverOptions(precision=precision, small_problem_direct_columns=0)))
+        assert direct.small_problem_direct and direct.cg_iterations == 0 and "no CG" in direct.report()
+        assert not cg.small_problem_direct and cg.cg_iterations > 0
+        for s in (direct, cg):
+            assert s.converged, s.termination
+            assert abs(s.final_cost - ref.final_cost) <= 1e-8 * ref.final_cost

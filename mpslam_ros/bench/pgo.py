@@ -158,7 +158,7 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          linear_solve_time_s=s.linear_solve_time_s,
                          preconditioner_bytes=s.preconditioner_bytes, jacobian_bytes=s.jacobian_bytes,
                          fp16_fallbacks=s.fp16_fallbacks, factor_widened_at=s.factor_widened_at,
-                         termination=s.termination,
+                         linear_path=_linear_path(s), termination=s.termination,
                          cost_ratio=cost / ref["cost"] if ref else float("nan"),
                          time_ratio=s.time_s / ref["time_s"] if ref else float("nan")))
     if ref:
@@ -167,19 +167,28 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          time_s=ref["time_s"], time_per_iteration_s=ref["time_s"] / max(ref["iterations"], 1),
                          triangular_solve_time_s=0.0, linear_solve_time_s=float("nan"),
                          preconditioner_bytes=0, jacobian_bytes=0, fp16_fallbacks=0, factor_widened_at=-1,
-                         termination="gtsam",
+                         linear_path="cholesky", termination="gtsam",
                          cost_ratio=1.0, time_ratio=1.0))
     return rows
 
 
+def _linear_path(s) -> str:
+    """How the steps were solved: "direct" (small problem: fp64 factor, no CG), "cg", or "cg w" (the fp16
+    factor was widened to fp32)."""
+    if s.small_problem_direct:
+        return "direct"
+    return "cg w" if s.factor_widened_at >= 0 else "cg"
+
+
 def print_table(rows: List[dict]) -> None:
     head = ["dataset", "poses", "edges", "mode", "final cost", "cost/GTSAM", "time s", "time/GTSAM", "iters",
-            "s/iter", "CG iters", "tri-solve s", "precond bytes", "J bytes", "fallbacks"]
+            "s/iter", "CG iters", "steps by", "tri-solve s", "precond bytes", "J bytes", "fallbacks"]
     body = []
     for r in rows:
         body.append([r["dataset"], r["poses"], r["edges"], r["mode"], f"{r['final_cost']:.6e}",
                      f"{r['cost_ratio']:.6f}", f"{r['time_s']:.3f}", f"{r['time_ratio']:.2f}", r["iterations"],
-                     f"{r['time_per_iteration_s']:.4f}", r["cg_iterations"], f"{r['triangular_solve_time_s']:.3f}",
+                     f"{r['time_per_iteration_s']:.4f}", r["cg_iterations"], r["linear_path"],
+                     f"{r['triangular_solve_time_s']:.3f}",
                      r["preconditioner_bytes"], r["jacobian_bytes"], r["fp16_fallbacks"]])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     print(_fmt_row(head, widths))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import literally, njit
 
-from mpslam_ros.solvers.kernels import add_block_product, block_gemm_acc
+from mpslam_ros.solvers.kernels import add_block_product, block_gemm_acc, block_ldl_solve
 
 
 @dataclass
@@ -380,6 +380,20 @@ def block_ldl_numeric(sym: BlockSymbolic, Ja: np.ndarray, Jb: np.ndarray, shift:
     return U[: nnz * dd], Dinv, int(bad)
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def block_ldl_direct_solve(indptr, indices, U, Dinv, d, inv_scale, perm, b, out):
+    """out = P^T (L D L^T)^-1 P b for a factor of ``P A P^T`` (``(P v)[i] = v[perm[i]]``): the direct solve
+    with the arrays of :func:`block_ldl_numeric` (fp64), in one call."""
+    n = b.shape[0]
+    z = np.empty(n)
+    tmp = np.empty(n)
+    for i in range(n):
+        z[i] = b[perm[i]]
+    block_ldl_solve(indptr, indices, U, Dinv, d, inv_scale, z, tmp, z)  # in place is safe
+    for i in range(n):
+        out[perm[i]] = z[i]
+
+
 @njit(nogil=True, cache=True)
 def finite_max_abs(x):
     """Largest |x_i|, or inf when any entry is not finite (one pass, no temporaries)."""
@@ -402,3 +416,5 @@ def warmup() -> None:
         sym = block_symbolic(col_a // 6 * d, col_b // 6 * d, d, 3, np.array([2, 0, 1]))
         U, Dinv, _ = block_ldl_numeric(sym, rng.standard_normal((4, d, d)), rng.standard_normal((4, d, d)), 1e-8)
         finite_max_abs(U)
+        out = np.empty(3 * d)
+        block_ldl_direct_solve(sym.indptr, sym.indices, U, Dinv, d, 1.0, sym.scalar_perm, np.ones(3 * d), out)

@@ -453,6 +453,64 @@ def scale_jacobian(Ja, Jb, col_a, col_b, col_scale, global_scale, Sa, Sb):
                 Sb[k, r, c] = Jb[k, r, c] * (col_scale[cb + c] * global_scale) if cb >= 0 else 0.0
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def dense_damped_normal_solve(Ja, Jb, col_a, col_b, lam, rhs, A, out):
+    """out = (J^T J + lam I)^-1 rhs by a dense fp64 Cholesky factor, assembled, factored and solved in one
+    call (``A``: n x n workspace, overwritten). For problems of a few dozen columns, where each separate
+    kernel call or numpy operation costs more than the arithmetic. Returns False on a non-positive pivot."""
+    n = rhs.shape[0]
+    K, m, da = Ja.shape
+    db = Jb.shape[2]
+    A[:, :] = 0.0
+    for k in range(K):
+        ca = col_a[k]
+        cb = col_b[k]
+        for t in range(m):
+            if ca >= 0:
+                for r in range(da):
+                    v = Ja[k, t, r]
+                    for c in range(r + 1):
+                        A[ca + r, ca + c] += v * Ja[k, t, c]
+            if cb >= 0:
+                for r in range(db):
+                    v = Jb[k, t, r]
+                    for c in range(r + 1):
+                        A[cb + r, cb + c] += v * Jb[k, t, c]
+                    if ca >= 0:  # the off-diagonal block, into the lower triangle
+                        for c in range(da):
+                            if cb + r > ca + c:
+                                A[cb + r, ca + c] += v * Ja[k, t, c]
+                            else:
+                                A[ca + c, cb + r] += v * Ja[k, t, c]
+    for i in range(n):
+        A[i, i] += lam
+    # in-place lower Cholesky
+    for j in range(n):
+        d = A[j, j]
+        for p in range(j):
+            d -= A[j, p] * A[j, p]
+        if not d > 0.0:
+            return False
+        d = np.sqrt(d)
+        A[j, j] = d
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for p in range(j):
+                s -= A[i, p] * A[j, p]
+            A[i, j] = s / d
+    for i in range(n):  # L z = rhs
+        s = rhs[i]
+        for p in range(i):
+            s -= A[i, p] * out[p]
+        out[i] = s / A[i, i]
+    for i in range(n - 1, -1, -1):  # L^T x = z
+        s = out[i]
+        for p in range(i + 1, n):
+            s -= A[p, i] * out[p]
+        out[i] = s / A[i, i]
+    return True
+
+
 # --------------------------------------------------------------------------- preconditioners
 
 
@@ -896,6 +954,7 @@ def warmup(precisions: Sequence[str] = ("fp64", "fp32", "mixed", "fp16")) -> Non
     J64 = rng.standard_normal((K, m, d))
     jtj_column_norms2(J64, J64, col_a, col_b, np.empty(n))
     jtj_block_diagonal(J64, J64, col_a, col_b, bd_off[[0, 1, 0]], bd_off[[1, 2, 0]], np.empty(108))
+    dense_damped_normal_solve(J64, J64, col_a, col_b, 1.0, np.ones(n), np.empty((n, n)), np.empty(n))
 
     def stored(a, dt):
         return a.astype(np.float16).view(np.uint16) if dt == np.uint16 else a.astype(dt)

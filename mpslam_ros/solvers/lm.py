@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.block_ldl import block_ldl_numeric, block_symbolic, finite_max_abs
+from mpslam_ros.solvers.block_ldl import block_ldl_direct_solve, block_ldl_numeric, block_symbolic, finite_max_abs
 from mpslam_ros.solvers.cuda import DEVICES, resolve_device
 from mpslam_ros.solvers.precision import (
     PrecisionPreset,
@@ -41,7 +41,7 @@ from mpslam_ros.solvers.precision import (
     round_to,
     to_storage,
 )
-from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, parameter_offsets, robust_mask
+from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, robust_mask
 
 LINEAR_SOLVERS = ("cgnr", "cholesky")
 _FP64 = get_preset("fp64")
@@ -97,7 +97,12 @@ class SolverOptions:
     #: (bundle adjustment sets its fused one in :func:`~mpslam_ros.problems.ba.ba_options`).
     cgnr_kernel: Optional[Callable] = None
     #: Initial diagonal shift of the IC(0) factor (relative to the unit diagonal); x10 on breakdown.
-    ic_shift: float = 1e-8
+    #: None: 1e-8. Pose graphs with an fp64-stored factor: 0 (:func:`~mpslam_ros.problems.pgo.pgo_options`):
+    #: their factor is of the damped matrix ``J^T J + lambda I``, positive definite for lambda > 0, and a
+    #: shift far above lambda makes it a poor preconditioner for the soft modes once lambda is small
+    #: (generated 30,000-pose SE(3) graph, seed 2, fp64: lambda ~1e-12, CG iterations 263 with 1e-8). A
+    #: breakdown still raises the shift (to at least 1e-8, counted in ``ic_breakdowns``).
+    ic_shift: Optional[float] = None
     #: The IC/ict factor is static (built once per solve) but rebuilt at the current linearisation when a
     #: CG solve needs more than this many iterations *and* took longer than building the factor did
     #: (0: never rebuild). Never rebuilding, an odometry-initialised 5,000-pose graph took 100 LM
@@ -148,6 +153,14 @@ class SolverOptions:
     #: fp16 factor, 4-11 with fp32; 2.7x the CG time in all), while on this CPU the fp16 triangular solve
     #: is no faster per iteration. None/0: never (the factor stays fp16; pose graphs: 12).
     fp16_factor_max_cg_iterations: Optional[int] = None
+    #: Problems with at most this many free columns skip CG: each LM step is solved directly with an fp64
+    #: factor of the damped system (dense Cholesky in one numba call up to ``SMALL_DENSE_COLUMNS``, else the
+    #: "ict" block L D L^T factor, built at every step), whatever the precision preset (``SolverSummary.small_problem_direct``). Why: on a 9-pose graph the casts, factor
+    #: bookkeeping, CG call and refinement cost more Python time per LM iteration than the arithmetic (tinyGrid3D:
+    #: 0.75 ms per solve against GTSAM's 0.33 ms); a factor of a few hundred columns costs microseconds, and
+    #: reduced precision saves nothing at that size. Only where the numba block factor applies (equal block
+    #: sizes, not the naive fp16 preset). None/0: off (pose graphs: :func:`~mpslam_ros.problems.pgo.pgo_options`).
+    small_problem_direct_columns: Optional[int] = None
     #: "ict" factor layout: "block" (d x d blocks, unit block-lower L in the preconditioner format with the
     #: inverse diagonal blocks D^-1 in the CG vector format; used when every free block has the same size
     #: and the CG arithmetic is not emulated fp16) or "scalar" (CSR of C = L sqrt(D) in the preconditioner format).
@@ -156,6 +169,14 @@ class SolverOptions:
     #: Trust region radius (1 / lambda, unit-diagonal scaled system) at the start. Ceres uses 1e4; pose
     #: graphs have eigenvalues far below 1e-4 (long chains), where such damping stalls LM for many steps.
     initial_trust_region_radius: float = 1e8
+    #: Radius growth after a step whose gain ratio is at least 0.75 (the linear model was good): at least
+    #: this factor instead of Nielsen's at most 3x (GTSAM's LM divides lambda by 10 after every success).
+    #: None: Nielsen's rule only (pose graphs too, see below). Why tried: on long SE(3) chains the softest modes need
+    #: lambda ~1e-12 on the unit-diagonal system, 1e4 below the start; at <= 3x per step LM crawls there
+    #: with gain ratios ~0.9 (generated 30,000-pose SE(3) graph, seed 2: 14-17 LM iterations, GTSAM 7; with 10,
+    #: 8). Not a pose-graph default: from the odometry guess of a generated 1,500-pose 2-D graph it made the
+    #: direct LM reject 40 of 84 steps (47 iterations, none rejected, without).
+    good_step_radius_growth: Optional[float] = None
     max_trust_region_radius: float = 1e16
     min_trust_region_radius: float = 1e-32
     #: Minimum gain ratio for accepting a step.
@@ -242,6 +263,8 @@ class SolverSummary:
     #: LM iteration at which the fp16 factor was widened to fp32 (-1: never; see
     #: ``SolverOptions.fp16_factor_max_cg_iterations``).
     factor_widened_at: int = -1
+    #: every step was solved directly in fp64 (problem at most ``SolverOptions.small_problem_direct_columns``).
+    small_problem_direct: bool = False
     #: bytes of stored operands: Jacobian values (as stored for CG) and preconditioner values.
     jacobian_bytes: int = 0
     preconditioner_bytes: int = 0
@@ -262,7 +285,8 @@ class SolverSummary:
         rows = [
             ("precision", self.precision),
             ("device", self.device + (f" ({self.device_note})" if self.device_note else "")),
-            ("linear solver", f"{self.linear_solver} ({self.preconditioner})" if self.linear_solver == "cgnr"
+            ("linear solver", "direct fp64 factor (small problem: no CG)" if self.small_problem_direct
+             else f"{self.linear_solver} ({self.preconditioner})" if self.linear_solver == "cgnr"
              else self.linear_solver),
             ("initial cost", f"{self.initial_cost:.9g}"),
             ("final cost", f"{self.final_cost:.9g}"),
@@ -323,12 +347,18 @@ class _Layout:
     """Column layout of the free parameters and the sparsity of J (built once per solve)."""
 
     def __init__(self, problem: LeastSquaresProblem):
+        # (few numpy calls, no Python lists: this runs once per solve, and on a 9-pose graph it was a
+        # quarter of the solve's fixed cost)
         sizes = np.asarray(problem.parameter_block_sizes, dtype=np.int64)
         fixed = np.asarray(problem.fixed_blocks, dtype=bool)
-        self.full_offsets = parameter_offsets(problem)
+        nb = len(sizes)
+        self.full_offsets = np.zeros(nb + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.full_offsets[1:])
         self.n_full = int(self.full_offsets[-1])
-        free_sizes = np.where(fixed, 0, sizes)
-        col_start = np.concatenate([[0], np.cumsum(free_sizes)[:-1]]).astype(np.int64)
+        free = ~fixed
+        free_sizes = sizes * free
+        col_start = np.zeros(nb, dtype=np.int64)
+        np.cumsum(free_sizes[:-1], out=col_start[1:])
         col_start[fixed] = -1
         self.n = int(free_sizes.sum())
         if self.n == 0:
@@ -336,24 +366,22 @@ class _Layout:
         a = np.asarray(problem.block_a, dtype=np.int64)
         b = np.asarray(problem.block_b, dtype=np.int64)
         self.col_a = col_start[a]
-        self.col_b = np.where(b >= 0, col_start[np.maximum(b, 0)], -1).astype(np.int64)
+        self.col_b = np.where(b >= 0, col_start[b], -1)  # (b = -1 reads the last block; replaced by -1)
         self.m, self.da, self.db = int(problem.residual_dim), int(problem.dim_a), int(problem.dim_b)
         # free column -> index in the full update vector
-        free_blocks = np.flatnonzero(~fixed)
-        # (vectorised: one np.arange per block was 0.3 ms of a 3 ms solve of a 300-pose graph)
-        lens = (self.full_offsets[free_blocks + 1] - self.full_offsets[free_blocks]).astype(np.int64)
-        starts = np.repeat(self.full_offsets[free_blocks].astype(np.int64) - np.concatenate([[0], np.cumsum(lens)[:-1]]),
-                           lens)
-        self.free_to_full = (starts + np.arange(int(lens.sum()), dtype=np.int64)).astype(np.int64)
+        self.free_to_full = np.flatnonzero(np.repeat(free, sizes)).astype(np.int64)
         # block-Jacobi layout: one dense block per free parameter block
-        self.bd_col = col_start[free_blocks].astype(np.int64)
-        self.bd_size = sizes[free_blocks].astype(np.int64)
-        self.bd_off = np.concatenate([[0], np.cumsum(self.bd_size ** 2)[:-1]]).astype(np.int64)
-        blk_off_of_block = np.full(len(sizes), 0, dtype=np.int64)
+        free_blocks = np.flatnonzero(free)
+        self.bd_col = col_start[free_blocks]
+        self.bd_size = sizes[free_blocks]
+        sq = self.bd_size * self.bd_size
+        self.bd_off = np.zeros(len(sq), dtype=np.int64)
+        np.cumsum(sq[:-1], out=self.bd_off[1:])
+        blk_off_of_block = np.zeros(nb, dtype=np.int64)
         blk_off_of_block[free_blocks] = self.bd_off
         self.off_a = blk_off_of_block[a]
-        self.off_b = blk_off_of_block[np.maximum(b, 0)]
-        self.bd_total = int((self.bd_size ** 2).sum())
+        self.off_b = blk_off_of_block[b]  # (b = -1: unused, col_b is -1)
+        self.bd_total = int(sq.sum())
         self._jrows = None
 
     def jacobian_csr(self, Ja: np.ndarray, Jb: np.ndarray) -> sp.csr_matrix:
@@ -433,7 +461,10 @@ class _Preconditioner:
 def grown_trust_region(radius: float, rho_gain: float, options: "SolverOptions") -> float:
     """Trust-region radius after an accepted step with gain ratio ``rho_gain`` (Nielsen's update, as
     Ceres' LevenbergMarquardtStrategy), capped at ``options.max_trust_region_radius``."""
-    return min(radius / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3), options.max_trust_region_radius)
+    growth = 1.0 / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3)
+    if options.good_step_radius_growth and rho_gain >= 0.75:
+        growth = max(growth, options.good_step_radius_growth)
+    return min(radius * growth, options.max_trust_region_radius)
 
 
 def shrunk_trust_region(radius: float, decrease_factor: float) -> tuple:
@@ -525,11 +556,18 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     if initial_cost_failed(summary, cost, t_start):
         return summary
 
+    # small problems: every step by the fp64 block factor, no CG (see SolverOptions.small_problem_direct_columns)
+    small = bool(options.small_problem_direct_columns and options.linear_solver == "cgnr" and device == "cpu"
+                 and layout.n <= options.small_problem_direct_columns
+                 and _numba_block_factor_applies(options, layout, Ja, Jb, half))
+    summary.small_problem_direct = small
+
     radius = options.initial_trust_region_radius
     decrease_factor = 2.0
     col_scale = None
     # static factor (kept across iterations), its shift, build time and fill-reducing order
-    pc_state = {"pc": None, "shift": options.ic_shift, "build_s": 0.0, "cg_on": set()}  # cg_on: devices CG ran on
+    ic_shift = 1e-8 if options.ic_shift is None else options.ic_shift
+    pc_state = {"pc": None, "shift": ic_shift, "ic_shift": ic_shift, "build_s": 0.0, "cg_on": set()}  # cg_on: devices CG ran on
     if device == "cuda":
         from mpslam_ros.solvers.cuda.cgnr import CudaCGNR
 
@@ -558,7 +596,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         S64a = np.empty(Ja.shape)
         S64b = np.empty(Jb.shape)
         K.scale_jacobian(Ja, Jb, layout.col_a, layout.col_b, col_scale, 1.0, S64a, S64b)
-        if preset.scaling:
+        if preset.scaling and not small:  # (the fp64 direct solve needs no range scale)
             max_abs = max(finite_max_abs(S64a.ravel()), finite_max_abs(S64b.ravel()))  # no |S| temporaries
             g = power_of_two_scale(max_abs)
         else:
@@ -571,9 +609,14 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         grad = np.empty(layout.n)
         K.jac_t_matvec(S64a, S64b, layout.col_a, layout.col_b, gr.ravel(), grad, False)
         grad_max = float(np.abs(grad / (col_scale * g * g)).max())
-        Ra = round_to(S64a, preset.residual)
-        Rb = round_to(S64b, preset.residual)
-        if options.fp64_gradient and not half:
+        if small:  # the direct fp64 solve needs no casts
+            Ra, Rb, rhs = S64a, S64b, None
+        else:
+            Ra = round_to(S64a, preset.residual)
+            Rb = round_to(S64b, preset.residual)
+        if small:
+            pass
+        elif options.fp64_gradient and not half:
             # iterative refinement: the fp64 gradient, rounded once to the CG vector format, so LM's
             # fixed point is the fp64 optimum (the low precision only perturbs the step)
             rhs = (-grad).astype(vec_dtype)
@@ -582,7 +625,7 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
             K.jac_t_matvec(Ra, Rb, layout.col_a, layout.col_b,
                            round_to(gr.ravel(), preset.residual).astype(vec_dtype), rhs, half)
             rhs = -rhs
-        if preset.jacobian_storage == preset.residual and preset.residual != "fp16":
+        if small or (preset.jacobian_storage == preset.residual and preset.residual != "fp16"):
             Sa, Sb = Ra, Rb
         else:
             Sa, Sb = to_storage(S64a, preset.jacobian_storage), to_storage(S64b, preset.jacobian_storage)
@@ -600,12 +643,15 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         pc_state["lam"] = lam
 
         # ---- linear solve (and, for a reduced-precision step that LM rejects, the same step in fp64)
-        low_precision = not half and any(getattr(preset, f) != "fp64" for f in (
+        low_precision = not small and not half and any(getattr(preset, f) != "fp64" for f in (
             "residual", "jacobian_storage", "cg_vectors", "preconditioner_storage"))
         stop = False
         step_options = options_far if far else options
         for attempt in range(2 if options.precision_fallback and low_precision else 1):
-            if attempt == 0:
+            if small:
+                y, cg_its, ok = _small_direct_solve(layout, summary, S64a, S64b, -grad, lam_s, pc_state)
+                summary.iterations += 1
+            elif attempt == 0:
                 y, cg_its, ok = _linear_solve(step_options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g,
                                               half, vec_dtype, bd64, tps, pc_state,
                                               -grad if options.fp64_gradient and not half else None)
@@ -693,6 +739,8 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """Vector dot product without BLAS: OpenBLAS's threaded ddot spins against other jobs on a shared
     machine (measured 11 ms instead of ~20 us for 18,000 entries on the 2-core VM under load), and these
     run every LM iteration."""
+    if a.shape[0] <= 4096:  # (below OpenBLAS's threading threshold, and einsum's dispatch costs more)
+        return float(np.dot(a, b))
     return float(np.einsum("i,i->", a, b))
 
 
@@ -913,6 +961,37 @@ def _block_minimum_degree(layout: "_Layout") -> np.ndarray:
     return border
 
 
+#: Below this many columns the small-problem direct solve is dense (:func:`kernels.dense_damped_normal_solve`).
+SMALL_DENSE_COLUMNS = 96
+
+
+def _small_direct_solve(layout, summary, S64a, S64b, rhs64, lam_s: float, state) -> tuple:
+    """One LM step of a small problem: fp64 block L D L^T of ``S^T S + lam_s I`` (the "ict" block factor,
+    its symbolic analysis kept in ``state``) and one direct solve; returns (y, 0 CG iterations, ok)."""
+    t0 = time.perf_counter()
+    if layout.n <= SMALL_DENSE_COLUMNS:
+        # one numba call: dense assembly, Cholesky and solve (a few dozen columns)
+        if "dense" not in state:
+            state["dense"] = np.empty((layout.n, layout.n))
+        y = np.empty(layout.n)
+        ok = K.dense_damped_normal_solve(S64a, S64b, layout.col_a, layout.col_b, max(lam_s, 1e-300),
+                                         np.ascontiguousarray(rhs64), state["dense"], y)
+        summary.linear_solve_time_s += time.perf_counter() - t0
+        if ok:
+            return y, 0, True
+        t0 = time.perf_counter()  # singular (Gauss-Newton on a gauge-free problem): the shifted block factor
+    pc = _Preconditioner(np.dtype(np.float64))
+    _build_block_ict(summary, layout, S64a, S64b, state, pc, lam_s)
+    t1 = time.perf_counter()
+    summary.preconditioner_time_s += t1 - t0
+    summary.preconditioner_bytes = K.bytes_of(pc.L64, pc.L_diag64)
+    y = np.empty(layout.n)
+    block_ldl_direct_solve(pc.L_indptr, pc.L_indices, pc.L64, pc.L_diag64, int(pc.L_block), float(pc.L_inv_scale),
+                           pc.L_perm, np.ascontiguousarray(rhs64), y)
+    summary.linear_solve_time_s += time.perf_counter() - t1
+    return y, 0, bool(np.all(np.isfinite(y)))
+
+
 def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float) -> np.ndarray:
     """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback)."""
     J = layout.jacobian_csr(S64a, S64b)
@@ -976,7 +1055,7 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
 
     if (options.ic_damping_ratio and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
             and not half):
-        floor = max(options.ic_shift, 1e-300)
+        floor = max(state["ic_shift"], 1e-300)
         now, built = max(state.get("lam", 0.0), floor), max(state.get("lam_built", 0.0), floor)
         if max(now / built, built / now) > options.ic_damping_ratio:
             state["pc"] = None  # LM's damping moved: a factor of the damped matrix at the new lambda
