@@ -99,12 +99,12 @@ class LoopClosureConfig:
     #: random walk in the distance of the step (``odometry_walk_m``: m per sqrt(m) travelled,
     #: ``odometry_walk_rad``: rad per sqrt(m)) and in its rotation (``odometry_walk_rad_per_rad``:
     #: rad per sqrt(rad) turned), i.e. variance = floor^2 + walk^2 x step. Measured against ground
-    #: truth on the tuning runs (household / handheld / office seeds 1-3, realistic, stereo and RGB-D;
+    #: truth on tuning runs (household:15 seeds 1-2 and handheld:15 seed 2, realistic, stereo and RGB-D;
     #: household:60 seed 3): VO's keyframe steps are off by 0.1-0.2 mrad and 0.4-0.6 mm, and the error
-    #: grows like a random walk (2.3-3.2 mm and 0.8-1.0 mrad over 1 m); the defaults are ~1.5x that.
+    #: grows like a random walk (2.3-3.2 mm and 0.8-1.9 mrad over 1 m); the defaults are ~1.5x that.
     #: The previous fixed 2 cm / 5 mrad per step was 30-40x VO's real error, so every loop edge
-    #: (floored at 1 cm / 2 mrad, really 1-3 mm off) pulled the map onto its own noise: 34 true loops
-    #: left household:60 seed 3 at 3.04 mm ATE, 2.5 mm with these (docs/loop_closure.md).
+    #: (floored at 1 cm / 2 mrad, really 1-8 mm off) pulled the map onto its own noise: 34 true loops
+    #: left household:60 seed 3 at 3.04 mm ATE, 2.65 mm with these (docs/loop_closure.md).
     odometry_sigma_m: float = 0.0005
     odometry_sigma_rad: float = 0.0002
     odometry_walk_m: float = 0.004
