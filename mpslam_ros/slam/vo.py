@@ -586,14 +586,12 @@ class VisualOdometry:
         ranked = [k for k, n in sorted(votes.items(), key=lambda kv: -kv[1])[: cfg.relocalization_candidates]
                   if n >= min_votes]
         if cfg.relocalization_max_offset_m >= 0 and self._last_good_stamp is not None:
-            # the keyframes nearest the dead-reckoned pose first (ORB-SLAM tracks its reference
-            # keyframe before relocalising globally): in a corridor of look-alike panels the most
-            # votes may go to the wrong panel, which the gate would refuse anyway
-            c_pred = _camera_centre(self.dead_reckoned_pose(frame.stamp_ns))
-            near = sorted((k for k, n in votes.items() if n >= min_votes),
-                          key=lambda k: float(np.linalg.norm(
-                              (self._reloc_db[k].T_world_body @ self.T_body_cam)[:3, 3] - c_pred)))
-            near = near[: cfg.relocalization_candidates]
+            # the keyframes nearest the dead-reckoned pose first, whatever their votes (ORB-SLAM
+            # tracks its reference keyframe before relocalising globally): in a corridor of
+            # look-alike panels the panels' keyframes split the nearest-descriptor votes, so the
+            # true place may get too few while a wrong panel gets the most (refused by the gate)
+            T_pred = self.dead_reckoned_pose(frame.stamp_ns)
+            near = sorted(votes, key=lambda k: self._distance_to(k, T_pred))[: cfg.relocalization_candidates]
             ranked = near + [k for k in ranked if k not in near]
         for kf_id in ranked:
             cand = self._local_map(kf_id)
@@ -609,6 +607,13 @@ class VisualOdometry:
                 continue
             return T_wb, kf_id, result.edge.inliers
         return None
+
+    def _distance_to(self, kf_id: int, T_cw: np.ndarray) -> float:
+        """Camera-centre distance (m) of keyframe ``kf_id`` from pose ``T_cw``, plus 1 m per 30 deg of
+        rotation between them (a keyframe at the same spot facing away sees something else)."""
+        T_ck = np.linalg.inv(self._reloc_db[kf_id].T_world_body @ self.T_body_cam)
+        return (float(np.linalg.norm(_camera_centre(T_ck) - _camera_centre(T_cw)))
+                + _rotation_deg(T_ck[:3, :3] @ T_cw[:3, :3].T) / 30.0)
 
     def dead_reckoned_pose(self, stamp_ns: int) -> np.ndarray:
         """T_cw the constant-velocity prior predicts at ``stamp_ns`` from the last tracked frame."""
