@@ -152,10 +152,15 @@ class VOConfig:
     #: jump to a look-alike place). A negative ``relocalization_max_offset_m`` disables the gate
     #: (global relocalisation, as after a kidnap).
     relocalization_max_offset_m: float = 0.5
+    #: Relocalisation gate: metres the robot may move (beyond the prediction) per second lost.
     relocalization_max_offset_m_per_s: float = 0.5
+    #: Relocalisation gate: VO drift allowed per metre travelled since the matched keyframe.
     relocalization_max_drift_fraction: float = 0.02
+    #: Relocalisation gate: rotation (deg) always allowed from the dead-reckoned pose ...
     relocalization_max_offset_deg: float = 10.0
+    #: ... plus this per second lost ...
     relocalization_max_offset_deg_per_s: float = 30.0
+    #: ... plus this per metre travelled since the matched keyframe (rotation drift).
     relocalization_max_drift_deg_per_m: float = 0.3
     #: Where the window BA's CG iterations run: "cpu", "cuda" (a GPU through numba-cuda; an error at the
     #: first solve when there is none) or "auto" (the GPU when present and the problem is large enough).
