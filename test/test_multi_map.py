@@ -134,6 +134,31 @@ def test_loop_that_bends_the_odometry_is_rejected(vocabulary):
         lc.close()
 
 
+def test_look_alike_loop_between_merged_maps_is_refused_by_the_drift_gate(vocabulary):
+    """VO lost tracking, refused a look-alike relocalisation and started map 1 at its last good pose
+    (off by what the robot moved while blind); loops merged the maps. A loop between the two maps
+    one 4 m panel off is then checked against the odometry counted across the break, as within a map."""
+    seq = make_keyframe_sequence(seed=2, laps=3)
+    L = seq.lap_length
+    lc = _run(_with_break(seq.keyframes, L // 2, offset=se3_exp(np.array([0.15, -0.05, 0.0, 0.0, 0.0, 0.03]))),
+              vocabulary)
+    try:
+        assert lc.stats.maps == 2 and lc.stats.merges == 1
+        match, query = 10, 10 + 2 * L  # the same place, map 0 and (two laps later) map 1
+        T = np.linalg.inv(seq.gt_poses[match]) @ seq.gt_poses[query]
+        T[:3, 3] += [4.0, 0.0, 0.0]
+        wrong = LoopEdge(query_id=query, match_id=match, T_match_query=T, information=np.eye(6) * 1e4, inliers=300)
+        lc.add_loop(wrong)
+        lc.wait_idle(60)
+        assert all(e is not wrong for e in lc.loops())
+        reasons = [why for e, why in lc.rejected_loops() if e is wrong]
+        # refused before it reaches the graph (not only dropped after a solve by the odometry chi2)
+        assert reasons and "correction" in reasons[0] and "travelled" in reasons[0], reasons
+        assert lc.stats.loops_implausible >= 1
+    finally:
+        lc.close()
+
+
 def test_saved_map_keeps_its_maps_and_a_new_session_starts_a_new_one(vocabulary, tmp_path):
     seq = make_keyframe_sequence(seed=2, laps=1)
     lc = _run(_with_break(seq.keyframes[:30] + seq.keyframes[45:65], 30), vocabulary)

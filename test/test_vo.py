@@ -191,6 +191,50 @@ def test_without_relocalisation_a_new_map_starts_at_the_last_good_pose(seq, fram
     assert np.linalg.norm(rel_est[:3, 3] - rel_gt[:3, 3]) < 0.02
 
 
+def _run_look_alike(seq, frames, config, lost_at=100, wall_len=10, replay_from=0, n_replay=40):
+    """Track frames[:lost_at], lose tracking on a textureless wall, then show the images of frames
+    ``replay_from...`` again with the stamps continuing: a place that looks exactly like one already
+    mapped (a look-alike panel), but ~2 m from where the robot can be after half a second."""
+    h, w = frames[0].left.shape
+    wall = np.tile(np.linspace(60, 200, w).astype(np.uint8), (h, 1))
+    vo = VisualOdometry(seq.rig, config)
+    vo.reset(seq.poses[0])
+    out = [vo.process(f) for f in frames[:lost_at]]
+    for k in range(lost_at, lost_at + wall_len):
+        out.append(vo.process(replace(frames[k], left=wall, right=wall)))
+    for j in range(n_replay):
+        k = lost_at + wall_len + j
+        out.append(vo.process(replace(frames[replay_from + j], index=k, stamp_ns=frames[k].stamp_ns)))
+    return vo, out
+
+
+def test_relocalisation_onto_a_look_alike_place_far_from_the_dead_reckoned_pose_is_refused(seq, frames, caplog):
+    lost_at, wall_len = 100, 10
+    resume = lost_at + wall_len
+    # the look-alike place (frame 0's view) is far from where dead reckoning puts the robot
+    assert np.linalg.norm(seq.poses[resume][:3, 3] - seq.poses[0][:3, 3]) > 1.5
+    # without the gate (global relocalisation) VO snaps onto the look-alike place: a ~2 m jump
+    vo, out = _run_look_alike(seq, frames, VOConfig(relocalization_max_offset_m=-1.0), lost_at, wall_len)
+    assert out[resume].tracking_state == "relocalized", out[resume].reason
+    assert np.linalg.norm(out[resume].T_world_body[:3, 3] - out[lost_at - 1].T_world_body[:3, 3]) > 1.5
+    # with the gate: every verified match is refused (logged, counted), and after the timeout a new
+    # map starts at the last good pose: the odometry never jumps, the old map keeps its keyframes
+    with caplog.at_level(logging.WARNING, logger="mpslam_ros.vo"):
+        vo, out = _run_look_alike(seq, frames, VOConfig(), lost_at, wall_len)
+    states = [r.tracking_state for r in out]
+    assert "relocalized" not in states
+    assert vo.stats.relocalizations == 0 and vo.stats.relocalizations_refused >= 1
+    assert "refused" in caplog.text and "dead-reckoned pose" in caplog.text
+    assert vo.stats.new_maps == 1 and vo.map_id == 1
+    start = states.index("reinitialized")
+    assert resume < start <= resume + 21  # relocalisation_timeout_s (1 s at 20 Hz)
+    last_good = out[lost_at - 1].T_world_body
+    assert np.allclose(out[start].T_world_body, last_good, atol=1e-9)
+    assert out[start].keyframe is not None and out[start].keyframe.map_id == 1
+    steps = np.linalg.norm(np.diff([r.T_world_body[:3, 3] for r in out[lost_at - 1:]], axis=0), axis=1)
+    assert steps.max() < 0.05  # no jump anywhere: at most one frame's motion
+
+
 def test_bad_inputs_are_skipped_with_reasons(seq, frames, caplog):
     vo = VisualOdometry(seq.rig, VOConfig())
     vo.reset(seq.poses[0])

@@ -59,6 +59,7 @@ def run_one(scene: str, profile: str, seed: int, sensor: str, precision: str, lo
             "tracked_percent": vo.get("frames_with_pose_percent", 0.0),
             "relocalizations": run.extra["vo_events"]["relocalizations"],
             "losses": run.extra["vo_events"]["losses"], "new_maps": run.extra["vo_events"]["new_maps"],
+            "relocalizations_refused": run.extra["vo_events"].get("relocalizations_refused", 0),
             "loops": len(loops), "true_loops": sum(1 for x in loops if x["true"]),
             "false_loops": sum(1 for x in loops if not x["true"]), "rejected_loops": lc.get("rejected_loops", 0),
             "loop_errors": loops, "frames_per_s": len(run.states) / max(run.wall_s, 1e-9)}

@@ -356,7 +356,9 @@ def format_report(run: RunOutput, metrics: Optional[dict], metrics_vo: Optional[
 def _events_line(run: RunOutput) -> str:
     """One line on losses, relocalisations, maps and merges (what degraded and how it recovered)."""
     vo = run.extra.get("vo_events", {})
-    text = (f"tracking losses: {vo.get('losses', 0)}, relocalised: {vo.get('relocalizations', 0)}, "
+    text = (f"tracking losses: {vo.get('losses', 0)}, relocalised: {vo.get('relocalizations', 0)} "
+            f"(max {vo.get('max_relocalization_offset_m', 0.0):.2f} m from the dead-reckoned pose), "
+            f"relocalisations refused (look-alike places): {vo.get('relocalizations_refused', 0)}, "
             f"new maps: {vo.get('new_maps', 0)}, frames relocalising: {vo.get('frames_relocalizing', 0)} "
             f"({vo.get('relocalization_s', 0.0):.2f} s), longest gap bridged: "
             f"{vo.get('longest_bridged_gap_s', 0.0):.2f} s")

@@ -439,6 +439,7 @@ class VisualOdometryNode(Node):
         message = f"tracking {state}"
         if "map_id" in values:
             message += (f" (map {values['map_id']}; relocalised {values['vo_relocalizations']}x, "
+                        f"refused as look-alike {values['vo_relocalizations_refused']}x, "
                         f"new maps {values['vo_new_maps']})")
             if values["vo_new_maps"] and level == DiagnosticStatus.OK:
                 level = DiagnosticStatus.WARN  # a break VO could not relocalise across stays visible

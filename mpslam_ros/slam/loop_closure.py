@@ -451,10 +451,10 @@ class LoopClosure:
                     len(keep) + 1, edge.query_id, edge.match_id)
         return True
 
-    def _travel_between(self, i: int, j: int) -> Optional[Tuple[float, float]]:
+    def _travel_between(self, i: int, j: int, across_breaks: bool = False) -> Optional[Tuple[float, float]]:
         """Metres and degrees VO travelled between graph indices ``i`` < ``j``; None when a map break
-        lies between them (VO's odometry does not connect the two)."""
-        if any(m != self._map_ids[i] for m in self._map_ids[i:j + 1]):
+        lies between them (VO's odometry does not connect the two) unless ``across_breaks``."""
+        if not across_breaks and any(m != self._map_ids[i] for m in self._map_ids[i:j + 1]):
             return None
         while len(self._travelled) <= j:
             k = len(self._travelled)
@@ -477,8 +477,13 @@ class LoopClosure:
             return True
         i, j = sorted((self._index[edge.match_id], self._index[edge.query_id]))
         travel = self._travel_between(i, j)
-        if travel is None:  # merged maps: no odometry between them, the merge agreement test applies
-            return True
+        if travel is None:
+            if self._root(self._map_ids[i]) != self._root(self._map_ids[j]):
+                return True  # maps not merged yet: a merge candidate, the merge agreement test applies
+            # merged maps share one frame since the merge: the drift allowance still holds, over the
+            # odometry counted across the break (VO starts a new map at its last good pose; a step
+            # that jumps, as after a kidnap, only widens the allowance)
+            travel = self._travel_between(i, j, across_breaks=True)
         d, r = travel
         implied = self._current_pose(edge.match_id) @ edge.T_match_query
         D = np.linalg.inv(self._current_pose(edge.query_id)) @ implied

@@ -132,7 +132,8 @@ class VOConfig:
     max_bridge_gap_s: float = 0.5
     #: Recent keyframes of the current map kept for relocalisation (about 16 kB each).
     relocalization_keyframes: int = 300
-    #: Candidates (most descriptor votes first) verified per relocalisation attempt.
+    #: Candidates (most descriptor votes first) verified per relocalisation attempt; with the
+    #: relocalisation gate on, as many again nearest the dead-reckoned pose are verified first.
     relocalization_candidates: int = 3
     #: Features detected on a frame being relocalised (more than tracking keeps: the viewpoint may
     #: differ a lot from the keyframes').
@@ -140,6 +141,27 @@ class VOConfig:
     #: A candidate is verified against the landmarks of this many keyframes on each side of it (its
     #: local map), not only its own: more 3D points to match after a large viewpoint change.
     relocalization_neighbours: int = 3
+    #: Relocalisation gate (look-alike places: a corridor of identical panels verifies as well as the
+    #: true place). A verified relocalisation is accepted only when its position lies within
+    #: ``relocalization_max_offset_m + relocalization_max_offset_m_per_s * t +
+    #: relocalization_max_drift_fraction * d`` of the pose the constant-velocity prior dead-reckons over
+    #: the ``t`` seconds lost, and its rotation within ``relocalization_max_offset_deg +
+    #: relocalization_max_offset_deg_per_s * t + relocalization_max_drift_deg_per_m * d`` (``d``: metres VO
+    #: travelled since the matched keyframe, whose pose carries the drift since then). A refused one
+    #: is logged and counted; when nothing inside the gate verifies in time a new map starts (never a
+    #: jump to a look-alike place). A negative ``relocalization_max_offset_m`` disables the gate
+    #: (global relocalisation, as after a kidnap).
+    relocalization_max_offset_m: float = 0.5
+    #: Relocalisation gate: metres the robot may move (beyond the prediction) per second lost.
+    relocalization_max_offset_m_per_s: float = 0.5
+    #: Relocalisation gate: VO drift allowed per metre travelled since the matched keyframe.
+    relocalization_max_drift_fraction: float = 0.02
+    #: Relocalisation gate: rotation (deg) always allowed from the dead-reckoned pose ...
+    relocalization_max_offset_deg: float = 10.0
+    #: ... plus this per second lost ...
+    relocalization_max_offset_deg_per_s: float = 30.0
+    #: ... plus this per metre travelled since the matched keyframe (rotation drift).
+    relocalization_max_drift_deg_per_m: float = 0.3
     #: Where the window BA's CG iterations run: "cpu", "cuda" (a GPU through numba-cuda; an error at the
     #: first solve when there is none) or "auto" (the GPU when present and the problem is large enough).
     #: See docs/cuda.md.
@@ -176,6 +198,11 @@ class VOStats:
     #: Frames processed while relocalising, and the wall time spent on relocalisation attempts.
     frames_relocalizing: int = 0
     relocalization_s: float = 0.0
+    #: Verified relocalisations refused by the gate (too far from the dead-reckoned pose: a look-alike
+    #: place, see :attr:`VOConfig.relocalization_max_offset_m`).
+    relocalizations_refused: int = 0
+    #: Largest position offset (m) of an accepted relocalisation from the dead-reckoned pose.
+    max_relocalization_offset_m: float = 0.0
     #: Longest gap in image time (s) bridged by the motion prior without relocalising.
     longest_bridged_gap_s: float = 0.0
 
@@ -228,6 +255,9 @@ class VisualOdometry:
         # recent keyframes of the current map (what relocalisation matches against), oldest first
         self._reloc_db: "collections.OrderedDict[int, Keyframe]" = collections.OrderedDict()
         self._reloc_stack = None  # (descriptors, owner keyframe ids), rebuilt when the db changes
+        self._reloc_offset_m = 0.0  # the accepted relocalisation's distance from the dead-reckoned pose
+        self._path_m = 0.0  # metres the camera travelled by VO (tracked frames), for the drift allowance
+        self._reloc_path: Dict[int, float] = {}  # keyframe id -> self._path_m when it was made
         self.stats = VOStats()
         self._clear_map()
 
@@ -358,6 +388,7 @@ class VisualOdometry:
             self.stats.longest_bridged_gap_s = max(self.stats.longest_bridged_gap_s, gap_s)
         elif 0 < gap_s < 1.0:
             self._frame_dt_s = 0.9 * self._frame_dt_s + 0.1 * gap_s
+        self._path_m += float(np.linalg.norm(_camera_centre(T_cw) - _camera_centre(self._T_cw)))
         self._T_cw = T_cw
         self._steps_since_good = 1
         self._last_good_stamp = frame.stamp_ns
@@ -478,6 +509,7 @@ class VisualOdometry:
             self._map_id += 1
             self.stats.new_maps += 1
         self._reloc_db.clear()
+        self._reloc_path.clear()
         self._reloc_stack = None
 
     # ------------------------------------------------------------------ relocalisation
@@ -499,14 +531,20 @@ class VisualOdometry:
         self.stats.relocalization_s += timings["relocalize"]
         if found is not None:
             T_wb, match_id, inliers = found
+            held = (self._T_cw, self._velocity)
             self._T_cw = np.linalg.inv(T_wb @ self.T_body_cam)
             self._velocity = np.eye(4)
             res = self._initialize(frame, left, pyr, right, depth, timings,
                                    f"frame {frame.index}: relocalised against keyframe {match_id} "
-                                   f"({inliers} inliers)", state="relocalized")
-            if res.tracking_state == "relocalized":
+                                   f"({inliers} inliers, {self._reloc_offset_m:.2f} m from the "
+                                   f"dead-reckoned pose)", state="relocalized")
+            if res.tracking_state != "relocalized":  # keep dead-reckoning from the last good frame
+                self._T_cw, self._velocity = held
+            else:
                 self._relocalizing_since = None
                 self.stats.relocalizations += 1
+                self.stats.max_relocalization_offset_m = max(self.stats.max_relocalization_offset_m,
+                                                             self._reloc_offset_m)
                 log.info("%s", res.reason)
                 return res
         waited = (frame.stamp_ns - self._relocalizing_since) * 1e-9
@@ -549,15 +587,67 @@ class VisualOdometry:
             if m.distance <= self.verification.max_hamming:
                 k = int(owner[m.trainIdx])
                 votes[k] = votes.get(k, 0) + 1
-        ranked = sorted(votes.items(), key=lambda kv: -kv[1])[: cfg.relocalization_candidates]
-        for kf_id, n_votes in ranked:
-            if n_votes < self.verification.min_inliers // 2:
-                break
+        min_votes = self.verification.min_inliers // 2
+        ranked = [k for k, n in sorted(votes.items(), key=lambda kv: -kv[1])[: cfg.relocalization_candidates]
+                  if n >= min_votes]
+        if cfg.relocalization_max_offset_m >= 0 and self._last_good_stamp is not None:
+            # the keyframes nearest the dead-reckoned pose first, whatever their votes (ORB-SLAM
+            # tracks its reference keyframe before relocalising globally): in a corridor of
+            # look-alike panels the panels' keyframes split the nearest-descriptor votes, so the
+            # true place may get too few while a wrong panel gets the most (refused by the gate)
+            T_pred = self.dead_reckoned_pose(frame.stamp_ns)
+            near = sorted(votes, key=lambda k: self._distance_to(k, T_pred))[: cfg.relocalization_candidates]
+            ranked = near + [k for k in ranked if k not in near]
+        for kf_id in ranked:
             cand = self._local_map(kf_id)
             result = verify_loop(query, cand, self.verification)
-            if result.edge is not None:
-                return cand.T_world_body @ result.edge.T_match_query, kf_id, result.edge.inliers
+            if result.edge is None:
+                continue
+            T_wb = cand.T_world_body @ result.edge.T_match_query
+            refused = self._outside_relocalization_gate(frame, T_wb, kf_id)
+            if refused:
+                self.stats.relocalizations_refused += 1
+                log.warning("frame %s: relocalisation against keyframe %d (%d inliers) refused: %s",
+                            frame.index, kf_id, result.edge.inliers, refused)
+                continue
+            return T_wb, kf_id, result.edge.inliers
         return None
+
+    def _distance_to(self, kf_id: int, T_cw: np.ndarray) -> float:
+        """Camera-centre distance (m) of keyframe ``kf_id`` from pose ``T_cw``, plus 1 m per 30 deg of
+        rotation between them (a keyframe at the same spot facing away sees something else)."""
+        T_ck = np.linalg.inv(self._reloc_db[kf_id].T_world_body @ self.T_body_cam)
+        return (float(np.linalg.norm(_camera_centre(T_ck) - _camera_centre(T_cw)))
+                + _rotation_deg(T_ck[:3, :3] @ T_cw[:3, :3].T) / 30.0)
+
+    def dead_reckoned_pose(self, stamp_ns: int) -> np.ndarray:
+        """T_cw the constant-velocity prior predicts at ``stamp_ns`` from the last tracked frame."""
+        lost_s = max(0.0, (stamp_ns - self._last_good_stamp) * 1e-9) if self._last_good_stamp else 0.0
+        steps = max(1, int(round(lost_s / self._frame_dt_s)))
+        return np.linalg.matrix_power(self._velocity, steps) @ self._T_cw
+
+    def _outside_relocalization_gate(self, frame: StereoFrame, T_wb: np.ndarray, kf_id: int) -> str:
+        """Why a verified relocalisation ``T_wb`` against keyframe ``kf_id`` is not credible ("" when
+        it is): further from the dead-reckoned pose than VO can have moved and drifted while lost."""
+        cfg = self.config
+        if cfg.relocalization_max_offset_m < 0 or self._last_good_stamp is None:
+            return ""
+        lost_s = max(0.0, (frame.stamp_ns - self._last_good_stamp) * 1e-9)
+        travelled = max(0.0, self._path_m - self._reloc_path.get(kf_id, self._path_m))
+        T_pred = self.dead_reckoned_pose(frame.stamp_ns)
+        T_cw = np.linalg.inv(T_wb @ self.T_body_cam)
+        offset = float(np.linalg.norm(_camera_centre(T_cw) - _camera_centre(T_pred)))
+        angle = _rotation_deg(T_cw[:3, :3] @ T_pred[:3, :3].T)
+        max_offset = (cfg.relocalization_max_offset_m + cfg.relocalization_max_offset_m_per_s * lost_s
+                      + cfg.relocalization_max_drift_fraction * travelled)
+        max_angle = (cfg.relocalization_max_offset_deg + cfg.relocalization_max_offset_deg_per_s * lost_s
+                     + cfg.relocalization_max_drift_deg_per_m * travelled)
+        if offset > max_offset or angle > max_angle:
+            return (f"{offset:.2f} m / {angle:.1f} deg from the dead-reckoned pose, allowed "
+                    f"{max_offset:.2f} m / {max_angle:.1f} deg after {lost_s:.2f} s lost and "
+                    f"{travelled:.1f} m since the keyframe (a look-alike place?)")
+        self._reloc_offset_m = offset
+        return ""
 
     def _local_map(self, kf_id: int) -> Keyframe:
         """Keyframe ``kf_id`` with the landmarks of its neighbours in the database added (moved into
@@ -602,8 +692,10 @@ class VisualOdometry:
             return
         # a copy: the pose is updated when the keyframe leaves the window, the caller's stays as sent
         self._reloc_db[kf.id] = dataclasses.replace(kf)
+        self._reloc_path[kf.id] = self._path_m
         while len(self._reloc_db) > max(1, self.config.relocalization_keyframes):
-            self._reloc_db.popitem(last=False)
+            old_id, _ = self._reloc_db.popitem(last=False)
+            self._reloc_path.pop(old_id, None)
         self._reloc_stack = None
 
     def _initialize(self, frame, left, pyr, right, depth, timings, reason: str = "",
@@ -832,6 +924,14 @@ class VisualOdometry:
             keyframe=keyframe, local_landmarks=local,
             covariance_diag=None if cov is None else np.asarray(cov, np.float64),
             reason=reason, quality=quality, num_inliers=num_inliers)
+
+
+def _camera_centre(T_cw: np.ndarray) -> np.ndarray:
+    return -T_cw[:3, :3].T @ T_cw[:3, 3]
+
+
+def _rotation_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def _fractional_power(T: np.ndarray, a: float) -> np.ndarray:
