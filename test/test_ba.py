@@ -97,6 +97,22 @@ def test_bal_mixed_matches_schur(data_dir):
     assert out.cameras.shape == bal.cameras.shape and np.isfinite(out.points).all()
 
 
+def test_dense_schur_widens_fp16_jacobian_in_a_zero_cost_valley(data_dir):
+    """dubrovnik-3-7 (38 residuals, 48 parameters): fp16 rounding bent mixed's steps in the valley of exact
+    solutions (197 LM iterations to zero cost, fp64 94); widened to fp32 it converges like fp64. VO windows
+    never trigger the widening."""
+    from mpslam_ros.problems.ba import ba_options
+
+    bal = read_bal(data_dir / "ba" / "dubrovnik-3-7-pre.txt")
+    _, s = solve_bal(bal, ba_options(linear_solver="dense_schur", precision="mixed", max_iterations=120))
+    assert s.jacobian_widened_at >= 0
+    assert s.converged and s.final_cost < 1e-12 * s.initial_cost
+    for seed in range(3):
+        _, _, sw = solve_window(*make_window(seed).solve_args(),
+                                options=ba_options(linear_solver="dense_schur", precision="mixed"))
+        assert sw.jacobian_widened_at == -1
+
+
 def test_bad_window_input_names_the_input():
     w = make_window(0, num_keyframes=6, num_landmarks=20, track_length=(3, 6))
     args = list(w.solve_args())

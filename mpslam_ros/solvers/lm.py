@@ -265,6 +265,9 @@ class SolverSummary:
     factor_widened_at: int = -1
     #: every step was solved directly in fp64 (problem at most ``SolverOptions.small_problem_direct_columns``).
     small_problem_direct: bool = False
+    #: LM iteration at which dense_schur's fp16-stored BA Jacobian was widened to fp32 (-1: never; see
+    #: :data:`mpslam_ros.solvers.schur_ba.FP16_MODEL_MAX_DISAGREEMENT`).
+    jacobian_widened_at: int = -1
     #: bytes of stored operands: Jacobian values (as stored for CG) and preconditioner values.
     jacobian_bytes: int = 0
     preconditioner_bytes: int = 0
@@ -300,6 +303,9 @@ class SolverSummary:
                 " (reduced-precision steps rejected by LM, recomputed in fp64)" if self.precision_fallbacks else "")),
             ("fp16 factor", "widened to fp32 at iteration " + str(self.factor_widened_at)
              + " (CG with a fresh fp16 factor converged slowly)" if self.factor_widened_at >= 0 else "not widened"),
+            ("fp16 jacobian", "widened to fp32 at iteration " + str(self.jacobian_widened_at)
+             + " (the fp16 model disagreed with the fp64 one on a large step)" if self.jacobian_widened_at >= 0
+             else "not widened"),
             ("direct-solve fallbacks", f"{self.direct_fallbacks}" + (
                 " (CG did not converge on these steps: solved with the fp64 sparse direct solver)"
                 if self.direct_fallbacks else "")),

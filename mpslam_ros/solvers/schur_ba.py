@@ -54,6 +54,18 @@ DENSE_SCHUR_MAX_COLUMNS = 1000
 #: dense_schur stores and factors S as a band (LAPACK dpbtrf) when its lower bandwidth + 1 is at most this
 #: fraction of its columns: ~n kd^2 flops against n^3 / 3 dense, and band routines run at a lower rate
 BAND_MAX_FRACTION = 0.4
+#: dense_schur widens an fp16-stored Jacobian to fp32 for the rest of the solve when a step that still
+#: predicts a large decrease (more than FP16_MODEL_LARGE_STEP of the cost) gets a predicted decrease from
+#: the stored (fp16) normal equations that differs from the fp64 Jacobian's by more than this fraction.
+#: Why: on dubrovnik-3-7 (38 residuals, 48 parameters: a valley of zero-cost solutions) fp16 rounding of
+#: the near-null directions bent every step, and mixed needed 197 LM iterations to reach zero cost where
+#: fp32/fp64 needed 94. Measured separation (docs/ba.md): steps with predicted decrease > 1e-2 of the
+#: cost disagree by <= 3.1e-4 on 100 VO windows and problem-49, by 2e-3..0.1 on dubrovnik-3-7; steps
+#: closer to convergence disagree more everywhere (fp16 noise against a tiny decrease) and are harmless
+#: there, as LM's right-hand side is the fp64 gradient. dense_schur's time does not depend on the storage
+#: (the stored blocks are read once per linearisation to build S).
+FP16_MODEL_MAX_DISAGREEMENT = 1e-2
+FP16_MODEL_LARGE_STEP = 1e-2
 
 
 def choose_schur_solver(problem) -> str:
@@ -711,6 +723,15 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
             delta = y * col_scale
             step_norm = math.sqrt(float(np.einsum("i,i->", delta, delta)))
             pred = model_decrease(Ja, Jb, r, lay.cam_col, lay.pt_col, delta)
+            if storage == "fp16" and linear_solver == "dense_schur" and pred > FP16_MODEL_LARGE_STEP * cost:
+                # the stored system's own prediction (exact solve: |J y|^2 = b.y - lam |y|^2 in scaled units)
+                pred_stored = 0.5 * (float(b @ y) + lam_s * float(y @ y)) / (g * g)
+                if abs(pred_stored - pred) > FP16_MODEL_MAX_DISAGREEMENT * pred:
+                    storage = "fp32"
+                    Sa, Sb = np.empty(Sa.shape, np.float32), np.empty(Sb.shape, np.float32)
+                    linearised = True  # re-store (fp32) and rebuild the sums, also if this step is rejected
+                    summary.jacobian_widened_at = summary.iterations
+                    summary.jacobian_bytes = K.bytes_of(Sa, Sb)
             if step_norm <= options.parameter_tolerance * (n_sqrt + options.parameter_tolerance):
                 summary.termination = f"converged: step norm {step_norm:.3e} below parameter tolerance"
                 summary.converged = True
