@@ -13,7 +13,7 @@ class Recording(LoopClosure):
     def add_keyframe(self, kf):
         KFS.append(copy.deepcopy(kf))
         return super().add_keyframe(kf)
-runmod._make_loop_closure = lambda: Recording(LoopClosureConfig())
+runmod._make_loop_closure = lambda config=None: Recording(config or LoopClosureConfig())
 
 def record(scene, seed, sensor, profile=os.environ.get("REC_PROFILE", "realistic")):
     out = Path(f"{DIR}/{scene.replace(':','_')}_{profile}_s{seed}_{sensor}.pkl")
