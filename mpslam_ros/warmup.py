@@ -274,7 +274,8 @@ def warm_pipeline(precisions: Sequence[str] = ("mixed",), modes: Sequence[str] =
 
     if modules is None:
         modules = list(dict.fromkeys((VO_KERNEL_MODULES if vo else []) + (LC_KERNEL_MODULES if loop_closure else [])))
-    stage("kernel modules", lambda: warm_modules(modules, precisions))
+    for name in modules:  # one line per module: on an empty cache each compiles for minutes
+        stage(f"kernels {name.removeprefix('mpslam_ros.')}", lambda name=name: warm_modules([name], precisions))
     if vo:
         from mpslam_ros.slam.vo import VOConfig
 
