@@ -34,6 +34,30 @@ def make_keyframes():
     return seq, keyframes
 
 
+def keyframe_publishers(node):
+    """The three publishers vo_node sends keyframes on (camera model latched, as vo_node does)."""
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+
+    reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return (node.create_publisher(CameraInfo, "/vo/keyframes/camera_info", latched),
+            node.create_publisher(PointCloud2, "/vo/keyframes/features", reliable),
+            node.create_publisher(Odometry, "/vo/keyframes/pose", reliable))
+
+
+def wait_until_subscribed(rec, graph, pub_features, pub_pose):
+    """Until loop_closure_node's keyframe subscriptions match (they appear once it is warm; the recorder
+    is the other subscriber) and its path reaches the recorder. From an empty numba cache on a loaded
+    machine the warm-up takes minutes: wait as long as the bag player does (READY_TIMEOUT_S)."""
+    assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
+                        and pub_pose.get_subscription_count() >= 2
+                        and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
+        graph.log("loop_closure_node")
+    time.sleep(0.5)  # the readers match a moment after the writers
+
+
 def call(node, client, timeout=30.0):
     import time
 
@@ -49,9 +73,6 @@ def call(node, client, timeout=30.0):
 
 
 def test_loop_closure_node_services_and_path(tmp_path, ros_env, ros_env_in_process):
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, PointCloud2
-    from nav_msgs.msg import Odometry
     from std_srvs.srv import Trigger
 
     from mpslam_ros.datatypes import CameraIntrinsics
@@ -66,25 +87,12 @@ def test_loop_closure_node_services_and_path(tmp_path, ros_env, ros_env_in_proce
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec, \
             SlamGraph(tmp_path / "logs", ros_env, params=params) as graph:
         node = rec.node
-        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        pub_info = node.create_publisher(CameraInfo, "/vo/keyframes/camera_info", latched)
-        pub_features = node.create_publisher(PointCloud2, "/vo/keyframes/features", reliable)
-        pub_pose = node.create_publisher(Odometry, "/vo/keyframes/pose", reliable)
+        pub_info, pub_features, pub_pose = keyframe_publishers(node)
         clients = {name: node.create_client(Trigger, f"/loop_closure_node/{name}")
                    for name in ("save_map", "reset", "load_map")}
         graph.start_node("loop_closure_node")
         assert clients["save_map"].wait_for_service(timeout_sec=300), graph.log("loop_closure_node")
-        # keyframe subscriptions appear once the node is warm (kernels, vocabulary); the recorder is the other one
-        # (matched DDS readers: the graph can list a subscriber before what is published reaches it).
-        # From an empty numba cache on a loaded machine the warm-up takes minutes: wait as long as the
-        # bag player does for the nodes (READY_TIMEOUT_S), not less.
-        assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
-                            and pub_pose.get_subscription_count() >= 2
-                            and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
-            graph.log("loop_closure_node")
-        time.sleep(0.5)  # the readers match a moment after the writers
+        wait_until_subscribed(rec, graph, pub_features, pub_pose)
         K = keyframes[0].K
         cam = CameraIntrinsics(seq.rig.left.width, seq.rig.left.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
         for kf in keyframes:
@@ -131,9 +139,6 @@ def test_shutdown_waits_for_the_last_pose_graph_solve(tmp_path, ros_env, ros_env
     with loop.solve_delay_s, as a first solve on a cold cache is) when SIGINT arrives. The node waits
     for it (shutdown_wait_s), publishes that map, and its summary says the map is complete; without
     the wait the map ended without the last loops and nothing said so."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, PointCloud2
-    from nav_msgs.msg import Odometry
 
     from mpslam_ros.datatypes import CameraIntrinsics
     from mpslam_ros.nodes import msgs
@@ -148,18 +153,9 @@ def test_shutdown_waits_for_the_last_pose_graph_solve(tmp_path, ros_env, ros_env
     with OutputRecorder(domain_id=int(ros_env["ROS_DOMAIN_ID"])) as rec, \
             SlamGraph(tmp_path / "logs", ros_env, params=params) as graph:
         node = rec.node
-        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        pub_info = node.create_publisher(CameraInfo, "/vo/keyframes/camera_info", latched)
-        pub_features = node.create_publisher(PointCloud2, "/vo/keyframes/features", reliable)
-        pub_pose = node.create_publisher(Odometry, "/vo/keyframes/pose", reliable)
+        pub_info, pub_features, pub_pose = keyframe_publishers(node)
         graph.start_node("loop_closure_node")
-        assert rec.wait_for(lambda r: pub_features.get_subscription_count() >= 2
-                            and pub_pose.get_subscription_count() >= 2
-                            and r.matched_publishers("loop_closure/path") > 0, timeout=READY_TIMEOUT_S), \
-            graph.log("loop_closure_node")
-        time.sleep(0.5)
+        wait_until_subscribed(rec, graph, pub_features, pub_pose)
         K = keyframes[0].K
         cam = CameraIntrinsics(IMAGE_SIZE[0], IMAGE_SIZE[1], K[0, 0], K[1, 1], K[0, 2], K[1, 2])
         pub_info.publish(msgs.intrinsics_to_camera_info(cam, keyframes[0].stamp_ns, "camera_left"))
