@@ -8,6 +8,7 @@ from typing import List, Sequence
 import numpy as np
 
 from mpslam_ros.datatypes import Trajectory
+from mpslam_ros.geometry import lie
 
 #: A loop is true when its relative pose is within these of the ground truth's.
 TRUE_LOOP_MAX_TRANS_M = 0.3
@@ -32,7 +33,7 @@ def loop_errors(edges: Sequence, keyframe_stamps: dict, gt: Trajectory, max_dt_n
             continue
         T_gt = np.linalg.inv(poses[1]) @ poses[0]
         E = np.linalg.inv(T_gt) @ T
-        rot = float(np.degrees(np.arccos(np.clip((np.trace(E[:3, :3]) - 1) / 2, -1.0, 1.0))))
+        rot = float(np.degrees(lie.rotation_angle(E[:3, :3])))
         trans = float(np.linalg.norm(E[:3, 3]))
         out.append({"query": q, "match": m, "trans_err_m": trans, "rot_err_deg": rot,
                     "gt_distance_m": float(np.linalg.norm(T_gt[:3, 3])),

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from mpslam_ros.datatypes import Trajectory
+from mpslam_ros.geometry import lie
 
 ALIGNMENTS = ("se3", "sim3", "none")
 log = logging.getLogger("mpslam_ros.evaluation.metrics")
@@ -177,8 +178,7 @@ def align_trajectory(est: Trajectory, R: np.ndarray, t: np.ndarray, scale: float
 
 
 def _rotation_angles_deg(R: np.ndarray) -> np.ndarray:
-    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-    return np.degrees(np.arccos(cos))
+    return np.degrees(lie.rotation_angle(R))
 
 
 def _check(traj: Trajectory, what: str) -> None:

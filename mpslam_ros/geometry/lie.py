@@ -80,6 +80,13 @@ def so3_exp(w):
     return np.eye(3) + a * W + b * _mm(W, W)
 
 
+def rotation_angle(R: np.ndarray) -> np.ndarray:
+    """Rotation angle (rad, 0..pi) of rotation matrices ``R`` [..., 3, 3] (a 0-d array for one matrix),
+    from the trace: the one formula every "how far apart are two orientations" check uses."""
+    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+    return np.arccos(cos)
+
+
 @_jit
 def so3_log(R):
     """Rotation matrix -> rotation vector (angle in [0, pi]); accurate near 0 and near pi."""

@@ -41,6 +41,7 @@ from typing import Deque, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from mpslam_ros.datatypes import Keyframe
+from mpslam_ros.geometry import lie
 from mpslam_ros.slam.keyframe_db import KeyframeDatabase, MapFileError
 from mpslam_ros.slam.place_recognition import BinaryVocabulary, PlaceRecognizer, default_vocabulary
 from mpslam_ros.slam.verification import LoopEdge, VerificationConfig, verify_loop
@@ -231,8 +232,7 @@ def odometry_information(config: LoopClosureConfig, steps: np.ndarray, scale: fl
     trusted as VO deserves. ``scale`` multiplies the variances (the estimated odometry noise factor)."""
     steps = np.asarray(steps, dtype=np.float64).reshape(-1, 4, 4)
     length = np.linalg.norm(steps[:, :3, 3], axis=1)
-    cos = np.clip((np.trace(steps[:, :3, :3], axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
-    angle = np.arccos(cos)
+    angle = lie.rotation_angle(steps[:, :3, :3])
     var_r = config.odometry_sigma_rad ** 2 + config.odometry_walk_rad ** 2 * length \
         + config.odometry_walk_rad_per_rad ** 2 * angle
     var_t = config.odometry_sigma_m ** 2 + config.odometry_walk_m ** 2 * length
@@ -464,7 +464,7 @@ class LoopClosure:
                 B = self.db.get(self._order[k]).T_world_body
                 R = A[:3, :3].T @ B[:3, :3]
                 step = (float(np.linalg.norm(B[:3, 3] - A[:3, 3])),
-                        float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))))
+                        float(np.degrees(lie.rotation_angle(R))))
             last = self._travelled[-1] if k else (0.0, 0.0)
             self._travelled.append((last[0] + step[0], last[1] + step[1]))
         return (self._travelled[j][0] - self._travelled[i][0], self._travelled[j][1] - self._travelled[i][1])
@@ -488,7 +488,7 @@ class LoopClosure:
         implied = self._current_pose(edge.match_id) @ edge.T_match_query
         D = np.linalg.inv(self._current_pose(edge.query_id)) @ implied
         shift = float(np.linalg.norm(D[:3, 3]))
-        angle = float(np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1) / 2, -1, 1))))
+        angle = float(np.degrees(lie.rotation_angle(D[:3, :3])))
         max_shift = cfg.max_loop_correction_m + cfg.max_drift_fraction * d
         max_angle = (cfg.max_loop_correction_deg + cfg.max_drift_deg_per_m * d
                      + cfg.max_drift_rotation_fraction * r)
@@ -554,7 +554,7 @@ class LoopClosure:
         # (within one map, the transform is the correction the loop implies there: near loops agree)
         ref = self._root(self._map_ids[self._index[e1.match_id]])
         D = np.linalg.inv(self._map_transform(e1, poses, ref)) @ self._map_transform(e2, poses, ref)
-        angle = np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1) / 2, -1, 1)))
+        angle = np.degrees(lie.rotation_angle(D[:3, :3]))
         return bool(np.linalg.norm(D[:3, 3]) <= self.config.merge_max_translation_m
                     and angle <= self.config.merge_max_rotation_deg)
 

@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from mpslam_ros.datatypes import Keyframe
+from mpslam_ros.geometry import lie
 from mpslam_ros.geometry.lie import se3_exp
 
 #: Optical camera frame (z forward, x right, y down) in the body frame (x forward, y left, z up).
@@ -207,7 +208,7 @@ def loop_detection_stats(loops, gt_poses: np.ndarray, min_gap: int, max_distance
     def correct(e):
         T_gt = np.linalg.inv(gt_poses[e.match_id]) @ gt_poses[e.query_id]
         err = np.linalg.inv(T_gt) @ e.T_match_query
-        angle = np.arccos(np.clip((np.trace(err[:3, :3]) - 1) / 2, -1, 1))
+        angle = lie.rotation_angle(err[:3, :3])
         return np.linalg.norm(err[:3, 3]) < max_error_m and angle < max_error_rad
 
     tp = sum(bool(correct(e)) for e in loops)

@@ -50,6 +50,7 @@ from mpslam_ros.frontend.features import (detect_features, image_texture,
                                           track_klt)
 from mpslam_ros.frontend.pose import CHI2_2D, CHI2_3D, estimate_pose
 from mpslam_ros.frontend.rectify import Rectifier
+from mpslam_ros.geometry import lie
 from mpslam_ros.slam.verification import VerificationConfig, verify_loop
 
 log = logging.getLogger("mpslam_ros.vo")
@@ -483,7 +484,7 @@ class VisualOdometry:
         rel = self._T_cw @ np.linalg.inv(self._last_kf_T_cw)
         if np.linalg.norm(rel[:3, 3]) > cfg.keyframe_max_translation:
             return True
-        angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
+        angle = np.degrees(lie.rotation_angle(rel[:3, :3]))
         return bool(angle > cfg.keyframe_max_rotation_deg)
 
     # ------------------------------------------------------------------ loss / initialisation
@@ -931,7 +932,7 @@ def _camera_centre(T_cw: np.ndarray) -> np.ndarray:
 
 
 def _rotation_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+    return float(np.degrees(lie.rotation_angle(R)))
 
 
 def _fractional_power(T: np.ndarray, a: float) -> np.ndarray:
