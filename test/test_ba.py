@@ -1,6 +1,8 @@
 """Bundle adjustment: Jacobians vs finite differences through the retraction, recovery of a known
 window from noisy data (CGNR in every precision and the fp64 Schur reference), BAL, bad input."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -188,7 +190,12 @@ def test_bench_runs_blas_single_threaded():
 
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc/self/maps")
-    assert limit_blas_threads() >= 1  # numpy's and scipy's OpenBLAS
+    try:
+        assert limit_blas_threads() >= 1  # numpy's and scipy's OpenBLAS
+    finally:
+        # the setting is process-wide: give later tests OpenBLAS' default back (one thread per core);
+        # test_fp64_gradient_takes_fp32_and_mixed_to_the_fp64_optimum[1] depended on it (fresh-clone CI, 6 Dec)
+        limit_blas_threads(os.cpu_count() or 1)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
