@@ -535,9 +535,9 @@ def function_converged(cost: float, rel_change: float, pred_rel: float, function
     """The test of :func:`converged_after_step` on scalars (0, :data:`CONVERGED_ZERO_COST` or
     :data:`CONVERGED_COST_CHANGE`), so that the BA small-problem loop compiles this very function."""
     if cost == 0.0:
-        return 1
+        return CONVERGED_ZERO_COST
     if rel_change <= function_tolerance and pred_rel <= function_tolerance * model_agreement_factor:
-        return 2
+        return CONVERGED_COST_CHANGE
     return 0
 
 

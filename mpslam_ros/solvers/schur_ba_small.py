@@ -32,8 +32,8 @@ from numba import njit
 
 from mpslam_ros.problems.ba import BALProblemModel, WindowProblem, _eval_bal, _eval_window, _retract_cameras
 from mpslam_ros.solvers import kernels as K
-from mpslam_ros.solvers.lm import (SolverOptions, SolverSummary, function_converged, grown_radius,
-                                  shrunk_trust_region)
+from mpslam_ros.solvers.lm import (CONVERGED_ZERO_COST, SolverOptions, SolverSummary, function_converged,
+                                  grown_radius, shrunk_trust_region)
 from mpslam_ros.solvers.precision import arithmetic_dtype, get_preset, power_of_two_scale
 from mpslam_ros.solvers.schur_ba import (FP16_MODEL_LARGE_STEP, FP16_MODEL_MAX_DISAGREEMENT, _SchurLayout,
                                         back_substitute, gradient_and_scaled_max, model_decrease,
@@ -327,7 +327,7 @@ def small_dense_schur_lm(kind, R, t, intr, pts, obs_cam, obs_pt, obs_uv, obs_ur,
             t_update += K.cycle_counter() - t0
             why = _function_converged(cost, rel_change, pred_rel, ftol, agreement)
             if why != 0:
-                term = TERM_ZERO_COST if why == 1 else TERM_COST_CHANGE
+                term = TERM_ZERO_COST if why == CONVERGED_ZERO_COST else TERM_COST_CHANGE
                 term_value = rel_change
                 break
         else:
