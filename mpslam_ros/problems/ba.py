@@ -377,6 +377,8 @@ def ba_options(**overrides):
       full-J CGNR (then the options below apply);
     - ``cgnr_kernel``: :func:`mpslam_ros.solvers.cgnr_ba.cgnr_ba`, the CG loop with fused J^T J
       products (one pass over the Jacobian per iteration; ~30% less time per CG iteration);
+    - ``small_problem_schur_columns``: dense_schur on at most this many free camera columns (no robust
+      loss) runs its whole LM loop in one numba call (:mod:`mpslam_ros.solvers.schur_ba_small`), same steps;
     - ``fp64_gradient=True``: the CG right-hand side is LM's fp64 gradient rounded once (mixed-precision
       iterative refinement), not J^T r in the residual precision: free (LM computes the fp64 gradient
       anyway) and the fixed point of fp32 / mixed is the fp64 optimum. With the fp32 J^T r, fp32 and
@@ -386,8 +388,11 @@ def ba_options(**overrides):
     from mpslam_ros.solvers.cgnr_ba import cgnr_ba
     from mpslam_ros.solvers.lm import SolverOptions
 
+    from mpslam_ros.solvers.schur_ba_small import SMALL_PROBLEM_SCHUR_COLUMNS
+
     kw = dict(linear_solver="auto", preconditioner="block_jacobi", cg_tolerance=0.1, function_tolerance=1e-6, max_iterations=10,
-              initial_trust_region_radius=1e4, cgnr_kernel=cgnr_ba, fp64_gradient=True)
+              initial_trust_region_radius=1e4, cgnr_kernel=cgnr_ba, fp64_gradient=True,
+              small_problem_schur_columns=SMALL_PROBLEM_SCHUR_COLUMNS)
     kw.update(overrides)
     return SolverOptions(**kw)
 

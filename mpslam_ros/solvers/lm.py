@@ -161,6 +161,14 @@ class SolverOptions:
     #: reduced precision saves nothing at that size. Only where the numba block factor applies (equal block
     #: sizes, not the naive fp16 preset). None/0: off (pose graphs: :func:`~mpslam_ros.problems.pgo.pgo_options`).
     small_problem_direct_columns: Optional[int] = None
+    #: Bundle adjustment with the dense Schur solver (dense_schur, no robust loss) on at most this many free
+    #: camera columns runs its whole LM loop in one numba call (:mod:`mpslam_ros.solvers.schur_ba_small`;
+    #: ``SolverSummary.small_problem_loop``): same kernels, same steps and stopping rule, no Python per LM
+    #: iteration. Why: on dubrovnik-3-7 (3 cameras, 7 points) each of its 50 LM iterations cost ~0.1 ms of
+    #: interpreter time against microseconds of arithmetic (5.4 ms per solve against Ceres SPARSE_SCHUR's
+    #: 3.2 ms). None/0: off (bundle adjustment: :data:`~mpslam_ros.solvers.schur_ba_small.SMALL_PROBLEM_SCHUR_COLUMNS`
+    #: via :func:`~mpslam_ros.problems.ba.ba_options`).
+    small_problem_schur_columns: Optional[int] = None
     #: "ict" factor layout: "block" (d x d blocks, unit block-lower L in the preconditioner format with the
     #: inverse diagonal blocks D^-1 in the CG vector format; used when every free block has the same size
     #: and the CG arithmetic is not emulated fp16) or "scalar" (CSR of C = L sqrt(D) in the preconditioner format).
@@ -265,6 +273,9 @@ class SolverSummary:
     factor_widened_at: int = -1
     #: every step was solved directly in fp64 (problem at most ``SolverOptions.small_problem_direct_columns``).
     small_problem_direct: bool = False
+    #: the whole BA LM loop ran in one numba call (dense_schur on a problem of at most
+    #: ``SolverOptions.small_problem_schur_columns`` free camera columns).
+    small_problem_loop: bool = False
     #: LM iteration at which dense_schur's fp16-stored BA Jacobian was widened to fp32 (-1: never; see
     #: :data:`mpslam_ros.solvers.schur_ba.FP16_MODEL_MAX_DISAGREEMENT`).
     jacobian_widened_at: int = -1
@@ -290,7 +301,8 @@ class SolverSummary:
             ("device", self.device + (f" ({self.device_note})" if self.device_note else "")),
             ("linear solver", "direct fp64 factor (small problem: no CG)" if self.small_problem_direct
              else f"{self.linear_solver} ({self.preconditioner})" if self.linear_solver == "cgnr"
-             else self.linear_solver),
+             else f"{self.linear_solver} (small problem: whole LM loop in one numba call)"
+             if self.small_problem_loop else self.linear_solver),
             ("initial cost", f"{self.initial_cost:.9g}"),
             ("final cost", f"{self.final_cost:.9g}"),
             ("iterations", f"{self.iterations} ({self.successful_iterations} successful)"),
@@ -464,13 +476,21 @@ class _Preconditioner:
 
 
 
+def grown_radius(radius: float, rho_gain: float, good_step_radius_growth: float,
+                 max_trust_region_radius: float) -> float:
+    """Nielsen's radius growth after an accepted step (scalars only, so that the BA small-problem loop,
+    :mod:`mpslam_ros.solvers.schur_ba_small`, compiles this very function with numba)."""
+    growth = 1.0 / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3)
+    if good_step_radius_growth > 0.0 and rho_gain >= 0.75:
+        growth = max(growth, good_step_radius_growth)
+    return min(radius * growth, max_trust_region_radius)
+
+
 def grown_trust_region(radius: float, rho_gain: float, options: "SolverOptions") -> float:
     """Trust-region radius after an accepted step with gain ratio ``rho_gain`` (Nielsen's update, as
     Ceres' LevenbergMarquardtStrategy), capped at ``options.max_trust_region_radius``."""
-    growth = 1.0 / max(1.0 / 3.0, 1.0 - (2.0 * rho_gain - 1.0) ** 3)
-    if options.good_step_radius_growth and rho_gain >= 0.75:
-        growth = max(growth, options.good_step_radius_growth)
-    return min(radius * growth, options.max_trust_region_radius)
+    return grown_radius(radius, rho_gain, float(options.good_step_radius_growth or 0.0),
+                        options.max_trust_region_radius)
 
 
 def shrunk_trust_region(radius: float, decrease_factor: float) -> tuple:
@@ -494,15 +514,32 @@ def converged_after_step(summary: "SolverSummary", cost: float, rel_change: floa
     predicted decrease is small too): in a curved valley LM crawls with gain ratios ~0.25 and tiny
     actual decreases, and stopping there left a generated 3,000-pose graph 5e-4 above the minimum that
     the same run reaches when it goes on."""
-    if cost == 0.0:
+    why = function_converged(cost, rel_change, pred_rel, options.function_tolerance, options.model_agreement_factor)
+    if why == CONVERGED_ZERO_COST:
         summary.termination = "converged: zero cost"
-    elif (rel_change <= options.function_tolerance
-          and pred_rel <= options.function_tolerance * options.model_agreement_factor):
+    elif why == CONVERGED_COST_CHANGE:
         summary.termination = f"converged: relative cost change {rel_change:.3e} <= {options.function_tolerance:g}"
     else:
         return False
     summary.converged = True
     return True
+
+
+#: :func:`function_converged`'s answers (0: not converged)
+CONVERGED_ZERO_COST = 1
+CONVERGED_COST_CHANGE = 2
+
+
+def function_converged(cost: float, rel_change: float, pred_rel: float, function_tolerance: float,
+                       model_agreement_factor: float) -> int:
+    """The test of :func:`converged_after_step` on scalars (0, :data:`CONVERGED_ZERO_COST` or
+    :data:`CONVERGED_COST_CHANGE`), so that the BA small-problem loop compiles this very function."""
+    if cost == 0.0:
+        return CONVERGED_ZERO_COST
+    if rel_change <= function_tolerance and pred_rel <= function_tolerance * model_agreement_factor:
+        return CONVERGED_COST_CHANGE
+    return 0
+
 
 def evaluate_weighted(problem, jac: bool, options: "SolverOptions", mask, summary: "SolverSummary") -> tuple:
     """(cost, r, Ja, Jb) at the problem's state: cost = 0.5 sum rho(|r_k|^2) (rho only where ``mask``),

@@ -610,6 +610,10 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     preset = get_preset(options.precision)
     if preset.emulate_half:
         raise ValueError("schur solvers: emulated fp16 arithmetic (the naive fp16 preset) is CGNR-only")
+    from mpslam_ros.solvers.schur_ba_small import small_schur_applies, solve_small_dense_schur
+
+    if small_schur_applies(problem, options, linear_solver):
+        return solve_small_dense_schur(problem, options)
     t_start = time.perf_counter()
     summary = SolverSummary(precision=preset.name, linear_solver=linear_solver,
                             preconditioner="schur_jacobi" if linear_solver == "iterative_schur" else "-")
@@ -773,11 +777,17 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     return summary
 
 
+#: (linear solver, small_problem_schur_columns) pairs :func:`warmup` runs: each Schur solver's Python loop
+#: (0: small path off), and dense_schur's small-problem loop (the tiny warm-up problems are under any limit)
+_WARMUP_PATHS = (("dense_schur", 0), ("iterative_schur", 0), ("dense_schur", 10**9))
+
+
 def warmup(precisions=("fp64", "fp32", "mixed")) -> None:
     """Compile (or load) both Schur solvers' kernels for mono and stereo windows (6-parameter cameras,
-    2 and 3 rows) and BAL problems (9 parameters) in ``precisions`` on tiny problems. The VO's own path
-    (dense, its precision) is compiled by :func:`mpslam_ros.warmup.warm_pipeline`'s VO run; the benches
-    call this so no row times a compilation."""
+    2 and 3 rows) and BAL problems (9 parameters) in ``precisions`` on tiny problems, dense_schur both as
+    the Python loop and as the small-problem loop (:mod:`mpslam_ros.solvers.schur_ba_small`). The VO's own
+    path (dense, its precision) is compiled by :func:`mpslam_ros.warmup.warm_pipeline`'s VO run; the
+    benches call this so no row times a compilation."""
     from mpslam_ros.io.bal import BALProblem
     from mpslam_ros.problems.ba import BALProblemModel, WindowProblem, ba_options
     from mpslam_ros.problems.window_synth import make_window
@@ -786,17 +796,19 @@ def warmup(precisions=("fp64", "fp32", "mixed")) -> None:
     for stereo in (False, True):
         w = make_window(0, num_keyframes=6, num_landmarks=20, track_length=(3, 6), stereo=stereo)
         for precision in precisions:
-            for solver in SCHUR_SOLVERS:
+            for solver, small in _WARMUP_PATHS:
                 p = WindowProblem(*w.solve_args())
                 p.sort_observations_by_point()
-                solve_schur_ba(p, ba_options(precision=precision, max_iterations=2), solver)
+                solve_schur_ba(p, ba_options(precision=precision, max_iterations=2, small_problem_schur_columns=small),
+                               solver)
     rng = np.random.default_rng(0)
     cams = np.concatenate([rng.normal(0, 0.01, (3, 3)), rng.normal(0, 0.1, (3, 3)) + [0, 0, -5.0],
                            np.tile([500.0, 0.0, 0.0], (3, 1))], axis=1)
     bal = BALProblem(cams, rng.normal(0, 0.5, (4, 3)), np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3),
                      rng.normal(0, 10.0, (12, 2)))
     for precision in precisions:
-        for solver in SCHUR_SOLVERS:
+        for solver, small in _WARMUP_PATHS:
             p = BALProblemModel(bal)
             p.sort_observations_by_point()
-            solve_schur_ba(p, ba_options(precision=precision, max_iterations=2), solver)
+            solve_schur_ba(p, ba_options(precision=precision, max_iterations=2, small_problem_schur_columns=small),
+                           solver)
