@@ -1085,6 +1085,7 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
     storage = state.get("factor_widened") or preset.preconditioner_storage
     if storage == "fp64" and preset.preconditioner_storage != "fp64":
         Sa, Sb, vec_dtype, rhs = _fp64_factor_operands(state, S64a, S64b, rhs, rhs64)
+        summary.jacobian_bytes = K.bytes_of(Sa, Sb)  # CG now reads the fp64 J
 
     if (options.ic_damping_ratio and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
             and not half):
