@@ -662,8 +662,9 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         pc_state["lam"] = lam
 
         # ---- linear solve (and, for a reduced-precision step that LM rejects, the same step in fp64)
-        low_precision = not small and not half and any(getattr(preset, f) != "fp64" for f in (
-            "residual", "jacobian_storage", "cg_vectors", "preconditioner_storage"))
+        # (a factor widened to fp64 already makes the step fp64's: a retry would recompute the same one)
+        low_precision = not small and not half and pc_state.get("factor_widened") != "fp64" and any(
+            getattr(preset, f) != "fp64" for f in ("residual", "jacobian_storage", "cg_vectors", "preconditioner_storage"))
         stop = False
         step_options = options_far if far else options
         for attempt in range(2 if options.precision_fallback and low_precision else 1):
