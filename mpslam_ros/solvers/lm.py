@@ -158,7 +158,9 @@ class SolverOptions:
     #: factor still needs more than this many iterations (``SolverSummary.factor_widened_to_fp64_at``).
     #: Why: the fp32 factor keeps the 1e-8 shift of reduced-precision factors, while LM's lambda on long
     #: SE(3) chains falls to ~1e-12: the shift, not lambda, sets the factor's soft modes (see ``ic_shift``).
-    #: None/0: never (the factor stays fp32).
+    #: Generated 30,000-pose SE(3) graphs, seeds 1-3: mixed 389-795 CG iterations with the fp32 factor kept,
+    #: 119-134 widened (fp64: 93-119), 0.87-1.79x GTSAM's time → 0.39-0.80x. From then on mixed's steps are
+    #: fp64's. None/0: never (the factor stays fp32; pose graphs: 12).
     fp32_factor_max_cg_iterations: Optional[int] = None
     #: Problems with at most this many free columns skip CG: each LM step is solved directly with an fp64
     #: factor of the damped system (dense Cholesky in one numba call up to ``SMALL_DENSE_COLUMNS``, else the
