@@ -249,6 +249,28 @@ def test_slow_fp16_factor_is_widened_and_reported():
     assert abs(runs[12].final_cost - runs[0].final_cost) <= 1e-6 * runs[0].final_cost
 
 
+def test_slow_fp32_factor_is_widened_to_fp64_without_shift_and_reaches_fp64_cost():
+    """On a generated 3,000-pose SE(3) graph mixed's fp32-widened factor (1e-8 shift) still needs many CG
+    iterations: it is widened again, to fp64 mode's factor (no shift, fp64 CG), which the summary reports;
+    that takes fewer CG iterations than keeping the fp32 factor and ends at the direct fp64 LM's cost."""
+    from mpslam_ros.problems.graph_synth import graph_from_spec
+    from mpslam_ros.problems.initialization import choose_initial_guess
+
+    g = graph_from_spec("synth:se3:3000:1:loop_prob=0.3").graph
+    poses0 = choose_initial_guess(g, "chordal").poses
+    direct = solve(_problem(g, poses0), pgo_options(SolverOptions(precision="fp64", linear_solver="cholesky")))
+    runs = {limit: solve(_problem(g, poses0), pgo_options(SolverOptions(precision="mixed",
+                                                                        fp32_factor_max_cg_iterations=limit)))
+            for limit in (12, 0)}
+    widened, kept = runs[12], runs[0]
+    assert 0 <= widened.factor_widened_at < widened.factor_widened_to_fp64_at
+    assert "to fp64 with no shift" in widened.report() and widened.ic_shift == 0.0
+    assert kept.factor_widened_at >= 0 and kept.factor_widened_to_fp64_at == -1 and kept.ic_shift > 0.0
+    assert "to fp64" not in kept.report()
+    assert widened.cg_iterations < kept.cg_iterations
+    assert abs(widened.final_cost - direct.final_cost) <= 1e-6 * direct.final_cost
+
+
 def test_allocation_free_se3_edge_kernels_match_the_lie_functions():
     rng = np.random.default_rng(5)
     for scale in (1e-9, 1e-3, 0.7, 3.14):  # small-angle series, general, near pi

@@ -158,6 +158,7 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          linear_solve_time_s=s.linear_solve_time_s,
                          preconditioner_bytes=s.preconditioner_bytes, jacobian_bytes=s.jacobian_bytes,
                          fp16_fallbacks=s.fp16_fallbacks, factor_widened_at=s.factor_widened_at,
+                         factor_widened_to_fp64_at=s.factor_widened_to_fp64_at,
                          linear_path=_linear_path(s), termination=s.termination,
                          cost_ratio=cost / ref["cost"] if ref else float("nan"),
                          time_ratio=s.time_s / ref["time_s"] if ref else float("nan")))
@@ -167,16 +168,19 @@ def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, rep
                          time_s=ref["time_s"], time_per_iteration_s=ref["time_s"] / max(ref["iterations"], 1),
                          triangular_solve_time_s=0.0, linear_solve_time_s=float("nan"),
                          preconditioner_bytes=0, jacobian_bytes=0, fp16_fallbacks=0, factor_widened_at=-1,
+                         factor_widened_to_fp64_at=-1,
                          linear_path="cholesky", termination="gtsam",
                          cost_ratio=1.0, time_ratio=1.0))
     return rows
 
 
 def _linear_path(s) -> str:
-    """How the steps were solved: "direct" (small problem: fp64 factor, no CG), "cg", or "cg w" (the fp16
-    factor was widened to fp32)."""
+    """How the steps were solved: "direct" (small problem: fp64 factor, no CG), "cg", "cg w" (the fp16
+    factor was widened to fp32) or "cg w64" (and then to fp64 with no shift)."""
     if s.small_problem_direct:
         return "direct"
+    if s.factor_widened_to_fp64_at >= 0:
+        return "cg w64"
     return "cg w" if s.factor_widened_at >= 0 else "cg"
 
 

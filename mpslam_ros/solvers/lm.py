@@ -153,6 +153,15 @@ class SolverOptions:
     #: fp16 factor, 4-11 with fp32; 2.7x the CG time in all), while on this CPU the fp16 triangular solve
     #: is no faster per iteration. None/0: never (the factor stays fp16; pose graphs: 12).
     fp16_factor_max_cg_iterations: Optional[int] = None
+    #: A factor already widened from fp16 to fp32 is widened again, to the factor fp64 mode uses (fp64, of
+    #: the damped matrix with no diagonal shift, applied in fp64 CG), when a CG solve with a fresh fp32
+    #: factor still needs more than this many iterations (``SolverSummary.factor_widened_to_fp64_at``).
+    #: Why: the fp32 factor keeps the 1e-8 shift of reduced-precision factors, while LM's lambda on long
+    #: SE(3) chains falls to ~1e-12: the shift, not lambda, sets the factor's soft modes (see ``ic_shift``).
+    #: Generated 30,000-pose SE(3) graphs, seeds 1-3: mixed 389-795 CG iterations with the fp32 factor kept,
+    #: 119-134 widened (fp64: 93-119), 0.87-1.79x GTSAM's time → 0.39-0.80x. From then on mixed's steps are
+    #: fp64's. None/0: never (the factor stays fp32; pose graphs: 12).
+    fp32_factor_max_cg_iterations: Optional[int] = None
     #: Problems with at most this many free columns skip CG: each LM step is solved directly with an fp64
     #: factor of the damped system (dense Cholesky in one numba call up to ``SMALL_DENSE_COLUMNS``, else the
     #: "ict" block L D L^T factor, built at every step), whatever the precision preset (``SolverSummary.small_problem_direct``). Why: on a 9-pose graph the casts, factor
@@ -271,6 +280,9 @@ class SolverSummary:
     #: LM iteration at which the fp16 factor was widened to fp32 (-1: never; see
     #: ``SolverOptions.fp16_factor_max_cg_iterations``).
     factor_widened_at: int = -1
+    #: LM iteration at which that fp32 factor was widened again, to fp64 with no shift (-1: never; see
+    #: ``SolverOptions.fp32_factor_max_cg_iterations``).
+    factor_widened_to_fp64_at: int = -1
     #: every step was solved directly in fp64 (problem at most ``SolverOptions.small_problem_direct_columns``).
     small_problem_direct: bool = False
     #: the whole BA LM loop ran in one numba call (dense_schur on a problem of at most
@@ -314,7 +326,10 @@ class SolverSummary:
             ("fp64 step retries", f"{self.precision_fallbacks}" + (
                 " (reduced-precision steps rejected by LM, recomputed in fp64)" if self.precision_fallbacks else "")),
             ("fp16 factor", "widened to fp32 at iteration " + str(self.factor_widened_at)
-             + " (CG with a fresh fp16 factor converged slowly)" if self.factor_widened_at >= 0 else "not widened"),
+             + " (CG with a fresh fp16 factor converged slowly)" + (
+                 ", to fp64 with no shift at iteration " + str(self.factor_widened_to_fp64_at)
+                 + " (a fresh fp32 factor too)" if self.factor_widened_to_fp64_at >= 0 else "")
+             if self.factor_widened_at >= 0 else "not widened"),
             ("fp16 jacobian", "widened to fp32 at iteration " + str(self.jacobian_widened_at)
              + " (the fp16 model disagreed with the fp64 one on a large step)" if self.jacobian_widened_at >= 0
              else "not widened"),
@@ -686,8 +701,9 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         pc_state["lam"] = lam
 
         # ---- linear solve (and, for a reduced-precision step that LM rejects, the same step in fp64)
-        low_precision = not small and not half and any(getattr(preset, f) != "fp64" for f in (
-            "residual", "jacobian_storage", "cg_vectors", "preconditioner_storage"))
+        # (a factor widened to fp64 already makes the step fp64's: a retry would recompute the same one)
+        low_precision = not small and not half and pc_state.get("factor_widened") != "fp64" and any(
+            getattr(preset, f) != "fp64" for f in ("residual", "jacobian_storage", "cg_vectors", "preconditioner_storage"))
         stop = False
         step_options = options_far if far else options
         for attempt in range(2 if options.precision_fallback and low_precision else 1):
@@ -1035,6 +1051,17 @@ def _small_direct_solve(layout, summary, S64a, S64b, rhs64, lam_s: float, state)
     return y, 0, bool(np.all(np.isfinite(y)))
 
 
+def _fp64_factor_operands(state, S64a, S64b, rhs, rhs64):
+    """Operands of a solve after the factor was widened to fp64 (``SolverOptions.fp32_factor_max_cg_iterations``):
+    fp64 mode's (fp64 J, vectors and right-hand side). The first such solve drops the fp32 factor; its
+    replacement is built with no diagonal shift, as fp64 mode's (a breakdown still raises the shift)."""
+    if not state.get("fp64_factor"):
+        state["fp64_factor"] = True
+        state["pc"] = None
+        state["shift"] = state["ic_shift"] = 0.0
+    return S64a, S64b, np.dtype(np.float64), np.asarray(rhs64 if rhs64 is not None else rhs, dtype=np.float64)
+
+
 def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float) -> np.ndarray:
     """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback)."""
     J = layout.jacobian_csr(S64a, S64b)
@@ -1093,8 +1120,12 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         state["fresh_factor_its"] = int(its) if summary.ic_builds > builds else None
         return y, int(its), stats[4] == 0.0
 
-    # the factor's storage: the preset's, unless an fp16 factor was widened earlier in this solve
-    storage = "fp32" if state.get("factor_widened") else preset.preconditioner_storage
+    # the factor's storage: the preset's, unless an fp16 factor was widened earlier in this solve (to
+    # fp32, or on to fp64: then CG runs as fp64 mode's does, see SolverOptions.fp32_factor_max_cg_iterations)
+    storage = state.get("factor_widened") or preset.preconditioner_storage
+    if storage == "fp64" and preset.preconditioner_storage != "fp64":
+        Sa, Sb, vec_dtype, rhs = _fp64_factor_operands(state, S64a, S64b, rhs, rhs64)
+        summary.jacobian_bytes = K.bytes_of(Sa, Sb)  # CG now reads the fp64 J
 
     if (options.ic_damping_ratio and options.preconditioner in ("ic0", "ict") and state.get("pc") is not None
             and not half):
@@ -1129,12 +1160,19 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
             and fresh_its > options.fp16_factor_max_cg_iterations):
         # a factor built for this very system still needed many CG iterations: its fp16 rounding, not its
         # age, limits CG (see SolverOptions.fp16_factor_max_cg_iterations); fp32 from here on
-        state["factor_widened"] = True
+        state["factor_widened"] = "fp32"
         summary.factor_widened_at = summary.iterations
         storage = "fp32"
         state["pc"] = state["pc"].cast("fp32") if state.get("pc") is not None else None
         if state["pc"] is not None:
             state["pc"].storage = "fp32"
+    elif (ok and storage == "fp32" and state.get("factor_widened") == "fp32" and not half
+          and options.fp32_factor_max_cg_iterations and fresh_its is not None
+          and fresh_its > options.fp32_factor_max_cg_iterations):
+        # a fresh fp32 factor is still slow: its 1e-8 shift sits far above LM's lambda (see
+        # SolverOptions.fp32_factor_max_cg_iterations); fp64 mode's factor from the next solve on
+        state["factor_widened"] = "fp64"
+        summary.factor_widened_to_fp64_at = summary.iterations
     if ok and state.get("cg_unconverged") and options.preconditioner in ("ic0", "ict") and not half:
         if summary.ic_builds == builds_before:
             # an older factor: one more try with a fresh one at this linearisation and lambda
