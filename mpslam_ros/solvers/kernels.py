@@ -498,17 +498,25 @@ def dense_damped_normal_solve(Ja, Jb, col_a, col_b, lam, rhs, A, out):
             for p in range(j):
                 s -= A[i, p] * A[j, p]
             A[i, j] = s / d
+    cholesky_lower_solve(A, rhs, out)
+    return True
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def cholesky_lower_solve(L, rhs, out):
+    """out = (L L^T)^-1 rhs by the two triangular solves, with L the lower triangle of ``L`` (the upper
+    one is not read). One copy for the dense direct solves of pose graphs and of small BA problems."""
+    n = rhs.shape[0]
     for i in range(n):  # L z = rhs
         s = rhs[i]
         for p in range(i):
-            s -= A[i, p] * out[p]
-        out[i] = s / A[i, i]
+            s -= L[i, p] * out[p]
+        out[i] = s / L[i, i]
     for i in range(n - 1, -1, -1):  # L^T x = z
         s = out[i]
         for p in range(i + 1, n):
-            s -= A[p, i] * out[p]
-        out[i] = s / A[i, i]
-    return True
+            s -= L[p, i] * out[p]
+        out[i] = s / L[i, i]
 
 
 # --------------------------------------------------------------------------- preconditioners

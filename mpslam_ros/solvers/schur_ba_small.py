@@ -117,16 +117,7 @@ def _dense_cholesky_solve(Z, rhs, S, out):
         L = np.linalg.cholesky(S)
     except Exception:  # not positive definite, or not finite
         return False
-    for i in range(n):  # L z = rhs
-        s = rhs[i]
-        for p in range(i):
-            s -= L[i, p] * out[p]
-        out[i] = s / L[i, i]
-    for i in range(n - 1, -1, -1):  # L^T x = z
-        s = out[i]
-        for p in range(i + 1, n):
-            s -= L[p, i] * out[p]
-        out[i] = s / L[i, i]
+    K.cholesky_lower_solve(L, rhs, out)
     return True
 
 
