@@ -72,8 +72,8 @@ setup_env() {
   # Compile (or load from cache) every numba kernel once, so tests and nodes start warm. Said out loud
   # when it runs: from empty caches it takes minutes, and a silent terminal looks like a hang.
   if ! mpslam warmup --check >/dev/null; then
-    echo "[dev.sh] compiling every numba kernel once (first run only: 5 minutes on 2 idle cores, 20 or more on a busy"
-    echo "[dev.sh] machine; one line per stage below; cached afterwards)"
+    echo "[dev.sh] compiling every numba kernel once (first run only: about 7 minutes on 2 cores, 20 or more on a"
+    echo "[dev.sh] heavily loaded machine; one line per stage below; cached afterwards)"
     mpslam warmup
   fi
 }
