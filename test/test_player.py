@@ -71,6 +71,7 @@ class Listener:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.stop = threading.Event()
+        self.lock = threading.Lock()  # held while spinning: take it to add a subscription meanwhile
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
@@ -79,7 +80,8 @@ class Listener:
 
     def _spin(self) -> None:
         while not self.stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
+            with self.lock:
+                self.executor.spin_once(timeout_sec=0.05)
 
     def close(self) -> None:
         self.stop.set()
@@ -162,3 +164,54 @@ def test_player_stops_cleanly_mid_bag(tmp_path, ros_env):
     out = "".join(head) + out
     assert proc.returncode == 0, out
     assert "shutting down (SIGTERM)" in out and "Traceback" not in out
+
+
+def test_player_sends_tf_static_again_to_a_reader_that_matched_after_it(tmp_path, ros_env, ros_env_in_process):
+    """A /tf_static reader that matches after the bag's /tf_static went out still gets it: the player
+    sends it again (transient-local hand-over alone failed 1 launch in 7, eProsima/Fast-DDS#3822). The
+    reader here is volatile, so durability cannot deliver it: only the player's re-send can."""
+    pytest.importorskip("tf2_msgs", reason="tf2_msgs is not installed (./dev.sh builds it)")
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    from tf2_msgs.msg import TFMessage
+
+    from mpslam_ros.nodes.msgs import transform_from_params, transform_stamped
+
+    bag = tmp_path / "bag_tf"
+    typestore = get_typestore(Stores.LATEST)
+    T = transform_from_params([0.0, 0.05, 0.5], [0.0, 0.0, 0.0, 1.0])
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        c_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore)
+        c_img = writer.add_connection("/camera/left/image_raw", "sensor_msgs/msg/Image", typestore=typestore)
+        writer.write(c_static, T0_NS, serialize_message(
+            TFMessage(transforms=[transform_stamped(T, T0_NS, "base_link", "camera_left")])))
+        for i in range(N_FRAMES):
+            stamp = T0_NS + i * PERIOD_NS
+            writer.write(c_img, stamp, serialize_message(numpy_to_image(frame_image(i), stamp, "cam0")))
+
+    listener = Listener(int(ros_env["ROS_DOMAIN_ID"]))  # the image reader the player waits for
+    received: list = []
+    try:
+        proc = subprocess.Popen([_entry("bag_player"), str(bag), "--rate", "0.25", "--wait-for",
+                                 "/camera/left/image_raw", "--wait-timeout", "30"],
+                                env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not listener.images and time.monotonic() < deadline:  # /tf_static went out before frame 0
+            time.sleep(0.05)
+        assert listener.images, "the player sent no image"
+        with listener.lock:
+            listener.node.create_subscription(TFMessage, "/tf_static", received.append,
+                                              QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        listener.close()
+    assert proc.returncode == 0, out
+    assert received, "the late /tf_static reader got nothing\n" + out
+    tr = received[0].transforms[0]
+    assert (tr.header.frame_id, tr.child_frame_id) == ("base_link", "camera_left")
+    assert tr.transform.translation.z == pytest.approx(0.5)
+    assert "/tf_static sent again: 1 reader(s) matched after it was first sent" in out

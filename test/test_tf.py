@@ -59,6 +59,13 @@ def test_extrinsic_from_a_tf_static_chain_else_parameters(ros_env_in_process):
         np.testing.assert_allclose(T, T_base_link @ T_link_optical, atol=1e-12)
         np.testing.assert_allclose(extrinsic.static.lookup("camera_left", "base_link"), np.linalg.inv(T), atol=1e-12)
         assert extrinsic.static.lookup("base_link", "broken") is None  # the zero quaternion was dropped
+        # the first resolve fell back to the parameters; the transform that came later differs: warned
+        assert extrinsic.late_mismatch == 1 and extrinsic.source == "/tf_static (base_link -> camera_left)"
+        fresh = CameraExtrinsic(consumer, T_params, use_tf_static=True, wait_s=20.0)  # latched: gets it
+        deadline = time.monotonic() + 20.0
+        while fresh.resolve("base_link", "camera_left") is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        assert fresh.source == "/tf_static (base_link -> camera_left)" and fresh.late_mismatch == 0
 
         # a frame the tree lacks while /tf_static has a publisher: wait, then the parameters (said why)
         assert extrinsic.resolve("base_link", "camera_right") is None

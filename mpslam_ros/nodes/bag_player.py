@@ -41,6 +41,8 @@ LC_SILENT_S = 15.0
 GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
 #: At the end of playback, at most this long for every reader to acknowledge the last messages.
 DELIVERY_TIMEOUT_S = 10.0
+#: How often the player looks for /tf_static readers that matched after the bag's /tf_static was sent.
+STATIC_RECHECK_S = 0.2
 
 
 class BagError(RuntimeError):
@@ -82,8 +84,14 @@ class BagPlayerNode(Node):
         self._reader = open_bag(options.bag)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=options.qos_depth,
                          reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        # every /tf_static message of the bag stays latched (one per static broadcaster when recorded)
+        static_count = sum(c.msgcount for c in self._reader.connections if c.topic == "/tf_static")
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, min(static_count, 100)),
+                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        # /tf_static sent so far and how many readers had matched then (see _resend_static)
+        self._static_lock = threading.Lock()
+        self._static_sent: list[bytes] = []
+        self._static_readers = 0
         self._connections = []
         self._topic_publishers = {}
         for conn in self._reader.connections:
@@ -111,8 +119,36 @@ class BagPlayerNode(Node):
         self.get_logger().info(
             f"playing {options.bag} at rate {options.rate:g}: "
             + ", ".join(sorted(p.topic_name for p in self._topic_publishers.values())))
+        if "/tf_static" in self._topic_publishers:
+            self.create_timer(STATIC_RECHECK_S, self._resend_static)
         self._thread = threading.Thread(target=self._play_guarded, name="bag_player", daemon=True)
         self._thread.start()
+
+    def _publish(self, topic: str, raw: bytes) -> None:
+        publisher = self._topic_publishers[topic]
+        if topic != "/tf_static":
+            publisher.publish(raw)
+            return
+        with self._static_lock:
+            publisher.publish(raw)
+            if raw not in self._static_sent:
+                self._static_sent = (self._static_sent + [raw])[-100:]
+            self._static_readers = publisher.get_subscription_count()
+
+    def _resend_static(self) -> None:
+        """Send the bag's /tf_static again when a reader matched after it was sent. Transient-local
+        durability should hand it to such late readers, but Fast DDS sometimes does not
+        (eProsima/Fast-DDS#3822; here 1 launch in 7 started both nodes with the parameters' extrinsic).
+        A repeat is harmless: static transforms are keyed by child frame."""
+        publisher = self._topic_publishers["/tf_static"]
+        with self._static_lock:
+            readers = publisher.get_subscription_count()
+            if readers > self._static_readers and self._static_sent:
+                for raw in self._static_sent:
+                    publisher.publish(raw)
+                self.get_logger().info(f"/tf_static sent again: {readers - self._static_readers} reader(s) "
+                                       "matched after it was first sent")
+            self._static_readers = readers
 
     # The playback runs in its own thread: executor callbacks stay free and pacing is not tied to spin.
     def _play_guarded(self) -> None:
@@ -248,7 +284,7 @@ class BagPlayerNode(Node):
                         wait_ns = min(wait_ns, max(next_clock - now_bag, 0))
                     if self._stop.wait(max(wait_ns / rate * 1e-9, 0.0)):
                         return
-                self._topic_publishers[conn.topic].publish(bytes(raw))
+                self._publish(conn.topic, bytes(raw))
                 self.messages_published += 1
                 if progress is not None:
                     progress.update(1)

@@ -315,8 +315,11 @@ class LoopClosureNode(Node):
         message = f"{len(lc.loops())} loops, {values['maps']} map(s), {values['merges']} merge(s)"
         if not aligned:
             message += "; current map not merged: map -> odom withheld"
+        if values["camera_extrinsic_late_mismatch"]:
+            message += "; /tf_static extrinsic arrived late and differs from the parameters' in use"
+        ok = aligned and not values["camera_extrinsic_late_mismatch"]
         self.pub_diag.publish(msgs.diagnostics(stamp, "loop_closure_node: loop closure", "map",
-                                               DiagnosticStatus.OK if aligned else DiagnosticStatus.WARN,
+                                               DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
                                                message, values))
 
     def stats(self) -> dict:
@@ -332,6 +335,8 @@ class LoopClosureNode(Node):
             "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
             "precision": self.precision, "device": self.device, "ready": self._gate.ready.is_set(), "warmup_s": self.warmup_s,
+            "camera_extrinsic_from": self.extrinsic.source or "not yet",
+            "camera_extrinsic_late_mismatch": self.extrinsic.late_mismatch,
             **kernel_stats(self._gate.kernel_watch, self.get_logger()),
             "current_map_aligned": lc.current_map_aligned(), **dataclasses.asdict(lc.stats),
         }

@@ -117,18 +117,58 @@ class CameraExtrinsic:
     """Where the camera sits on the robot (T_base_camera): from /tf_static when it connects the two frames,
     else from the parameters. With a /tf_static publisher present, :meth:`resolve` waits up to ``wait_s``
     (steady time) for the transform before it falls back, since a bag's /tf_static and first CameraInfo
-    arrive on separate topics in no guaranteed order."""
+    arrive on separate topics in no guaranteed order. A transform that arrives only after the fallback
+    and differs from the parameters is not applied (the trajectory so far is in the parameters' frame)
+    but is logged as a warning and counted in :attr:`late_mismatch` for /diagnostics."""
+
+    #: a late /tf_static transform this far (m, rad) from the parameters' counts as a mismatch
+    MISMATCH_M, MISMATCH_RAD = 1e-3, 1e-3
 
     def __init__(self, node: Node, T_from_params: np.ndarray, use_tf_static: bool, wait_s: float,
                  on_update: Optional[Callable[[], None]] = None) -> None:
+        self._node = node
         self._T_params = T_from_params
         self._wait_s = wait_s
         self._waiting_since: Optional[float] = None
         self._use = use_tf_static
-        self.static = StaticTransforms(node, on_update) if use_tf_static else None
+        self._on_update = on_update
+        self._fell_back: Optional[tuple[str, str, float]] = None  # (base, camera, when) after a timeout
+        #: where the extrinsic in use came from ("" until resolved), for /diagnostics
+        self.source = ""
+        #: 1 once /tf_static brought, after the fallback, a transform other than the parameters'
+        self.late_mismatch = 0
+        self.static = StaticTransforms(node, self._on_static) if use_tf_static else None
+
+    def _on_static(self) -> None:
+        if self._on_update is not None:
+            self._on_update()
+        if self._fell_back is None or self.late_mismatch:
+            return
+        base, camera, when = self._fell_back
+        T = self.static.lookup(base, camera)
+        if T is None:
+            return
+        dt = np.linalg.norm(T[:3, 3] - self._T_params[:3, 3])
+        dR = np.arccos(np.clip((np.trace(self._T_params[:3, :3].T @ T[:3, :3]) - 1.0) / 2.0, -1.0, 1.0))
+        if dt > self.MISMATCH_M or dR > self.MISMATCH_RAD:
+            self.late_mismatch = 1
+            self._node.get_logger().warning(
+                f"/tf_static brought {base} -> {camera} ({describe(T)}) {time.monotonic() - when:.1f} s after "
+                f"the parameters' extrinsic was taken ({describe(self._T_params)}; {dt:.3f} m, "
+                f"{np.degrees(dR):.2f} deg apart): keeping the parameters' for this run (restart the node, "
+                "or raise camera_extrinsic.tf_static_wait_s, to use /tf_static)")
 
     def resolve(self, base: str, camera: str, wait: bool = True) -> Optional[tuple[np.ndarray, str]]:
         """(T_base_camera, where it came from), or None while still waiting for /tf_static."""
+        resolved = self._resolve(base, camera, wait)
+        if resolved is not None:
+            self.source = resolved[1]
+            if resolved[0] is self._T_params and self.static is not None and self.static.available:
+                self._fell_back = (base, camera, time.monotonic())
+                self._on_static()  # a transform that came in meanwhile (wait=False callers)
+        return resolved
+
+    def _resolve(self, base: str, camera: str, wait: bool) -> Optional[tuple[np.ndarray, str]]:
         if not self._use:
             return self._T_params, "parameters camera_extrinsic.* (camera_extrinsic.from_tf_static is false)"
         if not self.static.available:
