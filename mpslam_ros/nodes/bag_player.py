@@ -43,6 +43,9 @@ GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
 DELIVERY_TIMEOUT_S = 10.0
 #: How often the player looks for /tf_static readers that matched after the bag's /tf_static was sent.
 STATIC_RECHECK_S = 0.2
+#: Before the first frame, at most this long for the matched readers to acknowledge the bag's /tf_static
+#: (a first sample lost while discovery completes is repaired at Fast DDS's next heartbeat, 3 s later).
+STATIC_ACK_TIMEOUT_S = 5.0
 
 
 class BagError(RuntimeError):
@@ -135,6 +138,25 @@ class BagPlayerNode(Node):
                 self._static_sent = (self._static_sent + [raw])[-100:]
             self._static_readers = publisher.get_subscription_count()
 
+    def _send_static_first(self) -> None:
+        """Send the bag's /tf_static before the first frame and wait until every matched reader has it:
+        a node then takes its camera extrinsic from the bag, not from its parameters, whatever DDS
+        discovery did (the messages go out again at their own stamps; repeats are harmless)."""
+        publisher = self._topic_publishers.get("/tf_static")
+        if publisher is None:
+            return
+        static = [c for c in self._connections if c.topic == "/tf_static"]
+        for _, _, raw in self._reader.messages(connections=static):
+            self._publish("/tf_static", bytes(raw))
+        t0 = time.monotonic()
+        acked = publisher.wait_for_all_acked(Duration(seconds=STATIC_ACK_TIMEOUT_S))
+        waited = time.monotonic() - t0
+        if not acked:
+            self.get_logger().warning(f"not every /tf_static reader acknowledged the bag's static transforms "
+                                      f"within {STATIC_ACK_TIMEOUT_S:g} s; playing anyway")
+        elif waited > 0.5:
+            self.get_logger().info(f"/tf_static acknowledged by every reader after {waited:.1f} s")
+
     def _resend_static(self) -> None:
         """Send the bag's /tf_static again when a reader matched after it was sent. Transient-local
         durability should hand it to such late readers, but Fast DDS sometimes does not
@@ -156,6 +178,7 @@ class BagPlayerNode(Node):
             self._wait_for_subscribers()
             if self.options.delay > 0:
                 self._stop.wait(self.options.delay)
+            self._send_static_first()
             while not self._stop.is_set():
                 self._play_once()
                 if not self.options.loop:

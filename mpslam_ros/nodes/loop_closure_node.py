@@ -70,7 +70,7 @@ class LoopClosureNode(Node):
                                  "before subscribing, run place recognition, loop verification and pose-graph "
                                  "optimisation once on synthetic keyframes (compiles every kernel, loads the vocabulary)")
         # T_base_camera for the keyframes: /tf_static (as vo_node used it) or parameters, at the first keyframe
-        self.extrinsic = camera_extrinsic(self)
+        self.extrinsic = camera_extrinsic(self, on_update=self._release_held)
         self.T_body_left: Optional[np.ndarray] = None
 
         from mpslam_ros.slam.loop_closure import LoopClosure, LoopClosureConfig
@@ -90,7 +90,7 @@ class LoopClosureNode(Node):
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._K: Optional[np.ndarray] = None
-        self._waiting_for_K: list = []
+        self._held_keyframes: list = []  # (features, pose) until K and the extrinsic are known
         self._poses: collections.OrderedDict = collections.OrderedDict()  # stamp -> Odometry
         self._features: collections.OrderedDict = collections.OrderedDict()  # stamp -> PointCloud2
         self._queue: collections.deque = collections.deque()
@@ -160,8 +160,15 @@ class LoopClosureNode(Node):
         except msgs.MessageError as exc:
             self.bad.reject("vo/keyframes/camera_info", str(exc))
             return
-        waiting, self._waiting_for_K = self._waiting_for_K, []
-        for features, pose in waiting:
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Pair the keyframes held until the camera model and the extrinsic are known (called on
+        CameraInfo, on /tf_static, and from the periodic timer so the extrinsic's wait can time out)."""
+        if self._K is None or not self._held_keyframes:
+            return
+        held, self._held_keyframes = self._held_keyframes, []
+        for features, pose in held:
             self._pair(features, pose)
 
     def _on_pose(self, msg: Odometry) -> None:
@@ -184,18 +191,23 @@ class LoopClosureNode(Node):
                 self._features.popitem(last=False)
 
     def _pair(self, features: PointCloud2, pose: Odometry) -> None:
-        if self._K is None:  # the latched camera model may arrive after the first keyframe
-            self._waiting_for_K.append((features, pose))
-            if len(self._waiting_for_K) > 50:
-                self._waiting_for_K.pop(0)
-                self.bad.reject("vo/keyframes/features", "no CameraInfo received yet on vo/keyframes/camera_info")
-            return
-        if self.T_body_left is None:
-            # vo_node waited for /tf_static before its first frame, so the latched transform is here by now
+        if self.T_body_left is None and self._K is not None:
+            # the same wait for /tf_static as vo_node's (a first sample lost in discovery is repaired only
+            # at the writer's next heartbeat, 3 s in Fast DDS): both nodes then use the same extrinsic
             camera_frame = features.header.frame_id or "camera_left"
-            self.T_body_left, source = self.extrinsic.resolve(self.base_frame, camera_frame, wait=False)
-            self.get_logger().info(f"camera extrinsic {self.base_frame} -> {camera_frame} from {source}: "
-                                   f"{describe(self.T_body_left)}")
+            resolved = self.extrinsic.resolve(self.base_frame, camera_frame)
+            if resolved is not None:
+                self.T_body_left, source = resolved
+                self.get_logger().info(f"camera extrinsic {self.base_frame} -> {camera_frame} from {source}: "
+                                       f"{describe(self.T_body_left)}")
+        if self._K is None or self.T_body_left is None:
+            # the latched camera model may arrive after the first keyframe, /tf_static too: hold them
+            self._held_keyframes.append((features, pose))
+            if len(self._held_keyframes) > 50:
+                self._held_keyframes.pop(0)
+                what = "CameraInfo on vo/keyframes/camera_info" if self._K is None else "camera extrinsic (/tf_static)"
+                self.bad.reject("vo/keyframes/features", f"no {what} received yet")
+            return
         last = self._last_stamp
         try:
             stamp = msgs.time_to_ns(features.header.stamp)
@@ -300,6 +312,7 @@ class LoopClosureNode(Node):
                 self.get_logger().info(f"loops closed: {len(loops)} (latest: keyframe {a} -> {b})")
 
     def _publish_periodic(self) -> None:
+        self._release_held()  # keyframes held for /tf_static go once its wait has timed out
         stamp = self.get_clock().now().nanoseconds
         with self._lock:
             lc = self.lc

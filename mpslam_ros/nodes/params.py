@@ -55,7 +55,7 @@ def declare_extrinsic_source(node: Node) -> tuple[bool, float]:
     use = declare(node, "camera_extrinsic.from_tf_static", True,
                   "take the camera extrinsic from /tf_static (base_frame -> the camera's frame_id) when it has "
                   "that transform, else from camera_extrinsic.translation / rotation_xyzw")
-    wait = declare(node, "camera_extrinsic.tf_static_wait_s", 2.0,
+    wait = declare(node, "camera_extrinsic.tf_static_wait_s", 4.0,
                    "when something publishes /tf_static, seconds (steady time) to wait for the camera transform "
                    "after the calibration before falling back to the parameters")
     return bool(use), float(wait)
