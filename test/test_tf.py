@@ -41,6 +41,11 @@ def test_extrinsic_from_a_tf_static_chain_else_parameters(ros_env_in_process):
 
         T, source = extrinsic.resolve("base_link", "camera_left")
         assert T is T_params and "nothing publishes /tf_static" in source
+        # vo_node's on_update (its calibration) calls resolve: a fall-back must not call it back
+        calibrations = []
+        reentrant = CameraExtrinsic(consumer, T_params, use_tf_static=True, wait_s=0.5,
+                                    on_update=lambda: calibrations.append(reentrant.resolve("base_link", "camera_left")))
+        assert reentrant.resolve("base_link", "camera_left")[0] is T_params and calibrations == []
 
         # base_link -> camera_link -> camera_left (optical), plus a transform with a zero quaternion
         T_base_link = msgs.transform_from_params([0.2, 0.0, 0.5], [0.0, 0.0, 0.3826834, 0.9238795])

@@ -142,6 +142,10 @@ class CameraExtrinsic:
     def _on_static(self) -> None:
         if self._on_update is not None:
             self._on_update()
+        self._check_late()
+
+    def _check_late(self) -> None:
+        """Warn (once) when /tf_static has, after the fall-back, a transform other than the parameters'."""
         if self._fell_back is None or self.late_mismatch:
             return
         base, camera, when = self._fell_back
@@ -165,7 +169,8 @@ class CameraExtrinsic:
             self.source = resolved[1]
             if resolved[0] is self._T_params and self.static is not None and self.static.available:
                 self._fell_back = (base, camera, time.monotonic())
-                self._on_static()  # a transform that came in meanwhile (wait=False callers)
+                self._check_late()  # a transform that came in meanwhile (wait=False callers); not
+                # _on_static: on_update (the caller's calibration) may be what called resolve
         return resolved
 
     def _resolve(self, base: str, camera: str, wait: bool) -> Optional[tuple[np.ndarray, str]]:
