@@ -91,9 +91,9 @@ class BagPlayerNode(Node):
         static_count = sum(c.msgcount for c in self._reader.connections if c.topic == "/tf_static")
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, min(static_count, 100)),
                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        # /tf_static sent so far and how many readers had matched then (see _resend_static)
+        # the bag's /tf_static messages once sent, and how many readers had matched then (see _resend_static)
         self._static_lock = threading.Lock()
-        self._static_sent: list[bytes] = []
+        self._static_msgs: list[bytes] = []
         self._static_readers = 0
         self._connections = []
         self._topic_publishers = {}
@@ -127,17 +127,6 @@ class BagPlayerNode(Node):
         self._thread = threading.Thread(target=self._play_guarded, name="bag_player", daemon=True)
         self._thread.start()
 
-    def _publish(self, topic: str, raw: bytes) -> None:
-        publisher = self._topic_publishers[topic]
-        if topic != "/tf_static":
-            publisher.publish(raw)
-            return
-        with self._static_lock:
-            publisher.publish(raw)
-            if raw not in self._static_sent:
-                self._static_sent = (self._static_sent + [raw])[-100:]
-            self._static_readers = publisher.get_subscription_count()
-
     def _send_static_first(self) -> None:
         """Send the bag's /tf_static before the first frame and wait until every matched reader has it:
         a node then takes its camera extrinsic from the bag, not from its parameters, whatever DDS
@@ -146,8 +135,11 @@ class BagPlayerNode(Node):
         if publisher is None:
             return
         static = [c for c in self._connections if c.topic == "/tf_static"]
-        for _, _, raw in self._reader.messages(connections=static):
-            self._publish("/tf_static", bytes(raw))
+        with self._static_lock:
+            self._static_msgs = [bytes(raw) for _, _, raw in self._reader.messages(connections=static)]
+            for raw in self._static_msgs:
+                publisher.publish(raw)
+            self._static_readers = publisher.get_subscription_count()
         t0 = time.monotonic()
         acked = publisher.wait_for_all_acked(Duration(seconds=STATIC_ACK_TIMEOUT_S))
         waited = time.monotonic() - t0
@@ -158,15 +150,15 @@ class BagPlayerNode(Node):
             self.get_logger().info(f"/tf_static acknowledged by every reader after {waited:.1f} s")
 
     def _resend_static(self) -> None:
-        """Send the bag's /tf_static again when a reader matched after it was sent. Transient-local
-        durability should hand it to such late readers, but Fast DDS sometimes does not
-        (eProsima/Fast-DDS#3822; here 1 launch in 7 started both nodes with the parameters' extrinsic).
-        A repeat is harmless: static transforms are keyed by child frame."""
+        """Send the bag's /tf_static again when a reader matched after it was first sent: a volatile
+        reader (e.g. ``ros2 topic echo`` with default QoS) gets nothing from durability, and a late
+        transient-local one sometimes does not either (eProsima/Fast-DDS#3822). A repeat is harmless:
+        static transforms are keyed by child frame."""
         publisher = self._topic_publishers["/tf_static"]
         with self._static_lock:
             readers = publisher.get_subscription_count()
-            if readers > self._static_readers and self._static_sent:
-                for raw in self._static_sent:
+            if readers > self._static_readers and self._static_msgs:
+                for raw in self._static_msgs:
                     publisher.publish(raw)
                 self.get_logger().info(f"/tf_static sent again: {readers - self._static_readers} reader(s) "
                                        "matched after it was first sent")
@@ -307,7 +299,7 @@ class BagPlayerNode(Node):
                         wait_ns = min(wait_ns, max(next_clock - now_bag, 0))
                     if self._stop.wait(max(wait_ns / rate * 1e-9, 0.0)):
                         return
-                self._publish(conn.topic, bytes(raw))
+                self._topic_publishers[conn.topic].publish(bytes(raw))
                 self.messages_published += 1
                 if progress is not None:
                     progress.update(1)

@@ -14,6 +14,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from mpslam_ros.geometry import lie
 from mpslam_ros.nodes import msgs
 from mpslam_ros.nodes.params import declare_camera_extrinsic, declare_extrinsic_source
 
@@ -153,7 +154,7 @@ class CameraExtrinsic:
         if T is None:
             return
         dt = np.linalg.norm(T[:3, 3] - self._T_params[:3, 3])
-        dR = np.arccos(np.clip((np.trace(self._T_params[:3, :3].T @ T[:3, :3]) - 1.0) / 2.0, -1.0, 1.0))
+        dR = float(lie.rotation_angle(self._T_params[:3, :3].T @ T[:3, :3]))
         if dt > self.MISMATCH_M or dR > self.MISMATCH_RAD:
             self.late_mismatch = 1
             self._node.get_logger().warning(
