@@ -7,7 +7,7 @@ import time
 import numba
 import numpy as np
 
-from mpslam_ros.bench.ba import ceres_bal, limit_blas_threads, solver_options
+from mpslam_ros.bench.ba import DEFAULT_DIR, ceres_bal, limit_blas_threads, solver_options
 from mpslam_ros.io.bal import read_bal
 from mpslam_ros.problems.ba import solve_bal
 from mpslam_ros.solvers.schur_ba import warmup
@@ -15,7 +15,7 @@ from mpslam_ros.solvers.schur_ba import warmup
 limit_blas_threads(1)
 numba.set_num_threads(1)
 warmup()
-bal = read_bal("/work/shared/data/ba/dubrovnik-3-7-pre.txt")
+bal = read_bal(DEFAULT_DIR / "dubrovnik-3-7-pre.txt")  # ../shared/data/ba beside the repository
 rows = {"dense_schur mixed, small loop (default)": {}, "dense_schur mixed, Python loop (before)": dict(small_problem_schur_columns=0)}
 T = {k: [] for k in list(rows) + ["ceres SPARSE_SCHUR"]}
 C = {}
