@@ -75,9 +75,13 @@ def test_cg_does_not_saturate_on_an_odometry_quality_graph():
     trust region down to ~0.05. With a factor of the undamped J^T J every CG solve hit cg_max_iterations
     (28,258 CG iterations in 100 LM iterations); the factor of J^T J + lambda I keeps CG short."""
     g = random_pose_graph(800, "se2", 1, odom_sigma_r=0.6, max_loops=20, loop_prob=0.3).graph
-    ref = _solve(g, g.poses, precision="fp64", linear_solver="cholesky")
+    # without geodesic acceleration: on this descent, which no solver finishes in 500 iterations, the
+    # accelerated paths of the direct and CG solves part within a few steps, and where each stands after
+    # 100 iterations says nothing about CG (accelerated: direct 45,792, fp64 CG 46,429, mixed 49,506;
+    # docs/solvers.md, "Geodesic acceleration")
+    ref = _solve(g, g.poses, precision="fp64", linear_solver="cholesky", geodesic_acceleration=False)
     for precision in ("fp64", "mixed"):
-        s = _solve(g, g.poses, precision=precision)
+        s = _solve(g, g.poses, precision=precision, geodesic_acceleration=False)
         assert s.cg_iterations < 20 * s.iterations, (precision, s.cg_iterations, s.iterations)
         assert s.ic_damping_rebuilds > 0
         # both are stopped by the iteration limit in this slow non-convex descent: CG must not lag behind

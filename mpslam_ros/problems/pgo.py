@@ -141,7 +141,8 @@ def _retract(poses, delta, dim, se3):
 PGO_DEFAULTS = dict(cg_step_tolerance=0.05, ic_stale_cg_budget=True, ict_layout="block", fp64_gradient=True,
                     step_refinement=2, cg_tolerance_far=1e-6, precision_fallback=True, direct_fallback=True,
                     fp16_factor_max_cg_iterations=12,
-                    fp32_factor_max_cg_iterations=12, ic_rebuild_cg_iterations=10, small_problem_direct_columns=1000)
+                    fp32_factor_max_cg_iterations=12, ic_rebuild_cg_iterations=10, small_problem_direct_columns=1000,
+                    geodesic_acceleration=True)
 
 
 def pgo_options(options: Optional[SolverOptions] = None) -> SolverOptions:

@@ -41,6 +41,7 @@ from mpslam_ros.solvers.precision import (
     round_to,
     to_storage,
 )
+from mpslam_ros.solvers.geodesic import acceleration_kept, residual_second_derivative
 from mpslam_ros.solvers.problem import LeastSquaresProblem, check_problem, robust_mask
 
 LINEAR_SOLVERS = ("cgnr", "cholesky")
@@ -194,6 +195,20 @@ class SolverOptions:
     #: 8). Not a pose-graph default: from the odometry guess of a generated 1,500-pose 2-D graph it made the
     #: direct LM reject 40 of 84 steps (47 iterations, none rejected, without).
     good_step_radius_growth: Optional[float] = None
+    #: Geodesic acceleration (:mod:`mpslam_ros.solvers.geodesic`): each step ``v`` gets the second-order
+    #: correction ``a / 2`` from one more residual evaluation and one more solve of the same damped system,
+    #: kept while ``|a| <= geodesic_max_ratio |v|``; only while LM crawls (``geodesic_crawl_rate``). Not with
+    #: a robust loss (its IRLS weights change along the step). None: off (pose graphs: on, :func:`~mpslam_ros.problems.pgo.pgo_options`). Why: LM with
+    #: plain steps crawls along the curved valleys of long chains (see the module).
+    geodesic_acceleration: Optional[bool] = None
+    #: Largest ``|a| / |v|`` (scaled coordinates) for which the acceleration is kept (Transtrum & Sethna: 0.75).
+    geodesic_max_ratio: float = 0.75
+    #: The acceleration is computed only while LM crawls: near the minimum (the last step lowered the cost by
+    #: less than ``far_phase_decrease``) and its relative decrease at least this fraction of the one before
+    #: (linear convergence slower than this rate). Why: where LM converges fast (most graphs from a good
+    #: start: 4-9 LM iterations) the correction cannot save an iteration and its solve cost 15-90 % more time;
+    #: far from the minimum the accelerated fp32 path ended in another local minimum (see the module).
+    geodesic_crawl_rate: float = 0.3
     max_trust_region_radius: float = 1e16
     min_trust_region_radius: float = 1e-32
     #: Minimum gain ratio for accepting a step.
@@ -271,12 +286,17 @@ class SolverSummary:
     ic_shift: float = 0.0
     #: factor rebuilds because LM's lambda moved beyond ``ic_damping_ratio`` of the factor's lambda.
     ic_damping_rebuilds: int = 0
+    #: CG solves with a factor from an earlier linearisation that spent their budget and rebuilt it.
+    ic_stale_failures: int = 0
     #: LM steps whose CG solve did not converge even with a fresh factor and were solved directly (fp64).
     direct_fallbacks: int = 0
     #: step refinement sweeps done (see ``SolverOptions.step_refinement``).
     refinement_sweeps: int = 0
     #: rejected reduced-precision steps recomputed in fp64 (see ``SolverOptions.precision_fallback``).
     precision_fallbacks: int = 0
+    #: Steps taken with geodesic acceleration, and steps whose acceleration was too large and dropped.
+    geodesic_steps: int = 0
+    geodesic_dropped: int = 0
     #: LM iteration at which the fp16 factor was widened to fp32 (-1: never; see
     #: ``SolverOptions.fp16_factor_max_cg_iterations``).
     factor_widened_at: int = -1
@@ -322,7 +342,9 @@ class SolverSummary:
             ("fp16 fallbacks", str(self.fp16_fallbacks)),
             ("IC builds / breakdowns", f"{self.ic_builds} / {self.ic_breakdowns} (shift {self.ic_shift:.1e})"
                                        + (f", {self.ic_damping_rebuilds} for a new damping"
-                                          if self.ic_damping_rebuilds else "")),
+                                          if self.ic_damping_rebuilds else "")
+                                       + (f", {self.ic_stale_failures} after an old factor spent its CG budget"
+                                          if self.ic_stale_failures else "")),
             ("fp64 step retries", f"{self.precision_fallbacks}" + (
                 " (reduced-precision steps rejected by LM, recomputed in fp64)" if self.precision_fallbacks else "")),
             ("fp16 factor", "widened to fp32 at iteration " + str(self.factor_widened_at)
@@ -333,6 +355,8 @@ class SolverSummary:
             ("fp16 jacobian", "widened to fp32 at iteration " + str(self.jacobian_widened_at)
              + " (the fp16 model disagreed with the fp64 one on a large step)" if self.jacobian_widened_at >= 0
              else "not widened"),
+            ("geodesic acceleration", f"{self.geodesic_steps} steps" + (
+                f", {self.geodesic_dropped} dropped (correction too large)" if self.geodesic_dropped else "")),
             ("direct-solve fallbacks", f"{self.direct_fallbacks}" + (
                 " (CG did not converge on these steps: solved with the fp64 sparse direct solver)"
                 if self.direct_fallbacks else "")),
@@ -637,6 +661,10 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
     step_full = np.zeros(layout.n_full)
     n_sqrt = math.sqrt(layout.n)
     far = True  # no step taken yet: the first is computed as if far from the minimum
+    geodesic = bool(options.geodesic_acceleration) and options.robust_loss is None
+    crawling, last_rel_change = False, 0.0
+    # the correction is a second-order term: a loose CG tolerance, no refinement
+    options_correction = dataclasses.replace(options, step_refinement=0, cg_tolerance=0.1)
     options_far = (dataclasses.replace(options, cg_tolerance=options.cg_tolerance_far)
                    if options.cg_tolerance_far else options)
 
@@ -708,20 +736,25 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
         step_options = options_far if far else options
         for attempt in range(2 if options.precision_fallback and low_precision else 1):
             if small:
-                y, cg_its, ok = _small_direct_solve(layout, summary, S64a, S64b, -grad, lam_s, pc_state)
-                summary.iterations += 1
+                def linear(b64, b=None, opts=None):
+                    return _small_direct_solve(layout, summary, S64a, S64b, b64, lam_s, pc_state)
             elif attempt == 0:
-                y, cg_its, ok = _linear_solve(step_options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam_s, g,
-                                              half, vec_dtype, bd64, tps, pc_state,
-                                              -grad if options.fp64_gradient and not half else None)
-                summary.iterations += 1
+                def linear(b64, b=None, opts=step_options):
+                    return _linear_solve(opts, preset, layout, summary, S64a, S64b, Sa, Sb,
+                                         b64.astype(vec_dtype) if b is None else b, lam_s, g, half, vec_dtype, bd64,
+                                         tps, pc_state, b64 if options.fp64_gradient and not half else None)
             else:
                 # fp32 products cannot resolve a long chain's near-null modes (condition ~1e10): a
                 # reduced-precision step can fail where the fp64 step succeeds, and LM then shrinks
                 # its trust region and leaves fp64 LM's path (see SolverOptions.precision_fallback)
                 summary.precision_fallbacks += 1
-                y, cg_its, ok = _linear_solve(step_options, _FP64, layout, summary, S64a, S64b, S64a, S64b, -grad, lam_s,
-                                              g, False, np.dtype(np.float64), bd64, tps, pc_state)
+
+                def linear(b64, b=None, opts=step_options):
+                    return _linear_solve(opts, _FP64, layout, summary, S64a, S64b, S64a, S64b, b64, lam_s,
+                                         g, False, np.dtype(np.float64), bd64, tps, pc_state)
+            y, cg_its, ok = linear(-grad, None if small or attempt else rhs)
+            if attempt == 0:
+                summary.iterations += 1
             summary.cg_iterations += cg_its
 
             t0 = time.perf_counter()
@@ -746,9 +779,26 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
                     _log(summary, options, it, cost, float("nan"), grad_max, step_norm, radius, cg_its, False)
                     stop = True
                     break
-                saved = problem.get_state()
                 step_full[:] = 0.0
                 step_full[layout.free_to_full] = delta
+                if geodesic and crawling:
+                    # second-order correction along the curved valley (solvers.geodesic); rho stays
+                    # measured against the plain step's model
+                    r_vv = residual_second_derivative(problem, rr, Jd, step_full)
+                    b_vv = np.empty(layout.n)
+                    K.jac_t_matvec(S64a, S64b, layout.col_a, layout.col_b, g * r_vv, b_vv, False)
+                    y_a, cg_a, ok_a = linear(-b_vv, None, options_correction)
+                    summary.cg_iterations += cg_a
+                    cg_its += cg_a
+                    if ok_a and acceleration_kept(y.astype(np.float64), y_a.astype(np.float64),
+                                                  options.geodesic_max_ratio):
+                        delta = delta + 0.5 * y_a.astype(np.float64) * col_scale
+                        step_full[layout.free_to_full] = delta
+                        step_norm = math.sqrt(_dot(delta, delta))
+                        summary.geodesic_steps += 1
+                    else:
+                        summary.geodesic_dropped += 1
+                saved = problem.get_state()
                 problem.retract(step_full)
                 summary.update_time_s += time.perf_counter() - t0
                 new_cost, r_new, Ja_new, Jb_new = evaluate(True)
@@ -768,6 +818,10 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
             rel_change = (cost - new_cost) / max(cost, 1e-300)
             pred_rel = pred / max(cost, 1e-300)
             far = rel_change > options.far_phase_decrease
+            # LM crawls (linear convergence at a rate above geodesic_crawl_rate): accelerate the next step
+            crawling = (not far and last_rel_change > 0.0
+                        and rel_change >= options.geodesic_crawl_rate * last_rel_change)
+            last_rel_change = rel_change
             cost, r, Ja, Jb = new_cost, r_new, Ja_new, Jb_new
             summary.successful_iterations += 1
             radius = grown_trust_region(radius, rho_gain, options)
@@ -1039,8 +1093,14 @@ def _small_direct_solve(layout, summary, S64a, S64b, rhs64, lam_s: float, state)
         if ok:
             return y, 0, True
         t0 = time.perf_counter()  # singular (Gauss-Newton on a gauge-free problem): the shifted block factor
-    pc = _Preconditioner(np.dtype(np.float64))
-    _build_block_ict(summary, layout, S64a, S64b, state, pc, lam_s)
+    key = (state.get("linearisation"), lam_s)  # a second solve of the same system reuses the factor
+    cached = state.get("small_factor")
+    if cached is not None and cached[0] == key:
+        pc = cached[1]
+    else:
+        pc = _Preconditioner(np.dtype(np.float64))
+        _build_block_ict(summary, layout, S64a, S64b, state, pc, lam_s)
+        state["small_factor"] = (key, pc)
     t1 = time.perf_counter()
     summary.preconditioner_time_s += t1 - t0
     summary.preconditioner_bytes = K.bytes_of(pc.L64, pc.L_diag64)
@@ -1062,12 +1122,20 @@ def _fp64_factor_operands(state, S64a, S64b, rhs, rhs64):
     return S64a, S64b, np.dtype(np.float64), np.asarray(rhs64 if rhs64 is not None else rhs, dtype=np.float64)
 
 
-def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float) -> np.ndarray:
-    """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback)."""
-    J = layout.jacobian_csr(S64a, S64b)
-    A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
-    # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
-    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float, state: Optional[dict] = None) -> np.ndarray:
+    """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback). With
+    ``state`` (the solve's pc_state), a second solve of the same linearisation and damping reuses the factor."""
+    key = None if state is None else (state.get("linearisation"), lam_s, g)
+    cached = None if state is None else state.get("direct_factor")
+    if cached is not None and cached[0] == key:
+        lu = cached[1]
+    else:
+        J = layout.jacobian_csr(S64a, S64b)
+        A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
+        # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
+        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+        if state is not None:
+            state["direct_factor"] = (key, lu)
     return lu.solve(np.asarray(rhs, dtype=np.float64))
 
 
@@ -1077,7 +1145,7 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
     ``rhs64``: the fp64 right-hand side, for step refinement (``options.step_refinement``)."""
     t0 = time.perf_counter()
     if options.linear_solver == "cholesky":
-        y = _direct_solve(layout, S64a, S64b, rhs, lam_s, g)
+        y = _direct_solve(layout, S64a, S64b, rhs, lam_s, g, state)
         summary.linear_solve_time_s += time.perf_counter() - t0
         return y, 0, bool(np.all(np.isfinite(y)))
 
@@ -1142,12 +1210,25 @@ def _linear_solve(options, preset, layout, summary, S64a, S64b, Sa, Sb, rhs, lam
         # a factor from an earlier linearisation gets about one build's worth of CG iterations
         budget = max(options.ic_rebuild_cg_iterations, int(state["build_s"] / state["cg_iteration_s"]) + 1)
         stale = budget < options.cg_max_iterations
+        if stale and state.get("stale_skips", 0) > 0:
+            # old factors failed their budget at the last linearisations: rebuild at once (back-off)
+            state["stale_skips"] -= 1
+            state["pc"] = None
+            stale = False
     if stale:
         y, its, ok = run(Sa, Sb, storage, vec_dtype, half, budget)
         if ok and its >= budget:
             state["pc"] = None  # rebuild at this linearisation and solve again
             y, its2, ok = run(Sa, Sb, storage, vec_dtype, half)
             its += its2
+            # skip the next 1, 2, 4, 8 stale tries after as many failures in a row: where every LM step
+            # moves the linearisation far (accelerated steps on long chains), the budget was spent for
+            # nothing at every step (generated 100,000-pose SE(3) graph: 10 of every 14 CG iterations)
+            state["stale_fails"] = state.get("stale_fails", 0) + 1
+            state["stale_skips"] = min(2 ** (state["stale_fails"] - 1), 8)
+            summary.ic_stale_failures += 1
+        else:
+            state["stale_fails"] = 0
     else:
         y, its, ok = run(Sa, Sb, storage, vec_dtype, half)
     if not ok and preset.fallback_to_fp32 and (preset.jacobian_storage == "fp16"
