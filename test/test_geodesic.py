@@ -26,7 +26,7 @@ def test_second_derivative_matches_central_differences():
     r0, Ja, Jb = p.evaluate(True)
     before = p.get_state()
     Jv = np.einsum("kab,kb->ka", Ja, v.reshape(-1, 6)[g.edge_i]) + np.einsum("kab,kb->ka", Jb, v.reshape(-1, 6)[g.edge_j])
-    rvv = residual_second_derivative(p, r0.ravel(), Jv.ravel(), v)
+    rvv = residual_second_derivative(p, before, r0.ravel(), Jv.ravel(), v)
     np.testing.assert_array_equal(p.get_state(), before)  # the state is restored
     eps = 1e-3
     p.retract(eps * v)

@@ -27,15 +27,15 @@ import numpy as np
 SECOND_DERIVATIVE_STEP = 0.1
 
 
-def residual_second_derivative(problem, r: np.ndarray, Jv: np.ndarray, step_full: np.ndarray,
+def residual_second_derivative(problem, state, r: np.ndarray, Jv: np.ndarray, step_full: np.ndarray,
                                h: float = SECOND_DERIVATIVE_STEP) -> np.ndarray:
     """``r_vv`` (flat, fp64): the whitened residuals' second directional derivative along the full-state
-    step ``step_full`` by a forward difference of ``r(x + h v)`` against ``r(x) + h J v``. ``r`` and ``Jv``:
-    the residuals and ``J v`` at the current state (flat). The problem's state is restored."""
-    saved = problem.get_state()
+    step ``step_full`` by a forward difference of ``r(x + h v)`` against ``r(x) + h J v``. ``state``: the
+    problem's current state (``get_state()``, which LM holds anyway to undo a rejected step), restored on
+    return; ``r`` and ``Jv``: the residuals and ``J v`` there (flat)."""
     problem.retract(h * step_full)
     r_h, _, _ = problem.evaluate(jacobians=False)
-    problem.set_state(saved)
+    problem.set_state(state)
     return (2.0 / h) * ((np.asarray(r_h, dtype=np.float64).ravel() - r) / h - Jv)
 
 

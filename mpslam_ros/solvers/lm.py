@@ -781,10 +781,11 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
                     break
                 step_full[:] = 0.0
                 step_full[layout.free_to_full] = delta
+                saved = problem.get_state()
                 if geodesic and crawling:
                     # second-order correction along the curved valley (solvers.geodesic); rho stays
                     # measured against the plain step's model
-                    r_vv = residual_second_derivative(problem, rr, Jd, step_full)
+                    r_vv = residual_second_derivative(problem, saved, rr, Jd, step_full)
                     b_vv = np.empty(layout.n)
                     K.jac_t_matvec(S64a, S64b, layout.col_a, layout.col_b, g * r_vv, b_vv, False)
                     y_a, cg_a, ok_a = linear(-b_vv, None, options_correction)
@@ -798,7 +799,6 @@ def solve(problem: LeastSquaresProblem, options: Optional[SolverOptions] = None)
                         summary.geodesic_steps += 1
                     else:
                         summary.geodesic_dropped += 1
-                saved = problem.get_state()
                 problem.retract(step_full)
                 summary.update_time_s += time.perf_counter() - t0
                 new_cost, r_new, Ja_new, Jb_new = evaluate(True)
@@ -1093,14 +1093,12 @@ def _small_direct_solve(layout, summary, S64a, S64b, rhs64, lam_s: float, state)
         if ok:
             return y, 0, True
         t0 = time.perf_counter()  # singular (Gauss-Newton on a gauge-free problem): the shifted block factor
-    key = (state.get("linearisation"), lam_s)  # a second solve of the same system reuses the factor
-    cached = state.get("small_factor")
-    if cached is not None and cached[0] == key:
-        pc = cached[1]
-    else:
+    def build():
         pc = _Preconditioner(np.dtype(np.float64))
         _build_block_ict(summary, layout, S64a, S64b, state, pc, lam_s)
-        state["small_factor"] = (key, pc)
+        return pc
+
+    pc = _factor_of_this_system(state, "small_factor", lam_s, build)
     t1 = time.perf_counter()
     summary.preconditioner_time_s += t1 - t0
     summary.preconditioner_bytes = K.bytes_of(pc.L64, pc.L_diag64)
@@ -1122,20 +1120,26 @@ def _fp64_factor_operands(state, S64a, S64b, rhs, rhs64):
     return S64a, S64b, np.dtype(np.float64), np.asarray(rhs64 if rhs64 is not None else rhs, dtype=np.float64)
 
 
+def _factor_of_this_system(state: dict, name: str, lam_s: float, build: Callable[[], object]):
+    """The factor stored under ``name`` when it is of this linearisation and damping, else ``build()``'s
+    (stored): the geodesic correction solves the step's system a second time."""
+    key = (state.get("linearisation"), lam_s)
+    cached = state.get(name)
+    if cached is None or cached[0] != key:
+        cached = state[name] = (key, build())
+    return cached[1]
+
+
 def _direct_solve(layout, S64a, S64b, rhs, lam_s: float, g: float, state: Optional[dict] = None) -> np.ndarray:
     """fp64 sparse direct solve of ``(S^T S + lam_s I) y = rhs`` (the baseline, and CG's fallback). With
     ``state`` (the solve's pc_state), a second solve of the same linearisation and damping reuses the factor."""
-    key = None if state is None else (state.get("linearisation"), lam_s, g)
-    cached = None if state is None else state.get("direct_factor")
-    if cached is not None and cached[0] == key:
-        lu = cached[1]
-    else:
+    def build():
         J = layout.jacobian_csr(S64a, S64b)
         A = (J.T @ J).tocsc() + sp.identity(layout.n, format="csc") * max(lam_s, 1e-12 * g * g)
         # SPD: SuperLU in symmetric mode without pivoting is an LDL^T (Cholesky) factorisation
-        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
-        if state is not None:
-            state["direct_factor"] = (key, lu)
+        return spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+
+    lu = build() if state is None else _factor_of_this_system(state, "direct_factor", lam_s, build)
     return lu.solve(np.asarray(rhs, dtype=np.float64))
 
 

@@ -53,6 +53,7 @@ class LeastSquaresProblem(Protocol):
         ...
 
     def set_state(self, state: Any) -> None:
+        """Copy ``state`` into the estimate (never keep it: LM restores the same state more than once)."""
         ...
 
 
