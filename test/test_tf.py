@@ -71,6 +71,9 @@ def test_extrinsic_from_a_tf_static_chain_else_parameters(ros_env_in_process):
         while fresh.resolve("base_link", "camera_left") is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
         assert fresh.source == "/tf_static (base_link -> camera_left)" and fresh.late_mismatch == 0
+        values, note = extrinsic.diagnostics()  # what both nodes put in /diagnostics
+        assert values["camera_extrinsic_late_mismatch"] == 1 and "arrived late" in note
+        assert fresh.diagnostics() == ({"camera_extrinsic_from": fresh.source, "camera_extrinsic_late_mismatch": 0}, "")
 
         # a frame the tree lacks while /tf_static has a publisher: wait, then the parameters (said why)
         assert extrinsic.resolve("base_link", "camera_right") is None

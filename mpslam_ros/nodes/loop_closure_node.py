@@ -328,9 +328,10 @@ class LoopClosureNode(Node):
         message = f"{len(lc.loops())} loops, {values['maps']} map(s), {values['merges']} merge(s)"
         if not aligned:
             message += "; current map not merged: map -> odom withheld"
-        if values["camera_extrinsic_late_mismatch"]:
-            message += "; /tf_static extrinsic arrived late and differs from the parameters' in use"
-        ok = aligned and not values["camera_extrinsic_late_mismatch"]
+        extrinsic_note = self.extrinsic.diagnostics()[1]
+        if extrinsic_note:
+            message += "; " + extrinsic_note
+        ok = aligned and not extrinsic_note
         self.pub_diag.publish(msgs.diagnostics(stamp, "loop_closure_node: loop closure", "map",
                                                DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
                                                message, values))
@@ -348,8 +349,7 @@ class LoopClosureNode(Node):
             "loops": len(lc.loops()), "bad_messages": self.bad.count,
             "add_keyframe_ms": 1e3 * float(np.mean(self._add_times)) if self._add_times else 0.0,
             "precision": self.precision, "device": self.device, "ready": self._gate.ready.is_set(), "warmup_s": self.warmup_s,
-            "camera_extrinsic_from": self.extrinsic.source or "not yet",
-            "camera_extrinsic_late_mismatch": self.extrinsic.late_mismatch,
+            **self.extrinsic.diagnostics()[0],
             **kernel_stats(self._gate.kernel_watch, self.get_logger()),
             "current_map_aligned": lc.current_map_aligned(), **dataclasses.asdict(lc.stats),
         }

@@ -163,6 +163,14 @@ class CameraExtrinsic:
                 f"{np.degrees(dR):.2f} deg apart): keeping the parameters' for this run (restart the node, "
                 "or raise camera_extrinsic.tf_static_wait_s, to use /tf_static)")
 
+    def diagnostics(self) -> tuple[dict, str]:
+        """(values for a node's /diagnostics, a note for its message: "" unless a late /tf_static differs;
+        the node raises its level to WARN when the note is not empty)."""
+        values = {"camera_extrinsic_from": self.source or "not yet",
+                  "camera_extrinsic_late_mismatch": self.late_mismatch}
+        note = "/tf_static extrinsic arrived late and differs from the parameters' in use" if self.late_mismatch else ""
+        return values, note
+
     def resolve(self, base: str, camera: str, wait: bool = True) -> Optional[tuple[np.ndarray, str]]:
         """(T_base_camera, where it came from), or None while still waiting for /tf_static."""
         resolved = self._resolve(base, camera, wait)

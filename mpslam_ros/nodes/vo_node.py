@@ -417,8 +417,7 @@ class VisualOdometryNode(Node):
             "rate_hz": rate, "latency_ms": 1e3 * float(np.mean(self._latency)) if self._latency else 0.0,
             "precision": self.precision, "device": self.device, "window_size": self.window_size,
             "ready": self._gate.ready.is_set(), "warmup_s": self.warmup_s,
-            "camera_extrinsic_from": self.extrinsic.source or "not yet",
-            "camera_extrinsic_late_mismatch": self.extrinsic.late_mismatch,
+            **self.extrinsic.diagnostics()[0],
         }
         values.update(kernel_stats(self._gate.kernel_watch, self.get_logger()))
         vo = getattr(self, "_vo", None)
@@ -445,8 +444,9 @@ class VisualOdometryNode(Node):
                         f"new maps {values['vo_new_maps']})")
             if values["vo_new_maps"] and level == DiagnosticStatus.OK:
                 level = DiagnosticStatus.WARN  # a break VO could not relocalise across stays visible
-        if values["camera_extrinsic_late_mismatch"]:
-            message += "; /tf_static extrinsic arrived late and differs from the parameters' in use"
+        extrinsic_note = self.extrinsic.diagnostics()[1]
+        if extrinsic_note:
+            message += "; " + extrinsic_note
             if level == DiagnosticStatus.OK:
                 level = DiagnosticStatus.WARN
         stamp = self.get_clock().now().nanoseconds
