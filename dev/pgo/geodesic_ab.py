@@ -7,16 +7,9 @@ runs. The table behind docs/solvers.md's "Geodesic acceleration" section:
 """
 import argparse
 import statistics
-import time
 
-import numpy as np
-
-from mpslam_ros.bench.pgo import DEFAULT_DIR
-from mpslam_ros.io.g2o import read_g2o
-from mpslam_ros.problems.graph_synth import graph_from_spec
+from mpslam_ros.bench.pgo import DEFAULT_DIR, load_graph, run_ours
 from mpslam_ros.problems.initialization import choose_initial_guess
-from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options
-from mpslam_ros.solvers.lm import SolverOptions, solve
 
 # (graph, start): the graphs the acceleration was developed on ...
 TUNING = [("synth:se3:30000:2:loop_prob=0.3", "chordal"),
@@ -35,20 +28,6 @@ HELD_OUT = [("synth:se3:10000:8:loop_prob=0.3", "chordal"), ("synth:se3:10000:9:
 SETS = {"tuning": TUNING, "held_out": HELD_OUT, "all": TUNING + HELD_OUT}
 
 
-def load(name: str):
-    if name.startswith("synth:"):
-        return graph_from_spec(name).graph
-    return read_g2o(DEFAULT_DIR / f"{name}.g2o")
-
-
-def run(graph, poses0, precision: str, geodesic: bool):
-    problem = PoseGraphProblem(graph.kind, poses0.copy(), graph.edge_i, graph.edge_j, graph.measurements,
-                               graph.information, fixed=np.array([0]))
-    t0 = time.perf_counter()
-    s = solve(problem, pgo_options(SolverOptions(precision=precision, geodesic_acceleration=geodesic)))
-    return time.perf_counter() - t0, s
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=sorted(SETS), default="all", help="which graphs (default: all)")
@@ -59,13 +38,14 @@ def main() -> None:
           "cost gap (on - off) / off |")
     print("|---|---|---|---|---|---|---|---|")
     for name, start in SETS[args.set]:
-        graph = load(name)
+        graph = load_graph(name if name.startswith("synth:") else DEFAULT_DIR / f"{name}.g2o")
         poses0 = choose_initial_guess(graph, start).poses
         for precision in args.precisions.split(","):
             res = {}
             for geodesic in (False, True):
-                runs = [run(graph, poses0, precision, geodesic) for _ in range(args.repeat)]
-                res[geodesic] = (statistics.median(t for t, _ in runs), runs[-1][1])
+                runs = [run_ours(graph, poses0, precision, geodesic_acceleration=geodesic)
+                        for _ in range(args.repeat)]
+                res[geodesic] = (statistics.median(r["time_s"] for r in runs), runs[-1]["summary"])
             (t0, s0), (t1, s1) = res[False], res[True]
             gap = (s1.final_cost - s0.final_cost) / max(abs(s0.final_cost), 1e-300)
             print(f"| {name} | {start} | {precision} | {s0.iterations} -> {s1.iterations} | {s0.cg_iterations} -> "

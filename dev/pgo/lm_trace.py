@@ -6,23 +6,16 @@ docs/solvers.md's 7 Dec rerun (which setting changes the LM iteration count of a
 """
 import sys
 
-import numpy as np
-
-from mpslam_ros.problems.graph_synth import graph_from_spec
+from mpslam_ros.bench.pgo import load_graph, run_ours
 from mpslam_ros.problems.initialization import choose_initial_guess
-from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options
-from mpslam_ros.solvers.lm import SolverOptions, solve
 
 
 def main() -> None:
-    spec = sys.argv[1]
     options = eval("dict(" + (sys.argv[2] if len(sys.argv) > 2 else "") + ")")  # keyword list for SolverOptions
     options.setdefault("verbose", True)
-    graph = graph_from_spec(spec).graph
+    graph = load_graph(sys.argv[1])
     poses0 = choose_initial_guess(graph, "chordal").poses
-    problem = PoseGraphProblem(graph.kind, poses0, graph.edge_i, graph.edge_j, graph.measurements,
-                               graph.information, fixed=np.array([0]))
-    summary = solve(problem, pgo_options(SolverOptions(**options)))
+    summary = run_ours(graph, poses0, options.pop("precision", "mixed"), **options)["summary"]
     print(summary.iterations, f"{summary.time_s:.2f} s", f"{summary.final_cost:.9e}", summary.termination)
 
 

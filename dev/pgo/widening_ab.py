@@ -8,12 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from mpslam_ros.bench import pgo as bench
 from mpslam_ros.problems import pgo
-from mpslam_ros.problems.pgo import PoseGraphProblem, pgo_options
-from mpslam_ros.solvers.lm import SolverOptions, solve
 
 _run_ours = bench.run_ours
 
@@ -21,11 +17,7 @@ _run_ours = bench.run_ours
 def run_ours(graph, poses0, mode, preconditioner, device="cpu"):
     if mode != "mixed-fp32":
         return _run_ours(graph, poses0, mode, preconditioner, device)
-    problem = PoseGraphProblem(graph.kind, poses0, graph.edge_i, graph.edge_j, graph.measurements,
-                               graph.information, fixed=np.array([0]))
-    summary = solve(problem, pgo_options(SolverOptions(precision="mixed", preconditioner=preconditioner,
-                                                       device=device, fp32_factor_max_cg_iterations=0)))
-    return dict(time_s=summary.time_s, iterations=summary.iterations, poses=problem.poses.copy(), summary=summary)
+    return _run_ours(graph, poses0, "mixed", preconditioner, device, fp32_factor_max_cg_iterations=0)
 
 
 def main() -> None:

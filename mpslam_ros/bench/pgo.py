@@ -101,10 +101,22 @@ def run_gtsam(graph: G2OGraph, poses0: np.ndarray, same_stopping_rule: bool = Tr
     return dict(time_s=elapsed, iterations=int(opt.iterations()), poses=poses, gtsam_error=float(fg.error(result)))
 
 
-def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str, device: str = "cpu") -> dict:
+def load_graph(source) -> G2OGraph:
+    """A g2o file (path) or a generated graph (``synth:...`` spec, :mod:`mpslam_ros.problems.graph_synth`)."""
+    if str(source).startswith("synth:"):
+        from mpslam_ros.problems.graph_synth import graph_from_spec
+
+        return graph_from_spec(str(source)).graph
+    return read_g2o(source)
+
+
+def run_ours(graph: G2OGraph, poses0: np.ndarray, mode: str, preconditioner: str = "ict", device: str = "cpu",
+             **options) -> dict:
+    """One solve from ``poses0`` with the pose-graph options; ``options``: more SolverOptions fields."""
     problem = PoseGraphProblem(graph.kind, poses0, graph.edge_i, graph.edge_j, graph.measurements,
                                graph.information, fixed=np.array([0]))
-    summary = solve(problem, pgo_options(SolverOptions(precision=mode, preconditioner=preconditioner, device=device)))
+    summary = solve(problem, pgo_options(SolverOptions(precision=mode, preconditioner=preconditioner, device=device,
+                                                       **options)))
     return dict(time_s=summary.time_s, iterations=summary.iterations, poses=problem.poses.copy(),
                 summary=summary)
 
@@ -122,12 +134,7 @@ def _fmt_row(cells, widths):
 def bench_file(path: Path, modes: List[str], init: str, preconditioner: str, repeat: int,
                with_gtsam: bool, devices=("cpu",), gtsam_defaults: bool = False) -> List[dict]:
     """Rows of one graph: each mode on each device (mode label "MODE cuda" for device rows), then GTSAM."""
-    if str(path).startswith("synth:"):
-        from mpslam_ros.problems.graph_synth import graph_from_spec
-
-        graph = graph_from_spec(str(path)).graph
-    else:
-        graph = read_g2o(path)
+    graph = load_graph(path)
     if init == "file" and not graph.has_vertices:
         init = "chordal"
     from mpslam_ros.problems.initialization import choose_initial_guess
