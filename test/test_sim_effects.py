@@ -245,7 +245,7 @@ def test_office_world_trajectory_and_look_alike_corridor():
     assert _ncc(a, b) < 0.5
 
 
-@pytest.mark.parametrize("profile", ["realistic", "harsh"])
+@pytest.mark.parametrize("profile", ["realistic", "harsh", "realistic+textureless+dark"])
 def test_short_run_of_each_profile_tracks(profile, tmp_path):
     """A 1.5 s household run through the whole pipeline (raw distorted frames rectified on the way in)."""
     from mpslam_ros.cli.run import evaluate, open_synthetic, run_pipeline
@@ -256,3 +256,58 @@ def test_short_run_of_each_profile_tracks(profile, tmp_path):
     m = evaluate(run, run.poses_vo)
     assert m["frames_with_pose_percent"] == 100.0
     assert m["ate_rmse_m"] < 0.02, m
+
+
+def test_textureless_walls_and_dark_zones_are_calibrated_and_keep_the_geometry(house):
+    from mpslam_ros.sim.world import DARK_ZONE_LIGHT, PLAIN_WALL_CONTRAST, face_cells, is_wall_face, with_scene_effects
+
+    o = SimOptions.for_profile("clean+textureless+dark")
+    assert (o.textureless_walls, o.dark_zones) == (0.4, 0.3) and o.profile == "clean+textureless+dark"
+    assert not o.legacy  # rendered through the effects path, cached under its own key
+    assert o.key() != SimOptions.for_profile("clean").key() != SimOptions.for_profile("clean+dark").key()
+    plain_world = with_scene_effects(house, textureless_walls=0.4, seed=1)
+    dark_world = with_scene_effects(house, dark_zones=0.3, seed=1)
+    both = with_scene_effects(house, 0.4, 0.3, seed=1)
+    # textureless: a share of the walls (only walls) lose their contrast, keep their brightness
+    g0, g1 = house.faces[:, 9], plain_world.faces[:, 9]
+    plain = g1 < g0 * 0.5
+    walls = is_wall_face(house.faces)
+    assert not (plain & ~walls).any() and 0.25 < plain[walls].mean() < 0.55
+    assert np.allclose(g1[plain], g0[plain] * PLAIN_WALL_CONTRAST)
+    mean_texel = house.mip_level(0).mean()
+    assert np.allclose((g1 * mean_texel + plain_world.faces[:, 10])[plain], (g0 * mean_texel + house.faces[:, 10])[plain])
+    # dark zones: whole 4 m light cells at DARK_ZONE_LIGHT, the others untouched; the same cells with both effects
+    light = dark_world.faces[:, 9] / g0
+    assert np.allclose(light[light < 0.5], DARK_ZONE_LIGHT) and np.allclose(light[light >= 0.5], 1.0)
+    cells = face_cells(house.faces)
+    dark_cells = {tuple(c) for c in cells[light < 0.5]}
+    assert dark_cells and dark_cells.isdisjoint({tuple(c) for c in cells[light >= 0.5]})
+    assert np.allclose(both.faces[:, 9], g1 * light)
+    # rendered: plain walls are flat where they were textured, dark zones dim, depth (ground truth) identical
+    seq = SyntheticSequence("household", 60.0, 1, world=house)
+    r0, rp, rd = (Renderer(w, 640, 480, 380.0, 380.0, 319.5, 239.5) for w in (house, plain_world, dark_world))
+    changed_plain = changed_dark = 0
+    for i in range(0, 1200, 60):
+        T = seq.camera_poses(seq.poses[i])[0]
+        a, z0 = (x.copy() for x in r0.radiance(T))
+        p, zp = (x.copy() for x in rp.radiance(T))
+        d, zd = (x.copy() for x in rd.radiance(T))
+        assert np.array_equal(z0, zp) and np.array_equal(z0, zd)
+        m = cv2.erode((np.abs(p - a) > 1.0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # face interiors
+        if m.sum() > 5000:
+            changed_plain += 1
+            grad = lambda img: np.hypot(*np.gradient(img.astype(np.float64)))[m].mean()  # noqa: E731
+            # flat (no corners) and about as bright (a face samples a patch whose mean is not the texture's)
+            assert grad(p) < 0.1 * grad(a) and abs(p[m].mean() / a[m].mean() - 1) < 0.2
+        m = np.abs(d - a) > 1.0
+        if m.sum() > 5000:
+            changed_dark += 1
+            assert abs(np.median(d[m] / a[m]) - DARK_ZONE_LIGHT) < 0.02
+    assert changed_plain >= 3 and changed_dark >= 3  # the household run does meet both
+    with pytest.raises(ValueError, match="unknown scene effect 'foggy'"):
+        SimOptions.for_profile("realistic+foggy")
+    import argparse
+
+    from mpslam_ros.sim.profiles import profile_spec
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown camera profile 'sunny'"):
+        profile_spec("sunny+dark")

@@ -41,12 +41,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mpslam_ros.sim.profiles import PROFILE_HELP, profile_spec
+
     parser.add_argument("images", help="folder of images (a KITTI sequence folder, an EuRoC folder, or plain images), "
                                        "or a rendered scene with its duration, e.g. household:60 (left images, "
                                        "ground truth from the rendered poses)")
     parser.add_argument("--seed", type=int, default=0, help="rendered scene: seed of world and motion (default 0)")
-    parser.add_argument("--profile", default="realistic", choices=["clean", "realistic", "harsh"],
-                        help="rendered scene: camera-effect profile (default realistic)")
+    parser.add_argument("--profile", default="realistic", type=profile_spec,
+                        help="rendered scene (default realistic): " + PROFILE_HELP)
     parser.add_argument("--gt", default=None,
                         help="poses.txt (KITTI), an EuRoC folder, or a loop-matrix image; default: the "
                              "folder's own poses.txt / EuRoC ground truth")

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated synthetic scene[:seconds]: household, handheld, office, office_handheld, "
                              "warehouse (default household:15,handheld:15,office:15)")
     parser.add_argument("--profiles", default="clean,realistic,harsh",
-                        help="comma-separated camera profiles (default clean,realistic,harsh)")
+                        help="comma-separated camera profiles clean, realistic, harsh, each optionally with scene "
+                             "effects joined by '+' (textureless: 40 %% of the walls plain; dark: 30 %% of the 4 m "
+                             "light cells at 15 %% light), e.g. realistic,realistic+textureless+dark "
+                             "(default clean,realistic,harsh)")
     parser.add_argument("--seeds", default="1,2,3",
                         help="comma-separated seeds (default 1,2,3: evaluation seeds; 0 was the development seed)")
     parser.add_argument("--sensors", default="stereo", help="comma-separated: stereo, rgbd (default stereo)")
@@ -143,6 +146,14 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     split = lambda text: [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
+    from mpslam_ros.sim.profiles import profile_settings
+
+    for profile in split(args.profiles):
+        try:
+            profile_settings(profile)
+        except ValueError as err:
+            print(f"mpslam bench robustness: --profiles: {err}")
+            return 2
     combos = [(sc, pr, int(se), sn, pc) for sc in split(args.scenes) for pr in split(args.profiles)
               for se in split(args.seeds) for sn in split(args.sensors) for pc in split(args.precisions)]
     # compile (or load) every kernel first: frames/s is the pipeline's, not numba's start-up

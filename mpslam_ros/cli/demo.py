@@ -27,14 +27,16 @@ HELP = "run the whole ROS 2 SLAM graph (nodes + bag player, over DDS) on a synth
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mpslam_ros.sim.profiles import PROFILE_HELP, profile_spec
+
     parser.add_argument("--scene", default="household",
                         help="synthetic scene to generate the bag from (default household)")
     parser.add_argument("--duration", type=float, default=40.0,
                         help="seconds of synthetic camera data (default 40; the run takes about as long "
                              "plus start-up)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic sequence (default 0)")
-    parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
-                        help="camera effects of the synthetic sequence (default clean; see mpslam synth --help)")
+    parser.add_argument("--profile", default="clean", type=profile_spec,
+                        help="camera effects of the synthetic sequence (default clean): " + PROFILE_HELP)
     parser.add_argument("--bag", default=None,
                         help="play this rosbag2 instead of the synthetic one (ATE needs /ground_truth/pose in it)")
     parser.add_argument("--cache-dir", default=None,

@@ -43,6 +43,8 @@ STAGES = ("rectify", "track", "pnp", "stereo", "detect", "descriptors", "ba", "t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mpslam_ros.sim.profiles import PROFILE_HELP, profile_spec
+
     parser.add_argument("dataset",
                         help="EuRoC / TUM / KITTI folder, rosbag2 (.mcap file or sqlite3 folder), or a "
                              "synthetic scene name with optional duration, e.g. household:60")
@@ -62,10 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"minutes); if it does not finish, the report says so (default {LOOP_CLOSURE_TIMEOUT_S:g})")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of a synthetic sequence (default 0)")
-    parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
-                        help="camera effects of a synthetic sequence: clean (noise only, today's images), "
-                             "realistic (EuRoC-like noise and distortion, 8 ms motion blur, auto exposure, "
-                             "gain mismatch, light changes, 2 people walking) or harsh (see docs/robustness.md)")
+    parser.add_argument("--profile", default="clean", type=profile_spec,
+                        help="camera effects of a synthetic sequence (default clean): " + PROFILE_HELP)
     parser.add_argument("--rgbd", action="store_true",
                         help="synthetic sequence as an RGB-D camera (left image + depth) instead of stereo")
     parser.add_argument("--break", dest="breaks", action="append", default=[], metavar="KIND@START+LENGTH",

@@ -17,6 +17,8 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mpslam_ros.sim.profiles import PROFILE_HELP, profile_spec
+
     from mpslam_ros.sim.trajectories import SCENES
 
     parser.add_argument("-o", "--out", required=True,
@@ -34,11 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
                         help="rosbag2 storage for a bag folder (default mcap; a .mcap OUT is always mcap)")
     parser.add_argument("--depth", action="store_true", help="also write exact depth (/camera/depth/image_raw, 32FC1)")
-    parser.add_argument("--profile", default="clean", choices=["clean", "realistic", "harsh"],
-                        help="camera effects: clean (pixel noise only, the default), realistic (EuRoC-like noise "
-                             "and lens distortion in raw images + CameraInfo, 8 ms motion blur, auto exposure, "
-                             "flicker, L/R gain mismatch, light changes, people walking) or harsh (stronger; "
-                             "docs/robustness.md)")
+    parser.add_argument("--profile", default="clean", type=profile_spec,
+                        help="camera effects (default clean): " + PROFILE_HELP)
     parser.add_argument("--motion-blur", type=int, default=0, metavar="N",
                         help="average N extra sub-exposure renders per image (motion blur; default 0 = off)")
     parser.add_argument("--exposure-variation", type=float, default=0.0, metavar="A",

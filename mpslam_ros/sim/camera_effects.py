@@ -25,28 +25,12 @@ nothing else), so every earlier number and cache stays valid.
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
 
-#: Effect settings of each profile (fields of SimOptions; unnamed fields keep their defaults).
-#: realistic: a global-shutter machine-vision camera indoors (EuRoC-like noise and distortion,
-#: 8 ms exposure, auto exposure, a little mains flicker, 7 % gain mismatch between the two sensors).
-#: harsh: a cheap camera in a dim, flickering place: 4x the noise, 20 ms exposure, strong vignetting
-#: and distortion, large exposure swings and flicker, lights switched between visits, people walking.
-PROFILES: Dict[str, dict] = {
-    "clean": {},
-    "realistic": dict(read_noise=2.0, shot_noise=0.05, vignetting=0.35, exposure_time_s=0.008,
-                      blur_px_per_sample=1.5, exposure_variation=0.15, flicker=0.02, right_gain=0.93,
-                      distortion=(-0.28, 0.075, 2e-4, -1e-4, 0.0), light_change=0.2, moving_objects=2,
-                      depth_noise=0.0015),
-    "harsh": dict(read_noise=4.0, shot_noise=0.12, vignetting=0.5, exposure_time_s=0.02,
-                  blur_px_per_sample=1.5, exposure_variation=0.35, flicker=0.08, right_gain=0.8,
-                  distortion=(-0.33, 0.1, 5e-4, -4e-4, 0.0), light_change=0.5, moving_objects=5,
-                  depth_noise=0.004),
-}
-
+from mpslam_ros.sim.profiles import PROFILES  # noqa: F401  (the profiles' settings live there)
 
 def exposure_gain(t: float, seed: int, variation: float, flicker: float) -> float:
     """Image gain at time ``t``: slow auto-exposure swings (relative amplitude ``variation``, periods

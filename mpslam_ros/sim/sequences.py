@@ -58,21 +58,22 @@ class SimOptions:
     light_change: float = 0.0  # relative change of each 4 m cell's light level every 20 s
     moving_objects: int = 0  # people / trolleys walking through the scene
     depth_noise: float = 0.0  # RGB-D depth noise sigma per z^2 (1/m)
+    textureless_walls: float = 0.0  # share of wall faces painted plain (scene effect ``textureless``)
+    dark_zones: float = 0.0  # share of the 4 m light cells left dark (scene effect ``dark``)
 
     #: Fields added after caches existed, with the values that keep the old keys.
     _LATER = {"supersample": 1, "profile": "clean", "vignetting": 0.3, "blur_px_per_sample": 0.0,
               "max_blur_samples": 9, "flicker": 0.0, "right_gain": 1.0,
               "distortion": (0.0, 0.0, 0.0, 0.0, 0.0), "light_change": 0.0, "moving_objects": 0,
-              "depth_noise": 0.0}
+              "depth_noise": 0.0, "textureless_walls": 0.0, "dark_zones": 0.0}
 
     @classmethod
     def for_profile(cls, profile: str, **overrides) -> "SimOptions":
-        """Options of a camera-effect profile (``clean``, ``realistic``, ``harsh``), then ``overrides``."""
-        from mpslam_ros.sim.camera_effects import PROFILES
+        """Options of a camera-effect profile (``clean``, ``realistic``, ``harsh``), optionally with
+        scene effects added by ``+`` (``realistic+textureless+dark``), then ``overrides``."""
+        from mpslam_ros.sim.profiles import profile_settings
 
-        if profile not in PROFILES:
-            raise ValueError(f"unknown camera profile {profile!r}; choose from {', '.join(PROFILES)}")
-        return cls(**{"profile": profile, **PROFILES[profile], **overrides})
+        return cls(**{"profile": profile, **profile_settings(profile), **overrides})
 
     @property
     def distorted(self) -> bool:
@@ -159,7 +160,7 @@ class SyntheticSequence:
     def __init__(self, scene: str, duration_s: float, seed: int, options: Optional[SimOptions] = None,
                  with_depth: bool = False, world=None):
         from mpslam_ros.sim.trajectories import SCENE_WORLDS, SCENES
-        from mpslam_ros.sim.world import WORLDS
+        from mpslam_ros.sim.world import WORLDS, with_scene_effects
 
         if scene not in SCENES:
             raise ValueError(f"unknown synthetic scene {scene!r}; choose from {sorted(SCENES)}")
@@ -170,7 +171,8 @@ class SyntheticSequence:
         self.name = f"synthetic:{scene}:{duration_s:g}s:seed{seed}"
         self.rig = synthetic_rig(self.options)
         self.with_depth = with_depth
-        self.world = world if world is not None else WORLDS[SCENE_WORLDS[scene]](seed)
+        self.world = with_scene_effects(world if world is not None else WORLDS[SCENE_WORLDS[scene]](seed),
+                                        self.options.textureless_walls, self.options.dark_zones, seed)
         self.pose_at = SCENES[scene](self.world, self.duration_s, self.seed)
         self._movers, self._mover_faces, self._cells = [], None, None
         if self.options.moving_objects > 0:

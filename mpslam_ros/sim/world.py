@@ -10,7 +10,7 @@ renderer pick the level matching each pixel's footprint (no texture aliasing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -551,3 +551,46 @@ def faces_at(static_faces: np.ndarray, movers: list, mover_faces: np.ndarray, t:
             r[7] -= d[i] / TEXEL_M
             r[8] -= d[j] / TEXEL_M
     return np.concatenate([faces, moved])
+
+
+#: Texture contrast left on a plain (painted) wall: a faint mottling, no corners for FAST.
+PLAIN_WALL_CONTRAST = 0.03
+#: Light level of a dark zone (a corner without a lamp): 15 % of its neighbours'.
+DARK_ZONE_LIGHT = 0.15
+
+
+def is_wall_face(faces: np.ndarray, min_height_m: float = 2.0) -> np.ndarray:
+    """bool[n]: vertical faces at least ``min_height_m`` tall (walls and wall panels, not furniture)."""
+    k = faces[:, 0].astype(np.int64)
+    # z is in-plane axis (k+1)%3 == 2 for k = 1 (columns 3:5) and (k+2)%3 == 2 for k = 0 (columns 5:7)
+    z_extent = np.where(k == 1, faces[:, 4] - faces[:, 3], faces[:, 6] - faces[:, 5])
+    return (k != 2) & (z_extent >= min_height_m)
+
+
+def with_scene_effects(world: World, textureless_walls: float = 0.0, dark_zones: float = 0.0,
+                       seed: int = 0) -> World:
+    """``world`` with a seeded share ``textureless_walls`` of its wall faces painted plain (texture
+    contrast x :data:`PLAIN_WALL_CONTRAST`, same mean brightness) and a seeded share ``dark_zones`` of
+    its 4 m light cells (:func:`face_cells`) dimmed to :data:`DARK_ZONE_LIGHT`: the textureless walls
+    and dark corners where trackers lose their features. Geometry is unchanged (ground truth holds)."""
+    for name, value in (("textureless_walls", textureless_walls), ("dark_zones", dark_zones)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a share in [0, 1], got {value}")
+    if textureless_walls == 0.0 and dark_zones == 0.0:
+        return world
+    faces = world.faces.copy()
+    if textureless_walls > 0:
+        rng = np.random.default_rng(seed + 9173)
+        plain = is_wall_face(faces) & (rng.random(len(faces)) < textureless_walls)
+        mean_texel = float(world.mip_level(0).mean())
+        gain = faces[plain, 9]
+        faces[plain, 10] += gain * mean_texel * (1.0 - PLAIN_WALL_CONTRAST)
+        faces[plain, 9] = gain * PLAIN_WALL_CONTRAST
+    if dark_zones > 0:
+        cells = face_cells(faces)
+        uniq, inv = np.unique(cells, axis=0, return_inverse=True)
+        dark = np.random.default_rng(seed + 9281).random(len(uniq)) < dark_zones
+        light = np.where(dark[inv.ravel()], DARK_ZONE_LIGHT, 1.0)
+        faces[:, 9] *= light
+        faces[:, 10] *= light
+    return replace(world, faces=faces)
