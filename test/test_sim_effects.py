@@ -259,7 +259,8 @@ def test_short_run_of_each_profile_tracks(profile, tmp_path):
 
 
 def test_textureless_walls_and_dark_zones_are_calibrated_and_keep_the_geometry(house):
-    from mpslam_ros.sim.world import DARK_ZONE_LIGHT, PLAIN_WALL_CONTRAST, face_cells, is_wall_face, with_scene_effects
+    from mpslam_ros.sim.world import (DARK_ZONE_LIGHT, LIGHT_CELL_M, PLAIN_WALL_CONTRAST, face_cells, is_wall_face,
+                                      with_scene_effects)
 
     o = SimOptions.for_profile("clean+textureless+dark")
     assert (o.textureless_walls, o.dark_zones) == (0.4, 0.3) and o.profile == "clean+textureless+dark"
@@ -304,6 +305,19 @@ def test_textureless_walls_and_dark_zones_are_calibrated_and_keep_the_geometry(h
             changed_dark += 1
             assert abs(np.median(d[m] / a[m]) - DARK_ZONE_LIGHT) < 0.02
     assert changed_plain >= 3 and changed_dark >= 3  # the household run does meet both
+    # people walking through a dark zone are as dark as it (a lit person in a dark room would be bait)
+    walk = SyntheticSequence("household", 60.0, 1, world=house, options=SimOptions.for_profile("realistic+dark"))
+    n_static = len(walk.world.faces)
+    in_dark = []
+    for t in np.arange(0.0, 60.0, 0.5):
+        movers = walk.faces_at(t)[n_static:]
+        for m, mover in enumerate(walk._movers):
+            cell = np.floor(mover.centre(t) / LIGHT_CELL_M).astype(np.int64)
+            dark = bool((walk.world.dark_cells == cell).all(axis=1).any())
+            ratio = movers[6 * m:6 * (m + 1), 9] / walk._mover_faces[6 * m:6 * (m + 1), 9]
+            assert np.allclose(ratio, DARK_ZONE_LIGHT if dark else 1.0)
+            in_dark.append(dark)
+    assert any(in_dark) and not all(in_dark)
     with pytest.raises(ValueError, match="unknown scene effect 'foggy'"):
         SimOptions.for_profile("realistic+foggy")
     import argparse

@@ -247,7 +247,7 @@ class SyntheticSequence:
         if self._cells is not None:
             uniq, inv = np.unique(self._cells, axis=0, return_inverse=True)
             light = light_levels(uniq, t, self.seed, self.options.light_change)[inv.ravel()]
-        return faces_at(self.world.faces, self._movers, self._mover_faces, t, light)
+        return faces_at(self.world.faces, self._movers, self._mover_faces, t, light, self.world.dark_cells)
 
     def render_frame(self, i: int, depth: bool = False, renderer=None) -> StereoFrame:
         """Render frame ``i`` (left, right and optionally depth) from scratch (with ``renderer``,

@@ -19,6 +19,12 @@ import numpy as np
 TEXTURE_SIZE = 4096
 #: Metres per texel at mip level 0 (4096 texels = 20.5 m before the texture wraps).
 TEXEL_M = 0.005
+#: Texture contrast left on a plain (painted) wall: a faint mottling, no corners for FAST.
+PLAIN_WALL_CONTRAST = 0.03
+#: Light level of a dark zone (a corner without a lamp): 15 % of its neighbours'.
+DARK_ZONE_LIGHT = 0.15
+#: Side of the world's light cells (metres): light changes and dark zones act per cell.
+LIGHT_CELL_M = 4.0
 
 
 @dataclass
@@ -55,6 +61,8 @@ class World:
     room_centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     #: "house", "office" or "warehouse" (which builder made it).
     kind: str = "house"
+    #: int[k, 2]: the 4 m light cells left dark (:func:`with_scene_effects`); movers there are dark too.
+    dark_cells: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def num_mip_levels(self) -> int:
@@ -514,7 +522,7 @@ def make_movers(world: World, count: int, seed: int) -> tuple:
     return movers, faces
 
 
-def face_cells(faces: np.ndarray, cell_m: float = 4.0) -> np.ndarray:
+def face_cells(faces: np.ndarray, cell_m: float = LIGHT_CELL_M) -> np.ndarray:
     """int[n, 2]: the (x, y) cell of each face's centre (light zones for lighting changes)."""
     centre = np.empty((len(faces), 3))
     for q, f in enumerate(faces):
@@ -526,10 +534,11 @@ def face_cells(faces: np.ndarray, cell_m: float = 4.0) -> np.ndarray:
 
 
 def faces_at(static_faces: np.ndarray, movers: list, mover_faces: np.ndarray, t: float,
-             light: np.ndarray | None = None) -> np.ndarray:
+             light: np.ndarray | None = None, dark_cells: np.ndarray | None = None) -> np.ndarray:
     """The scene's faces at time ``t``: static faces with their light level (``light`` per face,
     multiplying material gain and bias) plus the movers' boxes moved to where they are at ``t``
-    (texture offsets moved along, so the texture sticks to the box)."""
+    (texture offsets moved along, so the texture sticks to the box); a mover whose centre is in one
+    of the ``dark_cells`` (4 m light cells) is as dark as that cell."""
     faces = static_faces.copy()
     if light is not None:
         faces[:, 9] *= light
@@ -550,13 +559,12 @@ def faces_at(static_faces: np.ndarray, movers: list, mover_faces: np.ndarray, t:
             r[5:7] += d[j]
             r[7] -= d[i] / TEXEL_M
             r[8] -= d[j] / TEXEL_M
+        if dark_cells is not None and len(dark_cells):
+            cell = np.floor(mover.centre(t) / LIGHT_CELL_M).astype(np.int64)
+            if (dark_cells == cell).all(axis=1).any():
+                rows[:, 9:11] *= DARK_ZONE_LIGHT
     return np.concatenate([faces, moved])
 
-
-#: Texture contrast left on a plain (painted) wall: a faint mottling, no corners for FAST.
-PLAIN_WALL_CONTRAST = 0.03
-#: Light level of a dark zone (a corner without a lamp): 15 % of its neighbours'.
-DARK_ZONE_LIGHT = 0.15
 
 
 def is_wall_face(faces: np.ndarray, min_height_m: float = 2.0) -> np.ndarray:
@@ -593,4 +601,5 @@ def with_scene_effects(world: World, textureless_walls: float = 0.0, dark_zones:
         light = np.where(dark[inv.ravel()], DARK_ZONE_LIGHT, 1.0)
         faces[:, 9] *= light
         faces[:, 10] *= light
+        return replace(world, faces=faces, dark_cells=uniq[dark])
     return replace(world, faces=faces)
