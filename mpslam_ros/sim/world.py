@@ -566,7 +566,6 @@ def faces_at(static_faces: np.ndarray, movers: list, mover_faces: np.ndarray, t:
     return np.concatenate([faces, moved])
 
 
-
 def is_wall_face(faces: np.ndarray, min_height_m: float = 2.0) -> np.ndarray:
     """bool[n]: vertical faces at least ``min_height_m`` tall (walls and wall panels, not furniture)."""
     k = faces[:, 0].astype(np.int64)
