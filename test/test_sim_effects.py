@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mpslam_ros.frontend.rectify import Rectifier
-from mpslam_ros.sim.camera_effects import (PROFILES, DistortionMap, distort_normalized, undistort_normalized)
+from mpslam_ros.sim.camera_effects import DistortionMap, distort_normalized, undistort_normalized
+from mpslam_ros.sim.profiles import PROFILES
 from mpslam_ros.sim.render import Renderer, expose
 from mpslam_ros.sim.sequences import SimOptions, SyntheticSequence, cached_world
 from mpslam_ros.sim.trajectories import _poses

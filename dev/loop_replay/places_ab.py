@@ -19,8 +19,7 @@ def without_place_features(rec):
     rec["keyframes"] = [copy.copy(kf) for kf in rec["keyframes"]]
     for kf in rec["keyframes"]:
         kf.place_descriptors = np.zeros((0, 32), np.uint8)
-        if hasattr(kf, "place_keypoints"):
-            kf.place_keypoints = np.zeros((0, 4), np.float32)
+        kf.place_keypoints = np.zeros((0, 4), np.float32)
     return rec
 
 

@@ -1,4 +1,5 @@
-"""Camera effects of the synthetic camera, and the profiles (clean / realistic / harsh) that group them.
+"""Camera effects of the synthetic camera (the profiles clean / realistic / harsh that group them are in
+:mod:`mpslam_ros.sim.profiles`).
 
 The renderer (:mod:`mpslam_ros.sim.render`) makes an ideal pinhole radiance image; this module holds
 what a real camera does to it on the way to a mono8 frame, each effect a field of
@@ -30,7 +31,6 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from mpslam_ros.sim.profiles import PROFILES  # noqa: F401  (the profiles' settings live there)
 
 def exposure_gain(t: float, seed: int, variation: float, flicker: float) -> float:
     """Image gain at time ``t``: slow auto-exposure swings (relative amplitude ``variation``, periods

@@ -63,6 +63,11 @@ def profile_spec(spec: str) -> str:
     return spec
 
 
+def profile_specs(text: str) -> list:
+    """argparse type of a comma-separated list of profile specs (``realistic,realistic+dark``)."""
+    return [profile_spec(spec.strip()) for spec in text.split(",") if spec.strip()]
+
+
 #: --help text of the profile option, shared by the commands that take one.
 PROFILE_HELP = ("camera profile clean (pixel noise only), realistic (EuRoC-like noise and lens distortion in raw "
                 "images + CameraInfo, 8 ms motion blur, auto exposure, flicker, L/R gain mismatch, light changes, "

@@ -585,7 +585,7 @@ def with_scene_effects(world: World, textureless_walls: float = 0.0, dark_zones:
             raise ValueError(f"{name} must be a share in [0, 1], got {value}")
     if textureless_walls == 0.0 and dark_zones == 0.0:
         return world
-    faces = world.faces.copy()
+    faces, dark_cells = world.faces.copy(), world.dark_cells
     if textureless_walls > 0:
         rng = np.random.default_rng(seed + 9173)
         plain = is_wall_face(faces) & (rng.random(len(faces)) < textureless_walls)
@@ -600,5 +600,5 @@ def with_scene_effects(world: World, textureless_walls: float = 0.0, dark_zones:
         light = np.where(dark[inv.ravel()], DARK_ZONE_LIGHT, 1.0)
         faces[:, 9] *= light
         faces[:, 10] *= light
-        return replace(world, faces=faces, dark_cells=uniq[dark])
-    return replace(world, faces=faces)
+        dark_cells = uniq[dark]
+    return replace(world, faces=faces, dark_cells=dark_cells)
