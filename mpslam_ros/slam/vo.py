@@ -48,7 +48,7 @@ from mpslam_ros.frontend.affine_track import image_gradients, refine_affine
 from mpslam_ros.frontend.features import (detect_features, image_texture,
                                           match_stereo, orb_descriptors, place_features,
                                           track_klt)
-from mpslam_ros.frontend.pose import CHI2_2D, CHI2_3D, estimate_pose
+from mpslam_ros.frontend.pose import CHI2_2D, CHI2_3D, estimate_pose, refine_pose
 from mpslam_ros.frontend.rectify import Rectifier
 from mpslam_ros.geometry import lie
 from mpslam_ros.slam.verification import VerificationConfig, verify_loop
@@ -107,6 +107,14 @@ class VOConfig:
     sigma_px: float = 1.0
     #: Fewer PnP inliers than this means tracking is lost.
     min_tracked: int = 15
+    #: New landmarks are on probation for this many tracked frames: the pose is estimated from the
+    #: established landmarks only, and a new one joins them after fitting that pose (chi-square) in
+    #: each of these frames; one that does not is dropped. Points on people walking close by are
+    #: created at a keyframe as static, and when they were most of the view PnP's largest consistent
+    #: group was them plus a far wall, so the pose slid with the people (docs/robustness.md,
+    #: household:60 seed 3). 0: every landmark is used at once. When fewer than ``min_tracked``
+    #: established landmarks are tracked, all are used.
+    landmark_probation_frames: int = 2
     #: Minimum stereo landmarks needed to (re)initialise.
     min_init_landmarks: int = 30
     #: Keyframe when the tracked count falls below this ratio of the last keyframe's ...
@@ -206,6 +214,11 @@ class VOStats:
     max_relocalization_offset_m: float = 0.0
     #: Longest gap in image time (s) bridged by the motion prior without relocalising.
     longest_bridged_gap_s: float = 0.0
+    #: New landmarks dropped on probation (they did not fit the pose of the established ones): points
+    #: on moving people and objects, or mismatches. Many per frame: something moving fills the view.
+    landmarks_dropped_on_probation: int = 0
+    #: Frames whose pose used the landmarks on probation too (fewer than ``min_tracked`` established).
+    frames_without_probation: int = 0
 
 
 @dataclass
@@ -276,6 +289,8 @@ class VisualOdometry:
         self._anchor_images: Dict[int, np.ndarray] = {}
         self._lm_anchor: Dict[int, Tuple[int, float, float]] = {}
         self._lm_affine: Dict[int, np.ndarray] = {}
+        # landmarks on probation -> tracked frames they have fitted so far (see landmark_probation_frames)
+        self._probation: Dict[int, int] = {}
 
     @property
     def T_world_body(self) -> np.ndarray:
@@ -434,18 +449,45 @@ class VisualOdometry:
         if n_ok < cfg.min_tracked:
             timings["pnp"] = time.perf_counter() - t
             return None
-        est = estimate_pose(X[ok], pts[ok].astype(np.float64), np.full(n_ok, np.nan), cam.intrinsics,
+        # the pose from established landmarks; those on probation must fit it (or all when too few)
+        on_probation = np.array([int(i) in self._probation for i in ids], bool)
+        use = ok & ~on_probation
+        if use.sum() < cfg.min_tracked:
+            use = ok
+            self.stats.frames_without_probation += int(on_probation[ok].any())
+        n_use = int(use.sum())
+        est = estimate_pose(X[use], pts[use].astype(np.float64), np.full(n_use, np.nan), cam.intrinsics,
                             self.baseline, T_cw_prior=T_pred, ransac_px=cfg.ransac_px,
                             sigma_px=cfg.sigma_px, min_inliers=cfg.min_tracked)
         timings["pnp"] = time.perf_counter() - t
         if est is None:
-            self._last_track_info = f"PnP failed on {n_ok} tracked features"
+            self._last_track_info = f"PnP failed on {n_use} tracked features"
             return None
-        keep = np.nonzero(ok)[0][est.inliers]
+        inlier = np.zeros(len(ids), bool)
+        inlier[np.nonzero(use)[0][est.inliers]] = True
+        trial = ok & ~use
+        if trial.any():
+            inlier[trial] = self._fits_pose(est.T_cw, X[trial], pts[trial])
+        for j in np.nonzero(on_probation & ok)[0]:
+            i = int(ids[j])
+            if not inlier[j]:
+                del self._probation[i]
+                self.stats.landmarks_dropped_on_probation += 1
+            elif self._probation[i] + 1 >= cfg.landmark_probation_frames:
+                del self._probation[i]
+            else:
+                self._probation[i] += 1
+        keep = np.nonzero(inlier)[0]
         self._trk_pts = pts[keep]
         self._trk_ids = ids[keep]
         self._trk_kf_uv = self._trk_kf_uv[keep]
         return est.T_cw, len(keep), est.covariance_diag
+
+    def _fits_pose(self, T_cw: np.ndarray, X: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """Whether landmarks ``X`` [n, 3] project within the inlier chi-square of ``uv`` at ``T_cw``."""
+        _, chi2, _, _ = refine_pose(T_cw, X, uv.astype(np.float64), np.full(len(X), np.nan),
+                                    self.camera.intrinsics, self.baseline, self.config.sigma_px, iterations=0)
+        return chi2 < CHI2_2D
 
     def _refine_tracks(self, image, ids, pts, ok):
         """Affine-align each KLT track's creation patch to ``image``. Returns (pts, ok) with the aligned
@@ -704,6 +746,7 @@ class VisualOdometry:
         """Start a map from one stereo/RGB-D frame at the current (last good or relocalised) pose."""
         self._clear_map()
         kf = self._make_keyframe(frame, left, pyr, right, depth, timings)
+        self._probation.clear()  # a new map has nothing older to check its landmarks against
         n = len(self._trk_ids)
         if n < self.config.min_init_landmarks:
             self._clear_map()
@@ -756,6 +799,8 @@ class VisualOdometry:
         for j in np.nonzero(good)[0]:
             new_ids[j] = self._next_lm_id
             self._landmarks[self._next_lm_id] = T_wc[:3, :3] @ Pc[j] + T_wc[:3, 3]
+            if cfg.landmark_probation_frames > 0:
+                self._probation[self._next_lm_id] = 0
             if cfg.affine_refine:
                 self._lm_anchor[self._next_lm_id] = (self._next_kf_id, float(new_pts[j, 0]), float(new_pts[j, 1]))
                 self._lm_affine[self._next_lm_id] = np.eye(2)
@@ -910,6 +955,7 @@ class VisualOdometry:
             del self._landmarks[i]
             self._lm_anchor.pop(i, None)
             self._lm_affine.pop(i, None)
+            self._probation.pop(i, None)
         used = {a[0] for a in self._lm_anchor.values()}
         for k in [k for k in self._anchor_images if k not in used]:
             del self._anchor_images[k]
