@@ -152,7 +152,7 @@ class FrameResult:
     T_world_body: np.ndarray
     #: "ok", "initializing", "lost", "relocalizing" (lost, matching frames against the map),
     #: "relocalized" (tracking resumed in the same map at a verified pose), "reinitialized" (a new
-    #: map started at the last good pose).
+    #: map started at the dead-reckoned pose).
     tracking_state: str
     num_tracked: int
     #: Seconds spent in each stage (e.g. "frontend", "pnp", "ba").

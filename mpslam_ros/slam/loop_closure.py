@@ -481,7 +481,7 @@ class LoopClosure:
             if self._root(self._map_ids[i]) != self._root(self._map_ids[j]):
                 return True  # maps not merged yet: a merge candidate, the merge agreement test applies
             # merged maps share one frame since the merge: the drift allowance still holds, over the
-            # odometry counted across the break (VO starts a new map at its last good pose; a step
+            # odometry counted across the break (VO starts a new map at its dead-reckoned pose; a step
             # that jumps, as after a kidnap, only widens the allowance)
             travel = self._travel_between(i, j, across_breaks=True)
         d, r = travel

@@ -20,12 +20,14 @@ Pipeline per frame (all on the rectified left camera, see :mod:`mpslam_ros.front
    landmarks, inlier spread, 3D agreement -- accepts one), and tracking resumes in the same map at
    the verified pose (state ``"relocalized"``). When no frame verifies within
    ``relocalization_timeout_s`` of image time, a new map (``map_id`` + 1) starts with its first
-   keyframe at the last good pose, so the published odometry continues without a jump (state
-   ``"reinitialized"``); loop closure keeps the maps apart until a verified loop merges them.
+   keyframe where the constant-velocity prior dead-reckons the robot over the time lost (at most
+   2 s; ``new_map_pose``), so the published odometry goes on from where the robot most likely is,
+   never a jump to a look-alike place (state ``"reinitialized"``); loop closure keeps the maps apart
+   until a verified loop merges them.
 
 Tracking states in :class:`VOResult`: ``"initializing"`` (first keyframe), ``"ok"``, ``"lost"``
 (pose held at the last good one), ``"relocalizing"`` (lost, pose held, matching frames against the
-map), ``"relocalized"``, ``"reinitialized"`` (new map started at the last good pose) and
+map), ``"relocalized"``, ``"reinitialized"`` (new map started at the dead-reckoned pose) and
 ``"skipped"`` (the input was unusable -- wrong encoding or size, duplicated or out-of-order stamp --
 and was dropped without touching the state). ``VOResult.reason`` says why; :attr:`VisualOdometry.stats`
 counts relocalisations, new maps and the time spent relocalising.
@@ -139,6 +141,14 @@ class VOConfig:
     #: Gaps in image time (since the last tracked frame) longer than this are not bridged by the
     #: motion prior + KLT: the frame is relocalised instead (measured bridgeable: docs/vo.md).
     max_bridge_gap_s: float = 0.5
+    #: Where a new map (started after a loss that relocalisation did not recover) puts its first
+    #: keyframe: "dead_reckoned" (the constant-velocity prior carried over the time lost, as a robot
+    #: that keeps driving does; the 104 m office run's 1 s blind spot: 35 mm off instead of 525 mm)
+    #: or "last_good" (the pose held while lost).
+    new_map_pose: str = "dead_reckoned"
+    #: ... dead-reckoned over at most this long (s): a guess from the velocity alone is worse than
+    #: holding the pose after ~2 v / a (2 s for a robot at 0.5 m/s that may brake or turn at 0.5 m/s^2).
+    new_map_dead_reckoning_max_s: float = 2.0
     #: Recent keyframes of the current map kept for relocalisation (about 16 kB each).
     relocalization_keyframes: int = 300
     #: Candidates (most descriptor votes first) verified per relocalisation attempt; with the
@@ -175,6 +185,15 @@ class VOConfig:
     #: first solve when there is none) or "auto" (the GPU when present and the problem is large enough).
     #: See docs/cuda.md.
     device: str = "cpu"
+
+
+    def __post_init__(self) -> None:
+        if self.new_map_pose not in NEW_MAP_POSES:
+            raise ValueError(f"VOConfig.new_map_pose {self.new_map_pose!r}: choose from {', '.join(NEW_MAP_POSES)}")
+
+
+#: Where a new map starts (:attr:`VOConfig.new_map_pose`).
+NEW_MAP_POSES = ("dead_reckoned", "last_good")
 
 
 @dataclass
@@ -539,7 +558,7 @@ class VisualOdometry:
         return self._result(frame, "lost", reason, timings)
 
     def _reinitialize_or_lost(self, frame, left, pyr, right, depth, timings, reason) -> VOResult:
-        log.warning("%s: starting map %d at the last good pose", reason, self._map_id + 1)
+        log.warning("%s: starting map %d", reason, self._map_id + 1)
         self._new_map()
         return self._initialize(frame, left, pyr, right, depth, timings, reason)
 
@@ -594,7 +613,7 @@ class VisualOdometry:
         if waited >= cfg.relocalization_timeout_s or not self._reloc_db:
             why = (f"frame {frame.index}: not relocalised within {cfg.relocalization_timeout_s:g} s "
                    f"({self.stats.frames_relocalizing} frames tried)")
-            log.warning("%s: starting map %d at the last good pose", why, self._map_id + 1)
+            log.warning("%s: starting map %d", why, self._map_id + 1)
             self._new_map()
             return self._initialize(frame, left, pyr, right, depth, timings, why)
         why = reason or f"frame {frame.index}: relocalising ({waited:.2f} s)"
@@ -663,9 +682,11 @@ class VisualOdometry:
         return (float(np.linalg.norm(_camera_centre(T_ck) - _camera_centre(T_cw)))
                 + _rotation_deg(T_ck[:3, :3] @ T_cw[:3, :3].T) / 30.0)
 
-    def dead_reckoned_pose(self, stamp_ns: int) -> np.ndarray:
-        """T_cw the constant-velocity prior predicts at ``stamp_ns`` from the last tracked frame."""
+    def dead_reckoned_pose(self, stamp_ns: int, max_s: float = float("inf")) -> np.ndarray:
+        """T_cw the constant-velocity prior predicts at ``stamp_ns`` (at most ``max_s`` after the last
+        tracked frame) from the last tracked frame."""
         lost_s = max(0.0, (stamp_ns - self._last_good_stamp) * 1e-9) if self._last_good_stamp else 0.0
+        lost_s = min(lost_s, max_s)
         steps = max(1, int(round(lost_s / self._frame_dt_s)))
         return np.linalg.matrix_power(self._velocity, steps) @ self._T_cw
 
@@ -743,12 +764,17 @@ class VisualOdometry:
 
     def _initialize(self, frame, left, pyr, right, depth, timings, reason: str = "",
                     state: Optional[str] = None) -> VOResult:
-        """Start a map from one stereo/RGB-D frame at the current (last good or relocalised) pose."""
+        """Start a map from one stereo/RGB-D frame at the relocalised pose (``state`` "relocalized"),
+        the first pose, or for a new map after a loss where ``new_map_pose`` says."""
+        held = self._T_cw
+        if state is None and self._ever_initialized and self.config.new_map_pose == "dead_reckoned":
+            self._T_cw = self.dead_reckoned_pose(frame.stamp_ns, self.config.new_map_dead_reckoning_max_s)
         self._clear_map()
         kf = self._make_keyframe(frame, left, pyr, right, depth, timings)
         self._probation.clear()  # a new map has nothing older to check its landmarks against
         n = len(self._trk_ids)
         if n < self.config.min_init_landmarks:
+            self._T_cw = held  # dead-reckon from the last tracked frame again next time
             self._clear_map()
             why = f"frame {frame.index}: cannot initialise, only {n} stereo landmarks"
             if reason:
@@ -763,8 +789,9 @@ class VisualOdometry:
             state = "reinitialized" if self._ever_initialized else "initializing"
         self._ever_initialized = True
         if state == "reinitialized":
-            log.info("frame %s: map %d started with %d landmarks at the last good pose", frame.index,
-                     self._map_id, n)
+            moved = float(np.linalg.norm(_camera_centre(self._T_cw) - _camera_centre(held)))
+            where = f"the dead-reckoned pose ({moved:.2f} m from the last tracked one)" if moved else "the last good pose"
+            log.info("frame %s: map %d started with %d landmarks at %s", frame.index, self._map_id, n, where)
         return self._result(frame, state, reason, timings, keyframe=kf, quality="weak",
                             num_inliers=n)
 
