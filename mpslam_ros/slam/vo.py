@@ -114,9 +114,19 @@ class VOConfig:
     #: each of these frames; one that does not is dropped. Points on people walking close by are
     #: created at a keyframe as static, and when they were most of the view PnP's largest consistent
     #: group was them plus a far wall, so the pose slid with the people (docs/robustness.md,
-    #: household:60 seed 3). 0: every landmark is used at once. When fewer than ``min_tracked``
-    #: established landmarks are tracked, all are used.
+    #: household:60 seed 3). 0: every landmark is used at once.
     landmark_probation_frames: int = 2
+    #: ... as long as at least this many established landmarks are tracked (PnP from fewer points is
+    #: noisier but not dragged; with fewer, all are used).
+    probation_min_established: int = 8
+    #: Motion gate: a tracked pose whose camera centre is further from the constant-velocity
+    #: prediction than ``motion_gate_min_m + motion_gate_accel / 2 x t^2`` (t: time since the last
+    #: tracked frame) is refused and tracking counts as lost (relocalisation takes over). True motion
+    #: deviates <= 6 mm per 20 Hz frame on the hand-held paths (1 g gives 12.5 mm); a pose that follows
+    #: a person filling the view jumps 30-80 mm. Only checked once two consecutive tracked frames have
+    #: measured the velocity. 0: off.
+    motion_gate_accel: float = 9.81
+    motion_gate_min_m: float = 0.005
     #: Minimum stereo landmarks needed to (re)initialise.
     min_init_landmarks: int = 30
     #: Keyframe when the tracked count falls below this ratio of the last keyframe's ...
@@ -236,8 +246,10 @@ class VOStats:
     #: New landmarks dropped on probation (they did not fit the pose of the established ones): points
     #: on moving people and objects, or mismatches. Many per frame: something moving fills the view.
     landmarks_dropped_on_probation: int = 0
-    #: Frames whose pose used the landmarks on probation too (fewer than ``min_tracked`` established).
+    #: Frames whose pose used the landmarks on probation too (fewer than ``probation_min_established``).
     frames_without_probation: int = 0
+    #: Poses refused by the motion gate (too far from the constant-velocity prediction: tracking lost).
+    poses_refused_by_motion_gate: int = 0
 
 
 @dataclass
@@ -277,6 +289,7 @@ class VisualOdometry:
         T_wb = np.eye(4) if T_world_body is None else np.asarray(T_world_body, np.float64)
         self._T_cw = np.linalg.inv(T_wb @ self.T_body_cam)
         self._velocity = np.eye(4)  # T_cw(k) @ inv(T_cw(k-1))
+        self._velocity_frames = 0  # consecutive tracked frames behind self._velocity (2: measured)
         self._steps_since_good = 1
         self._last_stamp: Optional[int] = None
         self._last_good_stamp: Optional[int] = None
@@ -425,6 +438,7 @@ class VisualOdometry:
             self._frame_dt_s = 0.9 * self._frame_dt_s + 0.1 * gap_s
         self._path_m += float(np.linalg.norm(_camera_centre(T_cw) - _camera_centre(self._T_cw)))
         self._T_cw = T_cw
+        self._velocity_frames += 1
         self._steps_since_good = 1
         self._last_good_stamp = frame.stamp_ns
         self._prev_pyr = pyr
@@ -471,13 +485,15 @@ class VisualOdometry:
         # the pose from established landmarks; those on probation must fit it (or all when too few)
         on_probation = np.array([int(i) in self._probation for i in ids], bool)
         use = ok & ~on_probation
-        if use.sum() < cfg.min_tracked:
+        min_inliers = min(cfg.min_tracked, cfg.probation_min_established)
+        if use.sum() < cfg.probation_min_established:
             use = ok
+            min_inliers = cfg.min_tracked
             self.stats.frames_without_probation += int(on_probation[ok].any())
         n_use = int(use.sum())
         est = estimate_pose(X[use], pts[use].astype(np.float64), np.full(n_use, np.nan), cam.intrinsics,
                             self.baseline, T_cw_prior=T_pred, ransac_px=cfg.ransac_px,
-                            sigma_px=cfg.sigma_px, min_inliers=cfg.min_tracked)
+                            sigma_px=cfg.sigma_px, min_inliers=min_inliers)
         timings["pnp"] = time.perf_counter() - t
         if est is None:
             self._last_track_info = f"PnP failed on {n_use} tracked features"
@@ -487,15 +503,27 @@ class VisualOdometry:
         trial = ok & ~use
         if trial.any():
             inlier[trial] = self._fits_pose(est.T_cw, X[trial], pts[trial])
-        for j in np.nonzero(on_probation & ok)[0]:
+        for j in np.nonzero(on_probation)[0]:
             i = int(ids[j])
-            if not inlier[j]:
+            if not inlier[j]:  # did not fit, or no longer tracked
                 del self._probation[i]
-                self.stats.landmarks_dropped_on_probation += 1
+                self.stats.landmarks_dropped_on_probation += int(ok[j])
             elif self._probation[i] + 1 >= cfg.landmark_probation_frames:
                 del self._probation[i]
             else:
                 self._probation[i] += 1
+        if inlier.sum() < cfg.min_tracked:
+            self._last_track_info = f"{int(inlier.sum())} of {n_ok} tracked features fit the pose"
+            return None
+        if cfg.motion_gate_accel > 0 and self._velocity_frames >= 2:
+            off = float(np.linalg.norm(_camera_centre(est.T_cw) - _camera_centre(T_pred)))
+            lost_s = self._steps_since_good * self._frame_dt_s
+            limit = cfg.motion_gate_min_m + 0.5 * cfg.motion_gate_accel * lost_s ** 2
+            if off > limit:
+                self.stats.poses_refused_by_motion_gate += 1
+                self._last_track_info = (f"pose {1e3 * off:.0f} mm from the constant-velocity prediction (motion "
+                                         f"gate {1e3 * limit:.0f} mm; something moving fills the view?)")
+                return None
         keep = np.nonzero(inlier)[0]
         self._trk_pts = pts[keep]
         self._trk_ids = ids[keep]
@@ -783,6 +811,7 @@ class VisualOdometry:
             return self._result(frame, "lost", why, timings)
         self._prev_pyr = pyr
         self._initialized = True
+        self._velocity_frames = 0
         self._steps_since_good = 1
         self._last_good_stamp = frame.stamp_ns
         if state is None:
