@@ -361,7 +361,9 @@ def _events_line(run: RunOutput) -> str:
             f"relocalisations refused (look-alike places): {vo.get('relocalizations_refused', 0)}, "
             f"new maps: {vo.get('new_maps', 0)}, frames relocalising: {vo.get('frames_relocalizing', 0)} "
             f"({vo.get('relocalization_s', 0.0):.2f} s), longest gap bridged: "
-            f"{vo.get('longest_bridged_gap_s', 0.0):.2f} s")
+            f"{vo.get('longest_bridged_gap_s', 0.0):.2f} s, poses refused by the motion gate: "
+            f"{vo.get('poses_refused_by_motion_gate', 0)}, landmarks dropped on probation (moving points): "
+            f"{vo.get('landmarks_dropped_on_probation', 0)}")
     lc = run.extra.get("loop_closure_events")
     if lc:
         text += (f"; loop closure: maps {lc['maps']}, merges {lc['merges']}, loops rejected "

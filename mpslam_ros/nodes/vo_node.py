@@ -441,7 +441,8 @@ class VisualOdometryNode(Node):
         if "map_id" in values:
             message += (f" (map {values['map_id']}; relocalised {values['vo_relocalizations']}x, "
                         f"refused as look-alike {values['vo_relocalizations_refused']}x, "
-                        f"new maps {values['vo_new_maps']})")
+                        f"new maps {values['vo_new_maps']}, poses refused by the motion gate "
+                        f"{values['vo_poses_refused_by_motion_gate']}x)")
             if values["vo_new_maps"] and level == DiagnosticStatus.OK:
                 level = DiagnosticStatus.WARN  # a break VO could not relocalise across stays visible
         extrinsic_note = self.extrinsic.diagnostics()[1]

@@ -121,7 +121,8 @@ class VOConfig:
     probation_min_established: int = 8
     #: Motion gate: a tracked pose whose camera centre is further from the constant-velocity
     #: prediction than ``motion_gate_min_m + motion_gate_accel / 2 x t^2`` (t: time since the last
-    #: tracked frame) is refused and tracking counts as lost (relocalisation takes over). True motion
+    #: tracked frame) is refused: the frame is "lost" (pose and map held) and the next one tracks from
+    #: the last good frame, as across a stall (after ``max_bridge_gap_s``, relocalisation). True motion
     #: deviates <= 6 mm per 20 Hz frame on the hand-held paths (1 g gives 12.5 mm); a pose that follows
     #: a person filling the view jumps 30-80 mm. Only checked once two consecutive tracked frames have
     #: measured the velocity. 0: off.
@@ -290,6 +291,7 @@ class VisualOdometry:
         self._T_cw = np.linalg.inv(T_wb @ self.T_body_cam)
         self._velocity = np.eye(4)  # T_cw(k) @ inv(T_cw(k-1))
         self._velocity_frames = 0  # consecutive tracked frames behind self._velocity (2: measured)
+        self._refused_by_motion_gate = False
         self._steps_since_good = 1
         self._last_stamp: Optional[int] = None
         self._last_good_stamp: Optional[int] = None
@@ -423,7 +425,12 @@ class VisualOdometry:
             return self._start_relocalizing(frame, left, pyr, right, depth, timings,
                                             f"frame {frame.index}: {gap_s:.2f} s since the last tracked "
                                             f"frame (> max_bridge_gap_s {cfg.max_bridge_gap_s:g})")
+        self._refused_by_motion_gate = False
         est = self._track(pyr, timings)
+        if est is None and self._refused_by_motion_gate:
+            # hold the pose and the map: the next frame tracks from the last good one, as across a
+            # stall, until max_bridge_gap_s sends it to relocalisation
+            return self._lost(frame, f"frame {frame.index}: pose refused ({self._last_track_info})", timings)
         if est is None:
             reason = f"frame {frame.index}: tracking lost ({self._last_track_info})"
             if cfg.relocalization:
@@ -521,6 +528,7 @@ class VisualOdometry:
             limit = cfg.motion_gate_min_m + 0.5 * cfg.motion_gate_accel * lost_s ** 2
             if off > limit:
                 self.stats.poses_refused_by_motion_gate += 1
+                self._refused_by_motion_gate = True
                 self._last_track_info = (f"pose {1e3 * off:.0f} mm from the constant-velocity prediction (motion "
                                          f"gate {1e3 * limit:.0f} mm; something moving fills the view?)")
                 return None
