@@ -197,7 +197,6 @@ class VOConfig:
     #: See docs/cuda.md.
     device: str = "cpu"
 
-
     def __post_init__(self) -> None:
         if self.new_map_pose not in NEW_MAP_POSES:
             raise ValueError(f"VOConfig.new_map_pose {self.new_map_pose!r}: choose from {', '.join(NEW_MAP_POSES)}")
@@ -510,18 +509,6 @@ class VisualOdometry:
         trial = ok & ~use
         if trial.any():
             inlier[trial] = self._fits_pose(est.T_cw, X[trial], pts[trial])
-        for j in np.nonzero(on_probation)[0]:
-            i = int(ids[j])
-            if not inlier[j]:  # did not fit, or no longer tracked
-                del self._probation[i]
-                self.stats.landmarks_dropped_on_probation += int(ok[j])
-            elif self._probation[i] + 1 >= cfg.landmark_probation_frames:
-                del self._probation[i]
-            else:
-                self._probation[i] += 1
-        if inlier.sum() < cfg.min_tracked:
-            self._last_track_info = f"{int(inlier.sum())} of {n_ok} tracked features fit the pose"
-            return None
         if cfg.motion_gate_accel > 0 and self._velocity_frames >= 2:
             off = float(np.linalg.norm(_camera_centre(est.T_cw) - _camera_centre(T_pred)))
             lost_s = self._steps_since_good * self._frame_dt_s
@@ -532,6 +519,18 @@ class VisualOdometry:
                 self._last_track_info = (f"pose {1e3 * off:.0f} mm from the constant-velocity prediction (motion "
                                          f"gate {1e3 * limit:.0f} mm; something moving fills the view?)")
                 return None
+        if inlier.sum() < cfg.min_tracked:
+            self._last_track_info = f"{int(inlier.sum())} of {n_ok} tracked features fit the pose"
+            return None
+        for j in np.nonzero(on_probation)[0]:  # only for a pose that is kept
+            i = int(ids[j])
+            if not inlier[j]:  # did not fit, or no longer tracked
+                del self._probation[i]
+                self.stats.landmarks_dropped_on_probation += int(ok[j])
+            elif self._probation[i] + 1 >= cfg.landmark_probation_frames:
+                del self._probation[i]
+            else:
+                self._probation[i] += 1
         keep = np.nonzero(inlier)[0]
         self._trk_pts = pts[keep]
         self._trk_ids = ids[keep]
