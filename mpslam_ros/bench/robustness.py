@@ -4,7 +4,8 @@ Each run renders (or loads from the cache) a synthetic sequence with a camera-ef
 (:mod:`mpslam_ros.sim.camera_effects`), runs :func:`mpslam_ros.cli.run.run_pipeline` on it as stereo or
 RGB-D and reports: ATE of the odometry and after loop closure, drift per metre (RPE over 1 m), % of
 frames with a pose, relocalisations and new maps, loops accepted / true / false (each loop's relative
-pose against ground truth, :mod:`mpslam_ros.evaluation.loops`) and frames/s. Prints a table, writes
+pose against ground truth, :mod:`mpslam_ros.evaluation.loops`), poses VO's motion gate refused
+("gated": something moving filled the view) and frames/s. Prints a table, writes
 JSON lines (``--out``) and PNG plots (``--plots``). The issue-14 targets are checked per run:
 tracked >= 99 %, drift <= 1 %, no false loop, loop closure not worse than odometry.
 """
@@ -65,6 +66,8 @@ def run_one(scene: str, profile: str, seed: int, sensor: str, precision: str, lo
             "relocalizations": run.extra["vo_events"]["relocalizations"],
             "losses": run.extra["vo_events"]["losses"], "new_maps": run.extra["vo_events"]["new_maps"],
             "relocalizations_refused": run.extra["vo_events"].get("relocalizations_refused", 0),
+            "poses_refused_by_motion_gate": run.extra["vo_events"].get("poses_refused_by_motion_gate", 0),
+            "landmarks_dropped_on_probation": run.extra["vo_events"].get("landmarks_dropped_on_probation", 0),
             "loops": len(loops), "true_loops": sum(1 for x in loops if x["true"]),
             "false_loops": sum(1 for x in loops if not x["true"]), "rejected_loops": lc.get("rejected_loops", 0),
             "loop_errors": loops, "frames_per_s": len(run.states) / max(run.wall_s, 1e-9)}
@@ -89,13 +92,14 @@ def meets_targets(row: dict) -> List[str]:
 def format_table(rows: List[dict]) -> str:
     head = (f"{'scene':13s} {'profile':9s} {'seed':>4s} {'sensor':6s} {'prec':5s} {'path m':>6s} {'VO ATE mm':>9s} "
             f"{'final mm':>8s} {'drift %':>7s} {'track %':>7s} {'reloc':>5s} {'maps+':>5s} {'loops':>5s} "
-            f"{'true':>4s} {'false':>5s} {'fps':>5s}  missed")
+            f"{'true':>4s} {'false':>5s} {'gated':>5s} {'fps':>5s}  missed")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['scene']:13s} {r['profile']:9s} {r['seed']:4d} {r['sensor']:6s} {r['precision']:5s} "
                      f"{r['path_m']:6.1f} {1e3 * r['vo_ate_m']:9.1f} {1e3 * r['final_ate_m']:8.1f} "
                      f"{r['drift_percent']:7.2f} {r['tracked_percent']:7.1f} {r['relocalizations']:5d} "
                      f"{r['new_maps']:5d} {r['loops']:5d} {r['true_loops']:4d} {r['false_loops']:5d} "
+                     f"{r.get('poses_refused_by_motion_gate', 0):5d} "
                      f"{r['frames_per_s']:5.1f}  {', '.join(meets_targets(r)) or '-'}")
     return "\n".join(lines)
 
