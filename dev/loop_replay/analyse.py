@@ -13,8 +13,7 @@ for p in sorted(glob.glob(sys.argv[1])):
         print(f"   odom steps {len(oe)}: rot err median {1e3*np.median(oe[:,0]):.2f} mrad p90 {1e3*np.percentile(oe[:,0],90):.2f}; "
               f"trans err median {1e3*np.median(oe[:,1]):.2f} mm p90 {1e3*np.percentile(oe[:,1],90):.2f}; step median {np.median(oe[:,2]):.3f} m {np.median(oe[:,3]):.2f} deg")
     for e in r["edges"]:
-        G = np.linalg.inv(gt_pose(gt, r["kf_stamp"][e.match_id])) @ gt_pose(gt, r["kf_stamp"][e.query_id])
-        err = se3_log(np.linalg.inv(G) @ e.T_match_query)
+        err, G = loop_edge_error(r, e)
         sd = 1/np.sqrt(np.diag(e.information))
         print(f"   loop {e.query_id:4d}->{e.match_id:4d} inl {e.inliers:3d} rmse {e.rmse_px:.2f}px  err rot {1e3*np.linalg.norm(err[:3]):5.2f} mrad trans {1e3*np.linalg.norm(err[3:]):5.2f} mm "
               f"chi2 {err@e.information@err:8.1f}  sd rot {1e3*sd[:3].mean():.2f} mrad trans {1e3*sd[3:].mean():.2f} mm  dist {np.linalg.norm(G[:3,3]):.2f} m")

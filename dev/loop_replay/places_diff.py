@@ -7,7 +7,7 @@ import numpy as np
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from places_ab import without_place_features  # noqa: E402
-from replay import gt_pose, load, replay  # noqa: E402
+from replay import load, loop_edge_error, replay  # noqa: E402
 from mpslam_ros.geometry.lie import se3_log  # noqa: E402
 from mpslam_ros.slam.loop_closure import LoopClosureConfig  # noqa: E402
 
@@ -17,8 +17,7 @@ logging.basicConfig(level=logging.CRITICAL)
 def per_loop(r):
     rows = {}
     for e in r["edges"]:
-        G = np.linalg.inv(gt_pose(r["gt"], r["kf_stamp"][e.match_id])) @ gt_pose(r["gt"], r["kf_stamp"][e.query_id])
-        err = se3_log(np.linalg.inv(G) @ e.T_match_query)
+        err, G = loop_edge_error(r, e)
         rows[(e.query_id, e.match_id)] = dict(chi2=float(err @ e.information @ err), rot=np.linalg.norm(err[:3]),
                                                trans=np.linalg.norm(err[3:]), dist=np.linalg.norm(G[:3, 3]),
                                                ang=np.degrees(np.linalg.norm(se3_log(G)[:3])), inl=e.inliers,

@@ -44,6 +44,12 @@ def gt_pose(gt, stamp):
     k = int(np.argmin(np.abs(gt.stamps_ns - stamp)))
     return gt.poses[k]
 
+def loop_edge_error(r, e):
+    """A replayed loop edge ``e`` against ground truth: (se3 error [rot, trans] of its relative pose,
+    the true relative pose)."""
+    G = np.linalg.inv(gt_pose(r["gt"], r["kf_stamp"][e.match_id])) @ gt_pose(r["gt"], r["kf_stamp"][e.query_id])
+    return se3_log(np.linalg.inv(G) @ e.T_match_query), G
+
 def odometry_errors(rec, gt):
     """whitened-free raw errors (rot rad, trans m) of each consecutive-keyframe odometry step vs GT."""
     kfs = rec["keyframes"]; out = []
