@@ -89,6 +89,7 @@ class LoopClosureNode(Node):
         self.bad = BadInputLog(self.get_logger())
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
+        self._publishing_closed = False  # set by close() under _publish_lock: the node is about to go away
         self._K: Optional[np.ndarray] = None
         self._held_keyframes: list = []  # (features, pose) until K and the extrinsic are known
         self._poses: collections.OrderedDict = collections.OrderedDict()  # stamp -> Odometry
@@ -272,7 +273,8 @@ class LoopClosureNode(Node):
 
     def _publish_corrections(self, stamp_ns: int) -> None:
         with self._publish_lock:  # called by the worker (new keyframe) and the timer (PGO finished later)
-            self._publish_corrections_locked(stamp_ns)
+            if not self._publishing_closed:  # a worker close() stopped waiting for must not publish
+                self._publish_corrections_locked(stamp_ns)
 
     def _publish_corrections_locked(self, stamp_ns: int) -> None:
         with self._lock:
@@ -429,6 +431,8 @@ class LoopClosureNode(Node):
             self._stop = True
             self._wake.notify_all()
         self._worker.join(timeout=worker_join_timeout(self._gate.ready))
+        with self._publish_lock:
+            self._publishing_closed = True
         if self.save_on_exit and self.map_path:
             try:
                 self._save_map()

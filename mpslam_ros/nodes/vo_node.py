@@ -123,6 +123,9 @@ class VisualOdometryNode(Node):
         self._stop = False
         self._busy = False  # the worker is on a frame (frames_pending counts it)
         self._abandon = False  # set when close() stops waiting: the worker then publishes nothing more
+        # held while a result is published; close() sets _abandon under it, so a worker still busy on a
+        # frame when close() gives up waiting cannot publish on a node that is being destroyed
+        self._publish_lock = threading.Lock()
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -335,7 +338,10 @@ class VisualOdometryNode(Node):
             except Exception as exc:  # VO promises not to raise; if it does, keep the node alive
                 self.bad.reject(self.topics["left"], f"VO failed on frame {frame.stamp_ns}: {type(exc).__name__}: {exc}")
                 continue
-            self._publish_result(result, arrived)
+            with self._publish_lock:
+                if self._abandon:
+                    return
+                self._publish_result(result, arrived)
 
     def _warm_up(self) -> None:
         """Run the real pipeline (first keyframe, tracking, BA, window slide) on a few synthetic frames in
@@ -459,7 +465,7 @@ class VisualOdometryNode(Node):
             self._stop = True
             self._wake.notify_all()
         self._worker.join(timeout=worker_join_timeout(self._gate.ready))
-        with self._wake:
+        with self._publish_lock, self._wake:
             self._abandon = True
         # the last odometry reaches every reliable subscriber before the process goes away
         self.pub_odom.wait_for_all_acked(Duration(seconds=1.0))
