@@ -183,6 +183,10 @@ def warm_vo(config=None, mode: str = "stereo",
         bundle_adjustments += result.tracking_state == "ok" and result.keyframe is not None
     if cfg.ba_enabled and not bundle_adjustments:
         raise RuntimeError(f"VO warm-up ran no bundle adjustment (tracking states {states})")
+    if cfg.ba_enabled:  # a window whose fp16-stored Jacobian gets widened (rare, data dependent)
+        from mpslam_ros.solvers.schur_ba import warm_jacobian_widening
+
+        warm_jacobian_widening([cfg.precision])
     return states
 
 

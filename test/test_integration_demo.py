@@ -28,7 +28,9 @@ def test_mpslam_demo_runs_the_graph_and_reports_ate(tmp_path, ros_env):
     # No kernel compiles after the nodes report ready (a compile stall is what dropped frames on a cold
     # start). Whether VO keeps up with 20 Hz depends on the machine: measured by the demo's own table
     # (docs/ros.md), not asserted here; the floor only catches a VO that stopped processing.
-    assert summary["kernels_after_ready"] == {"vo_node": 0, "loop_closure_node": 0}
+    missed = [line for log in sorted((out / "logs").glob("*.log")) for line in log.read_text().splitlines()
+              if "missed by the warm-up" in line]  # each late kernel is named once in its node's log
+    assert summary["kernels_after_ready"] == {"vo_node": 0, "loop_closure_node": 0}, missed
     assert summary["frames_processed"] >= 0.25 * summary["bag_frames"]
     assert summary["keyframes"] >= 5
     # a few mm on this sequence: a bag rendered by an older renderer gave 27 mm on the 40 s one

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy.linalg import lapack
@@ -600,6 +600,13 @@ class _SchurLayout:
         self.n_full = n_cams * self.dc + 3 * n_pts
 
 
+def _jacobian_stores(lay: _SchurLayout, storage: str) -> tuple:
+    """(Sa, Sb): room for the scaled Jacobian's camera and point blocks in ``storage`` (fp16 as uint16 bits)."""
+    dtype = np.uint16 if storage == "fp16" else arithmetic_dtype(storage)
+    n_obs = len(lay.cam_col)
+    return np.empty((n_obs, lay.m, lay.dc), dtype=dtype), np.empty((n_obs, lay.m, 3), dtype=dtype)
+
+
 def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solver: str = "iterative_schur"
                    ) -> SolverSummary:
     """LM on a point-major camera-point problem with the Schur linear solver ``linear_solver``
@@ -644,9 +651,7 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
     grad = np.empty(lay.n)
     b_c = np.empty(lay.n_c)
     y = np.empty(lay.n)
-    store_dtype = np.uint16 if storage == "fp16" else arithmetic_dtype(storage)
-    Sa = np.empty((len(lay.cam_col), lay.m, lay.dc), dtype=store_dtype)
-    Sb = np.empty((len(lay.cam_col), lay.m, 3), dtype=store_dtype)
+    Sa, Sb = _jacobian_stores(lay, storage)
     summary.jacobian_bytes = K.bytes_of(Sa, Sb)
     if linear_solver == "dense_schur":
         # S in LAPACK band storage where the cameras' coupling is banded (a VO window: tracks span runs
@@ -732,7 +737,7 @@ def solve_schur_ba(problem, options: Optional[SolverOptions] = None, linear_solv
                 pred_stored = 0.5 * (float(b @ y) + lam_s * float(y @ y)) / (g * g)
                 if abs(pred_stored - pred) > FP16_MODEL_MAX_DISAGREEMENT * pred:
                     storage = "fp32"
-                    Sa, Sb = np.empty(Sa.shape, np.float32), np.empty(Sb.shape, np.float32)
+                    Sa, Sb = _jacobian_stores(lay, storage)
                     linearised = True  # re-store (fp32) and rebuild the sums, also if this step is rejected
                     summary.jacobian_widened_at = summary.iterations
                     summary.jacobian_bytes = K.bytes_of(Sa, Sb)
@@ -812,3 +817,29 @@ def warmup(precisions=("fp64", "fp32", "mixed")) -> None:
             p.sort_observations_by_point()
             solve_schur_ba(p, ba_options(precision=precision, max_iterations=2, small_problem_schur_columns=small),
                            solver)
+    warm_jacobian_widening(precisions)
+
+
+def warm_jacobian_widening(precisions: Sequence[str]) -> None:
+    """Load :func:`store_scaled_jacobian`'s fp32-storage signature for the presets that store the Jacobian
+    in fp16: dense_schur widens to it mid-solve (``FP16_MODEL_MAX_DISAGREEMENT``), which a regular solve of
+    those presets does not reach, so a warm-up's window solves leave it cold. Why: on a loaded CI machine a
+    relocalised VO window widened and vo_node loaded the kernel on the camera path after ready (1 kernel)."""
+    from mpslam_ros.problems.ba import WindowProblem, ba_options
+    from mpslam_ros.problems.window_synth import make_window
+
+    for precision in precisions:
+        options = ba_options(precision=precision)
+        preset = get_preset(options.precision)
+        if preset.emulate_half or preset.jacobian_storage != "fp16":
+            continue  # naive fp16 is CGNR-only; fp32 / fp64 storage never widens
+        w = make_window(0, num_keyframes=4, num_landmarks=12, track_length=(2, 4), stereo=True)
+        problem = WindowProblem(*w.solve_args())
+        problem.sort_observations_by_point()
+        lay = _SchurLayout(problem)
+        summary = SolverSummary(precision=preset.name, linear_solver="dense_schur", preconditioner="-")
+        _, _, Ja, Jb = evaluate_weighted(problem, True, options, robust_mask(problem), summary)
+        Sa, Sb = _jacobian_stores(lay, "fp32")  # what the widening allocates
+        store_scaled_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, lay.pt_start, np.ones(lay.n), 1.0, Sa, Sb,
+                              np.empty((len(lay.cam_col), 3, lay.dc)), np.empty((lay.n_free_cams, lay.dc, lay.dc)),
+                              np.empty((lay.n_pts, 3, 3)))
