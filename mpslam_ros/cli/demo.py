@@ -110,6 +110,11 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr,
                   mininterval=0.2 if sys.stderr.isatty() else 5.0) as bar:
             warming_shown = None
+            from mpslam_ros.warmup import is_warm
+
+            # say "compiling" only where it is (the disk cache not warm for these sources): loading takes seconds
+            warming_what = ("loading kernels" if is_warm([args.precision], ["stereo"])
+                            else "compiling kernels on a cold cache, minutes")
             while player.poll() is None:
                 if not graph.alive("vo_node"):
                     raise RuntimeError("vo_node exited early:\n" + graph.log("vo_node")[-3000:])
@@ -118,7 +123,7 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
                            and recorder.diagnostics(diag).get("ready") != "True"]
                 if warming != warming_shown:
                     warming_shown = warming
-                    bar.set_postfix_str(f"warming up (compiling kernels on a cold cache): {', '.join(warming)}"
+                    bar.set_postfix_str(f"warming up ({warming_what}): {', '.join(warming)}"
                                         if warming else "")
                 bar.update(recorder.count("vo/odometry") - bar.n)
                 time.sleep(0.2)

@@ -956,44 +956,69 @@ def warmup(precisions: Sequence[str] = ("fp64", "fp32", "mixed", "fp16")) -> Non
     indptr = np.arange(n + 1, dtype=np.int64)
     indices = np.arange(n, dtype=np.int64)
     ic0_factor(indptr, indices, np.ones(n), np.empty(n))
-    bd_col = np.array([0, 6, 12], dtype=np.int64)
-    bd_size = np.full(3, 6, dtype=np.int64)
     bd_off = np.array([0, 36, 72], dtype=np.int64)
     J64 = rng.standard_normal((K, m, d))
     jtj_column_norms2(J64, J64, col_a, col_b, np.empty(n))
     jtj_block_diagonal(J64, J64, col_a, col_b, bd_off[[0, 1, 0]], bd_off[[1, 2, 0]], np.empty(108))
     dense_damped_normal_solve(J64, J64, col_a, col_b, 1.0, np.ones(n), np.empty((n, n)), np.empty(n))
+    used = {"fp64": [0], "fp32": [1], "mixed": [1, 2, 4], "fp16": [3]}
+    for k in sorted({k for p in precisions for k in used.get(p, ())}):
+        warm_cg(*CG_DTYPES[k])
+
+
+#: (jacobian storage, vector dtype, block-diagonal storage, factor storage, half) that CG runs with:
+#: 0 fp64, 1 fp32, 2 mixed, 3 fp16 (naive), 4 mixed with an fp32-stored Jacobian (PGO's override; mixed
+#: also reaches fp32's, 1, when an fp16 solve fails and once its fp16 factor is widened to fp32).
+#: 5 and 6 are pose-graph paths (:func:`mpslam_ros.problems.pgo.warmup`): fp64 vectors with an
+#: fp64 / fp32 incomplete-Cholesky factor (the block-diagonal array then an unused fp32 placeholder),
+#: i.e. a rejected reduced-precision step recomputed in fp64 (``SolverOptions.precision_fallback``) and
+#: mixed's factor widened on to fp64 (``fp32_factor_max_cg_iterations``).
+CG_DTYPES = [(np.float64, np.float64, np.float64, np.float64, False),
+             (np.float32, np.float32, np.float32, np.float32, False),
+             (np.uint16, np.float32, np.uint16, np.uint16, False),
+             (np.uint16, np.float32, np.uint16, np.uint16, True),
+             (np.float32, np.float32, np.uint16, np.uint16, False),
+             (np.float64, np.float64, np.float32, np.float64, False),
+             (np.float64, np.float64, np.float32, np.float32, False)]
+
+
+def warm_cg(jt, vt, bt, pt, half: bool) -> None:
+    """Compile (or load) CG and the Jacobian products for one dtype combination of :data:`CG_DTYPES`, with
+    every preconditioner kind."""
+    rng = np.random.default_rng(0)
+    K, m, d, n = 3, 6, 6, 18
+    col_a = np.array([0, 6, -1], dtype=np.int64)
+    col_b = np.array([6, 12, 0], dtype=np.int64)
+    indptr = np.arange(n + 1, dtype=np.int64)
+    indices = np.arange(n, dtype=np.int64)
+    bd_col = np.array([0, 6, 12], dtype=np.int64)
+    bd_size = np.full(3, 6, dtype=np.int64)
+    bd_off = np.array([0, 36, 72], dtype=np.int64)
+    J64 = rng.standard_normal((K, m, d))
 
     def stored(a, dt):
         return a.astype(np.float16).view(np.uint16) if dt == np.uint16 else a.astype(dt)
 
-    # (jacobian storage, vector dtype, preconditioner storage, half) of fp64 / fp32 / mixed / fp16 presets
-    combos = [(np.float64, np.float64, np.float64, False), (np.float32, np.float32, np.float32, False),
-              (np.uint16, np.float32, np.uint16, False), (np.uint16, np.float32, np.uint16, True),
-              (np.float32, np.float32, np.uint16, False)]
-    # the last one: mixed with an fp32-stored Jacobian (PGO's override); mixed also needs fp32's
-    # (its fallback when an fp16 solve fails, and the factor widened to fp32)
-    used = {"fp64": [0], "fp32": [1], "mixed": [1, 2, 4], "fp16": [3]}
-    combos = [c for k, c in enumerate(combos) if any(k in used.get(p, ()) for p in precisions)]
-    for jt, vt, pt, half in combos:
-        J = stored(J64, jt)
-        scale_jacobian(J64, J64, col_a, col_b, np.ones(n), 1.0, np.empty((K, m, d), vt), np.empty((K, m, d), vt))
-        bdv = stored(np.tile(np.eye(6).ravel(), 3), pt)
-        Lv = stored(np.ones(n), pt)
-        rhs = np.ones(n, dtype=vt)
-        x = np.empty(n, dtype=vt)
-        Ldiag = np.tile(np.eye(6).ravel(), 3).astype(vt)
-        for kind, perm in ((PC_NONE, indices[:0]), (PC_BLOCK_JACOBI, indices[:0]), (PC_IC, indices[:0]),
-                           (PC_IC, indices[::-1].copy())):
-            for step_rtol in (0.0, 0.05):
-                cgnr(J, J, col_a, col_b, rhs, 1e-3, kind, bdv, bd_col, bd_size, bd_off, indptr, indices, Lv, perm,
-                     Ldiag, 6, 1.0, 5, 1e-6, step_rtol, half, x, np.zeros(6))
-        if not half:  # block L D L^T (one 6x6 block below the diagonal)
-            blk_indptr = np.array([0, 0, 1, 1], dtype=np.int64)
-            blk_indices = np.array([0], dtype=np.int64)
-            cgnr(J, J, col_a, col_b, rhs, 1e-3, PC_BLOCK_LDL, bdv, bd_col, bd_size, bd_off, blk_indptr, blk_indices,
-                 stored(0.1 * np.ones(36), pt), indices[::-1].copy(), Ldiag, 6, 0.5, 5, 1e-6, 0.05, half, x,
-                 np.zeros(6))
-        q = np.empty(K * m, dtype=vt)
-        jac_matvec(J, J, col_a, col_b, rhs, q, half)
-        jac_t_matvec(J, J, col_a, col_b, q, x, half)
+    J = stored(J64, jt)
+    scale_jacobian(J64, J64, col_a, col_b, np.ones(n), 1.0, np.empty((K, m, d), vt), np.empty((K, m, d), vt))
+    bdv = stored(np.tile(np.eye(6).ravel(), 3), bt)
+    Lv = stored(np.ones(n), pt)
+    rhs = np.ones(n, dtype=vt)
+    x = np.empty(n, dtype=vt)
+    Ldiag = np.zeros(1, dtype=vt)  # what lm passes for every kind but block L D L^T
+    for kind, perm in ((PC_NONE, indices[:0]), (PC_BLOCK_JACOBI, indices[:0]), (PC_IC, indices[:0]),
+                       (PC_IC, indices[::-1].copy())):
+        for step_rtol in (0.0, 0.05):
+            cgnr(J, J, col_a, col_b, rhs, 1e-3, kind, bdv, bd_col, bd_size, bd_off, indptr, indices, Lv, perm,
+                 Ldiag, 6, 1.0, 5, 1e-6, step_rtol, half, x, np.zeros(6))
+    if not half:  # block L D L^T (one 6x6 block below the diagonal)
+        # its diagonal blocks: fp64 with an fp64 factor, else fp32 (lm's BlockLDL.cast)
+        ldl_diag = np.tile(np.eye(6).ravel(), 3).astype(np.float64 if pt == np.float64 else np.float32)
+        blk_indptr = np.array([0, 0, 1, 1], dtype=np.int64)
+        blk_indices = np.array([0], dtype=np.int64)
+        cgnr(J, J, col_a, col_b, rhs, 1e-3, PC_BLOCK_LDL, bdv, bd_col, bd_size, bd_off, blk_indptr, blk_indices,
+             stored(0.1 * np.ones(36), pt), indices[::-1].copy(), ldl_diag, 6, 0.5, 5, 1e-6, 0.05, half, x,
+             np.zeros(6))
+    q = np.empty(K * m, dtype=vt)
+    jac_matvec(J, J, col_a, col_b, rhs, q, half)
+    jac_t_matvec(J, J, col_a, col_b, q, x, half)
