@@ -88,6 +88,39 @@ def test_block_ldl_solve_is_a_solve(selfcheck):
     assert all(int(r["levels"].split()[0]) > 1 for r in levels)  # a real schedule, several launches
 
 
+REPEATED_REDUCTION = r"""
+import sys
+import numpy as np
+sys.setswitchinterval(1e-6)  # switch the simulator's block threads often: exposes races in its bookkeeping
+from numba import cuda
+from mpslam_ros.solvers.cuda import kernels as CK
+if not CK.SIMULATOR:
+    print("SKIP not the simulator"); raise SystemExit(0)
+kern = CK.kernels_for("float64")
+a, b = np.random.default_rng(0).standard_normal((2, 64))
+s = cuda.device_array(4, dtype=np.float64)
+bad = 0
+for _ in range(300):
+    kern.fill[1, CK.TPB](s, 0.0)
+    kern.dot_add[CK.reduction_blocks(64), CK.TPB](a, b, s, 0)
+    bad += abs(s.copy_to_host()[0] - a @ b) > 1e-9 * abs(a @ b)
+print("MISMATCHES", bad)
+"""
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the CUDA simulator")
+def test_simulated_reduction_is_right_every_time():
+    """numba-cuda's simulator allocates a block's shared array with an unguarded get-then-set, so two
+    threads could each get their own and a reduction lost partial sums (10 of 300 launches before the guard
+    in solvers.cuda.kernels; one full-suite run got an fp64 CG solve 11 % off the CPU's)."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", REPEATED_REDUCTION], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    if "SKIP" in proc.stdout:
+        pytest.skip(proc.stdout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MISMATCHES 0" in proc.stdout, proc.stdout
+
 @pytest.mark.parametrize("problem", ["BA window solve", "PGO solve, block LDL"])
 def test_whole_solve_reaches_the_cpu_cost(selfcheck, problem):
     rows = _rows(selfcheck, problem)

@@ -25,6 +25,52 @@ from numba import cuda, float32, float64, njit
 
 #: True under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 before numba was imported).
 SIMULATOR = bool(getattr(nb_config, "ENABLE_CUDASIM", 0))
+
+
+def _guard_simulated_shared_arrays() -> None:
+    """Make the simulator's shared-array allocation thread-safe. numba-cuda's simulator runs a block's
+    threads as Python threads, and ``FakeCUDAShared.array`` allocates a block's array on first use with an
+    unguarded get-then-set: two threads can each get their own array, so a reduction loses the other
+    threads' partial sums. Why: one full-suite run got a CG solve 11 % off the CPU's (docs/cuda.md); with a
+    short thread switch interval 10 of 300 ``dot_add`` launches gave a wrong sum. A GPU is unaffected."""
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared, "_mpslam_guarded", False):
+        return
+    unguarded = shared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:  # errors and dynamic shared memory: no allocation to race on
+            return unguarded(self, shape, dtype, alignment)
+        caller = sys._getframe(1)  # one array per call site, as the simulator's own (source file, line)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, _numpy_dtype(dtype))
+        return found
+
+    shared.array = array
+    shared._mpslam_guarded = True
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+    """A numba type or anything numpy takes, as a numpy dtype."""
+    from numba.core import types
+    from numba.np import numpy_support
+
+    return numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
+
+
+if SIMULATOR:
+    _guard_simulated_shared_arrays()
+
+
 #: Threads per block. The simulator runs every thread as a Python thread and every syncthreads as a
 #: barrier over them: tiny blocks keep its tests fast; 128 suits the GPU (not tuned: no GPU was available).
 TPB = 8 if SIMULATOR else 128
