@@ -441,11 +441,11 @@ def warmup(precisions: Sequence[str] = ("fp64", "fp32", "mixed", "fp16")) -> Non
                 prob = PoseGraphProblem(kind, poses, ei, ej, Z, info)
                 solve(prob, pgo_options(SolverOptions(precision=precision, max_iterations=2,
                                                       small_problem_direct_columns=small_columns)))
-    # CG dtypes of rare pose-graph paths no small solve reaches (kernels.CG_DTYPES 5, 6): a rejected step
-    # recomputed in fp64 (precision_fallback: fp32, mixed), mixed's factor widened to fp32 then fp64. Generated
-    # SE(3) graphs of 800-3,000 poses took them after loop_closure_node's warm-up (a cache load, and a compile).
+    # CG dtypes of rare pose-graph paths no small solve reaches: a rejected step recomputed in fp64
+    # (precision_fallback: fp32, mixed), mixed's factor widened to fp32 then fp64. Generated SE(3) graphs of
+    # 800-3,000 poses took them after loop_closure_node's warm-up (a cache load, and a compile).
     from mpslam_ros.solvers import kernels as K
 
-    extra = {"fp32": [5], "mixed": [5, 6]}
-    for k in sorted({k for p in precisions for k in extra.get(p, ())}):
-        K.warm_cg(*K.CG_DTYPES[k])
+    rare = {"fp32": ["fp64 vectors, fp64 factor"], "mixed": ["fp64 vectors, fp64 factor", "fp64 vectors, fp32 factor"]}
+    for name in sorted({name for p in precisions for name in rare.get(p, ())}):
+        K.warm_cg(name)

@@ -16,6 +16,7 @@ Python call and can run in a background thread in parallel with the GIL-holding 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -945,80 +946,81 @@ def bytes_of(*arrays: np.ndarray) -> int:
     return int(sum(a.nbytes for a in arrays))
 
 
+#: (jacobian storage, vector dtype, block-diagonal storage, factor storage, half) CG runs with, by name:
+#: the four presets; mixed with an fp32-stored Jacobian (PGO's override); and two pose-graph paths,
+#: fp64 vectors with an fp64 / fp32 incomplete-Cholesky factor (the block-diagonal array then an unused fp32
+#: placeholder): a rejected reduced-precision step recomputed in fp64 (``SolverOptions.precision_fallback``)
+#: and mixed's factor widened on to fp64 (``fp32_factor_max_cg_iterations``), warmed by
+#: :func:`mpslam_ros.problems.pgo.warmup`.
+CG_DTYPES = {
+    "fp64": (np.float64, np.float64, np.float64, np.float64, False),
+    "fp32": (np.float32, np.float32, np.float32, np.float32, False),
+    "mixed": (np.uint16, np.float32, np.uint16, np.uint16, False),
+    "fp16": (np.uint16, np.float32, np.uint16, np.uint16, True),
+    "mixed, fp32 Jacobian": (np.float32, np.float32, np.uint16, np.uint16, False),
+    "fp64 vectors, fp64 factor": (np.float64, np.float64, np.float32, np.float64, False),
+    "fp64 vectors, fp32 factor": (np.float64, np.float64, np.float32, np.float32, False),
+}
+#: The combinations each preset's own solves reach (mixed also fp32's: its fallback when an fp16 solve
+#: fails, and its fp16 factor widened to fp32).
+PRESET_CG_DTYPES = {"fp64": ["fp64"], "fp32": ["fp32"], "mixed": ["fp32", "mixed", "mixed, fp32 Jacobian"],
+                    "fp16": ["fp16"]}
+
+
+def _tiny_case() -> SimpleNamespace:
+    """Three 6x6 residual blocks over 18 columns in three 6-column blocks: just enough to call each kernel."""
+    n = 18
+    return SimpleNamespace(K=3, m=6, d=6, n=n, col_a=np.array([0, 6, -1], dtype=np.int64),
+                           col_b=np.array([6, 12, 0], dtype=np.int64), indptr=np.arange(n + 1, dtype=np.int64),
+                           indices=np.arange(n, dtype=np.int64), bd_col=np.array([0, 6, 12], dtype=np.int64),
+                           bd_size=np.full(3, 6, dtype=np.int64), bd_off=np.array([0, 36, 72], dtype=np.int64),
+                           J64=np.random.default_rng(0).standard_normal((3, 6, 6)))
+
+
 def warmup(precisions: Sequence[str] = ("fp64", "fp32", "mixed", "fp16")) -> None:
     """Compile (or load from cache) the kernels for the dtype combinations the presets in
     ``precisions`` use."""
     ticks_per_second()
-    rng = np.random.default_rng(0)
-    K, m, d, n = 3, 6, 6, 18
-    col_a = np.array([0, 6, -1], dtype=np.int64)
-    col_b = np.array([6, 12, 0], dtype=np.int64)
-    indptr = np.arange(n + 1, dtype=np.int64)
-    indices = np.arange(n, dtype=np.int64)
-    ic0_factor(indptr, indices, np.ones(n), np.empty(n))
-    bd_off = np.array([0, 36, 72], dtype=np.int64)
-    J64 = rng.standard_normal((K, m, d))
-    jtj_column_norms2(J64, J64, col_a, col_b, np.empty(n))
-    jtj_block_diagonal(J64, J64, col_a, col_b, bd_off[[0, 1, 0]], bd_off[[1, 2, 0]], np.empty(108))
-    dense_damped_normal_solve(J64, J64, col_a, col_b, 1.0, np.ones(n), np.empty((n, n)), np.empty(n))
-    used = {"fp64": [0], "fp32": [1], "mixed": [1, 2, 4], "fp16": [3]}
-    for k in sorted({k for p in precisions for k in used.get(p, ())}):
-        warm_cg(*CG_DTYPES[k])
+    c = _tiny_case()
+    ic0_factor(c.indptr, c.indices, np.ones(c.n), np.empty(c.n))
+    jtj_column_norms2(c.J64, c.J64, c.col_a, c.col_b, np.empty(c.n))
+    jtj_block_diagonal(c.J64, c.J64, c.col_a, c.col_b, c.bd_off[[0, 1, 0]], c.bd_off[[1, 2, 0]], np.empty(108))
+    dense_damped_normal_solve(c.J64, c.J64, c.col_a, c.col_b, 1.0, np.ones(c.n), np.empty((c.n, c.n)), np.empty(c.n))
+    for name in sorted({name for p in precisions for name in PRESET_CG_DTYPES.get(p, ())}):
+        warm_cg(name)
 
 
-#: (jacobian storage, vector dtype, block-diagonal storage, factor storage, half) that CG runs with:
-#: 0 fp64, 1 fp32, 2 mixed, 3 fp16 (naive), 4 mixed with an fp32-stored Jacobian (PGO's override; mixed
-#: also reaches fp32's, 1, when an fp16 solve fails and once its fp16 factor is widened to fp32).
-#: 5 and 6 are pose-graph paths (:func:`mpslam_ros.problems.pgo.warmup`): fp64 vectors with an
-#: fp64 / fp32 incomplete-Cholesky factor (the block-diagonal array then an unused fp32 placeholder),
-#: i.e. a rejected reduced-precision step recomputed in fp64 (``SolverOptions.precision_fallback``) and
-#: mixed's factor widened on to fp64 (``fp32_factor_max_cg_iterations``).
-CG_DTYPES = [(np.float64, np.float64, np.float64, np.float64, False),
-             (np.float32, np.float32, np.float32, np.float32, False),
-             (np.uint16, np.float32, np.uint16, np.uint16, False),
-             (np.uint16, np.float32, np.uint16, np.uint16, True),
-             (np.float32, np.float32, np.uint16, np.uint16, False),
-             (np.float64, np.float64, np.float32, np.float64, False),
-             (np.float64, np.float64, np.float32, np.float32, False)]
-
-
-def warm_cg(jt, vt, bt, pt, half: bool) -> None:
-    """Compile (or load) CG and the Jacobian products for one dtype combination of :data:`CG_DTYPES`, with
+def warm_cg(name: str) -> None:
+    """Compile (or load) CG and the Jacobian products for the dtype combination ``CG_DTYPES[name]``, with
     every preconditioner kind."""
-    rng = np.random.default_rng(0)
-    K, m, d, n = 3, 6, 6, 18
-    col_a = np.array([0, 6, -1], dtype=np.int64)
-    col_b = np.array([6, 12, 0], dtype=np.int64)
-    indptr = np.arange(n + 1, dtype=np.int64)
-    indices = np.arange(n, dtype=np.int64)
-    bd_col = np.array([0, 6, 12], dtype=np.int64)
-    bd_size = np.full(3, 6, dtype=np.int64)
-    bd_off = np.array([0, 36, 72], dtype=np.int64)
-    J64 = rng.standard_normal((K, m, d))
+    jt, vt, bt, pt, half = CG_DTYPES[name]
+    c = _tiny_case()
 
     def stored(a, dt):
         return a.astype(np.float16).view(np.uint16) if dt == np.uint16 else a.astype(dt)
 
-    J = stored(J64, jt)
-    scale_jacobian(J64, J64, col_a, col_b, np.ones(n), 1.0, np.empty((K, m, d), vt), np.empty((K, m, d), vt))
+    J = stored(c.J64, jt)
+    scale_jacobian(c.J64, c.J64, c.col_a, c.col_b, np.ones(c.n), 1.0, np.empty(c.J64.shape, vt),
+                   np.empty(c.J64.shape, vt))
     bdv = stored(np.tile(np.eye(6).ravel(), 3), bt)
-    Lv = stored(np.ones(n), pt)
-    rhs = np.ones(n, dtype=vt)
-    x = np.empty(n, dtype=vt)
+    Lv = stored(np.ones(c.n), pt)
+    rhs = np.ones(c.n, dtype=vt)
+    x = np.empty(c.n, dtype=vt)
     Ldiag = np.zeros(1, dtype=vt)  # what lm passes for every kind but block L D L^T
-    for kind, perm in ((PC_NONE, indices[:0]), (PC_BLOCK_JACOBI, indices[:0]), (PC_IC, indices[:0]),
-                       (PC_IC, indices[::-1].copy())):
+    reverse = c.indices[::-1].copy()
+    for kind, perm in ((PC_NONE, c.indices[:0]), (PC_BLOCK_JACOBI, c.indices[:0]), (PC_IC, c.indices[:0]),
+                       (PC_IC, reverse)):
         for step_rtol in (0.0, 0.05):
-            cgnr(J, J, col_a, col_b, rhs, 1e-3, kind, bdv, bd_col, bd_size, bd_off, indptr, indices, Lv, perm,
-                 Ldiag, 6, 1.0, 5, 1e-6, step_rtol, half, x, np.zeros(6))
+            cgnr(J, J, c.col_a, c.col_b, rhs, 1e-3, kind, bdv, c.bd_col, c.bd_size, c.bd_off, c.indptr, c.indices,
+                 Lv, perm, Ldiag, 6, 1.0, 5, 1e-6, step_rtol, half, x, np.zeros(6))
     if not half:  # block L D L^T (one 6x6 block below the diagonal)
         # its diagonal blocks: fp64 with an fp64 factor, else fp32 (lm's BlockLDL.cast)
         ldl_diag = np.tile(np.eye(6).ravel(), 3).astype(np.float64 if pt == np.float64 else np.float32)
         blk_indptr = np.array([0, 0, 1, 1], dtype=np.int64)
         blk_indices = np.array([0], dtype=np.int64)
-        cgnr(J, J, col_a, col_b, rhs, 1e-3, PC_BLOCK_LDL, bdv, bd_col, bd_size, bd_off, blk_indptr, blk_indices,
-             stored(0.1 * np.ones(36), pt), indices[::-1].copy(), ldl_diag, 6, 0.5, 5, 1e-6, 0.05, half, x,
+        cgnr(J, J, c.col_a, c.col_b, rhs, 1e-3, PC_BLOCK_LDL, bdv, c.bd_col, c.bd_size, c.bd_off, blk_indptr,
+             blk_indices, stored(0.1 * np.ones(36), pt), reverse, ldl_diag, 6, 0.5, 5, 1e-6, 0.05, half, x,
              np.zeros(6))
-    q = np.empty(K * m, dtype=vt)
-    jac_matvec(J, J, col_a, col_b, rhs, q, half)
-    jac_t_matvec(J, J, col_a, col_b, q, x, half)
+    q = np.empty(c.K * c.m, dtype=vt)
+    jac_matvec(J, J, c.col_a, c.col_b, rhs, q, half)
+    jac_t_matvec(J, J, c.col_a, c.col_b, q, x, half)
