@@ -46,9 +46,8 @@ lc.close()
 # window loaded that kernel in vo_node after ready); this window widens in mixed, never in fp64
 from mpslam_ros.problems.ba import WindowProblem, ba_options
 from mpslam_ros.problems.window_synth import make_window
-from mpslam_ros.solvers.schur_ba import solve_schur_ba
-w = make_window(2, num_keyframes=5, num_landmarks=40, track_length=(2, 5), stereo=True, rotation_noise_deg=10.0)
-p = WindowProblem(*w.solve_args())
+from mpslam_ros.solvers.schur_ba import WIDENING_WINDOW, solve_schur_ba
+p = WindowProblem(*make_window(**WIDENING_WINDOW).solve_args())
 p.sort_observations_by_point()
 widened = solve_schur_ba(p, ba_options(precision=precision, small_problem_schur_columns=0),
                          "dense_schur").jacobian_widened_at

@@ -820,26 +820,27 @@ def warmup(precisions=("fp64", "fp32", "mixed")) -> None:
     warm_jacobian_widening(precisions)
 
 
+#: A stereo window whose fp16-stored Jacobian dense_schur widens to fp32 partway through a mixed solve (10 deg
+#: rotation noise on the start: a relocalised window's kind of start). ``make_window`` keywords.
+WIDENING_WINDOW = dict(seed=2, num_keyframes=5, num_landmarks=40, track_length=(2, 5), stereo=True,
+                       rotation_noise_deg=10.0)
+
+
 def warm_jacobian_widening(precisions: Sequence[str]) -> None:
-    """Load :func:`store_scaled_jacobian`'s fp32-storage signature for the presets that store the Jacobian
-    in fp16: dense_schur widens to it mid-solve (``FP16_MODEL_MAX_DISAGREEMENT``), which a regular solve of
-    those presets does not reach, so a warm-up's window solves leave it cold. Why: on a loaded CI machine a
-    relocalised VO window widened and vo_node loaded the kernel on the camera path after ready (1 kernel)."""
+    """Run dense_schur's fp16 -> fp32 Jacobian widening (``FP16_MODEL_MAX_DISAGREEMENT``) once for the
+    presets that store the Jacobian in fp16, by solving :data:`WIDENING_WINDOW`: a regular solve does not
+    reach it, so a warm-up's window solves left its kernel signature (fp32 storage) cold. Why: on a loaded CI
+    machine a relocalised VO window widened and vo_node loaded that kernel on the camera path after ready.
+    Raises RuntimeError when the window no longer widens (the warm-up would silently stop covering it)."""
     from mpslam_ros.problems.ba import WindowProblem, ba_options
     from mpslam_ros.problems.window_synth import make_window
 
     for precision in precisions:
-        options = ba_options(precision=precision)
+        options = ba_options(precision=precision, small_problem_schur_columns=0)  # the Python loop widens
         preset = get_preset(options.precision)
         if preset.emulate_half or preset.jacobian_storage != "fp16":
             continue  # naive fp16 is CGNR-only; fp32 / fp64 storage never widens
-        w = make_window(0, num_keyframes=4, num_landmarks=12, track_length=(2, 4), stereo=True)
-        problem = WindowProblem(*w.solve_args())
+        problem = WindowProblem(*make_window(**WIDENING_WINDOW).solve_args())
         problem.sort_observations_by_point()
-        lay = _SchurLayout(problem)
-        summary = SolverSummary(precision=preset.name, linear_solver="dense_schur", preconditioner="-")
-        _, _, Ja, Jb = evaluate_weighted(problem, True, options, robust_mask(problem), summary)
-        Sa, Sb = _jacobian_stores(lay, "fp32")  # what the widening allocates
-        store_scaled_jacobian(Ja, Jb, lay.cam_col, lay.pt_col, lay.pt_start, np.ones(lay.n), 1.0, Sa, Sb,
-                              np.empty((len(lay.cam_col), 3, lay.dc)), np.empty((lay.n_free_cams, lay.dc, lay.dc)),
-                              np.empty((lay.n_pts, 3, 3)))
+        if solve_schur_ba(problem, options, "dense_schur").jacobian_widened_at < 0:
+            raise RuntimeError(f"schur_ba.WIDENING_WINDOW no longer widens its Jacobian in {precision}")
