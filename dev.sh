@@ -72,7 +72,7 @@ setup_env() {
   # Compile (or load from cache) every numba kernel once, so tests and nodes start warm. Said out loud
   # when it runs: from empty caches it takes minutes, and a silent terminal looks like a hang.
   if ! mpslam warmup --check >/dev/null; then
-    echo "[dev.sh] compiling every numba kernel once (first run only: 7-16 minutes on 2 cores, 20 or more on a"
+    echo "[dev.sh] compiling every numba kernel once (first run only: 15-20 minutes on 2 cores, more on a"
     echo "[dev.sh] heavily loaded machine; one line per stage below; cached afterwards)"
     mpslam warmup
   fi
