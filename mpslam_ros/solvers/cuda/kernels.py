@@ -36,11 +36,11 @@ def _guard_simulated_shared_arrays() -> None:
     import sys
     import threading
 
+    from numba.core import types
     from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
 
     shared = kernelapi.FakeCUDAShared
-    if getattr(shared, "_mpslam_guarded", False):
-        return
     unguarded = shared.array
     lock = threading.Lock()
 
@@ -52,19 +52,11 @@ def _guard_simulated_shared_arrays() -> None:
         with lock:
             found = self._allocations.get(key)
             if found is None:
-                found = self._allocations[key] = np.empty(shape, _numpy_dtype(dtype))
+                np_dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else dtype
+                found = self._allocations[key] = np.empty(shape, np_dtype)
         return found
 
     shared.array = array
-    shared._mpslam_guarded = True
-
-
-def _numpy_dtype(dtype) -> np.dtype:
-    """A numba type or anything numpy takes, as a numpy dtype."""
-    from numba.core import types
-    from numba.np import numpy_support
-
-    return numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
 
 
 if SIMULATOR:
