@@ -334,13 +334,15 @@ def warm_stamp(precisions: Sequence[str], modes: Sequence[str]) -> Path:
 
 
 def is_warm(precisions: Sequence[str], modes: Sequence[str]) -> bool:
-    """True when :func:`warm_stamp` exists and the data cache still holds the warm-up frames."""
+    """True when :func:`warm_stamp` exists for these precisions and modes, or for all of them (a complete
+    warm-up, e.g. dev.sh's, covers any subset), and the data cache still holds the warm-up frames."""
     import os
 
     from mpslam_ros.sim.sequences import cache_root
 
     frames = [p for p in cache_root().glob("warmup_frames_*.npz")] if cache_root().is_dir() else []
-    return os.path.exists(warm_stamp(precisions, modes)) and len(frames) >= len(set(modes))
+    stamped = os.path.exists(warm_stamp(precisions, modes)) or os.path.exists(warm_stamp(PRECISIONS, MODES))
+    return stamped and len(frames) >= len(set(modes))
 
 
 def mark_warm(precisions: Sequence[str], modes: Sequence[str]) -> None:

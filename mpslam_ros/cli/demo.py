@@ -85,6 +85,7 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
     from tqdm import tqdm
 
     from mpslam_ros.nodes.graph import DDS_ENV_KEYS, SlamGraph, extrinsic_params, ros_environment
+    from mpslam_ros.warmup import is_warm
 
     env = ros_environment(args.domain_id)
     # this process subscribes too: same domain and discovery range before rclpy starts
@@ -98,6 +99,9 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         params["/**"] = extrinsic_params(rig.T_body_left)
     recorder = OutputRecorder(domain_id=int(env["ROS_DOMAIN_ID"]))
     graph = SlamGraph(out / "logs", env, params=params, params_file=args.params_file)
+    # say "compiling" only where it is (no complete `mpslam warmup` of these sources): loading takes seconds
+    warming_what = ("loading kernels" if is_warm([args.precision], ["stereo"])
+                    else "compiling kernels on a cold cache, minutes")
     t_start = time.monotonic()
     try:
         graph.start_node("vo_node")
@@ -110,12 +114,6 @@ def run_graph(args: argparse.Namespace, bag: Path, rig, n_frames: int, out: Path
         with tqdm(total=n_frames, unit="frame", desc="odometry", file=sys.stderr,
                   mininterval=0.2 if sys.stderr.isatty() else 5.0) as bar:
             warming_shown = None
-            from mpslam_ros.warmup import MODES, PRECISIONS, is_warm
-
-            # say "compiling" only where it is (no complete `mpslam warmup` of these sources, e.g. dev.sh's,
-            # for this precision or for all): loading takes seconds
-            warm = is_warm([args.precision], ["stereo"]) or is_warm(PRECISIONS, MODES)
-            warming_what = "loading kernels" if warm else "compiling kernels on a cold cache, minutes"
             while player.poll() is None:
                 if not graph.alive("vo_node"):
                     raise RuntimeError("vo_node exited early:\n" + graph.log("vo_node")[-3000:])
