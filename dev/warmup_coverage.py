@@ -16,10 +16,7 @@ from mpslam_ros.warmup import KernelWatch, warm_pipeline
 
 def as_received(frame):
     """A frame as vo_node's image callbacks hand it over."""
-    frame.left = msgs.image_to_mono8(msgs.numpy_to_image(frame.left, frame.stamp_ns, "camera_left"))
-    if frame.right is not None:
-        frame.right = msgs.image_to_mono8(msgs.numpy_to_image(frame.right, frame.stamp_ns, "camera_right"))
-    return frame
+    return msgs.frame_as_received(frame, depth_scale=1.0)
 
 
 def vo_cases(precision: str) -> None:

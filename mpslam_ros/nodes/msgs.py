@@ -30,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mpslam_ros.datatypes import CameraIntrinsics, Keyframe, StereoRig
+from mpslam_ros.datatypes import CameraIntrinsics, Keyframe, StereoFrame, StereoRig
 
 
 class MessageError(ValueError):
@@ -140,6 +140,18 @@ def numpy_to_image(arr: np.ndarray, stamp_ns: int, frame_id: str, encoding: Opti
                 encoding=encoding, is_bigendian=0, step=arr.shape[1] * channels * arr.dtype.itemsize)
     msg.data = arr.tobytes()
     return msg
+
+
+
+def frame_as_received(frame: StereoFrame, depth_scale: float) -> StereoFrame:
+    """``frame`` encoded to Image messages and decoded as vo_node's image callbacks do (same dtypes, layouts,
+    flags): what warm-ups and rare-path checks feed VO so it meets the arrays a camera's frames have."""
+    frame.left = image_to_mono8(numpy_to_image(frame.left, frame.stamp_ns, "camera_left"))
+    if frame.right is not None:
+        frame.right = image_to_mono8(numpy_to_image(frame.right, frame.stamp_ns, "camera_right"))
+    if frame.depth is not None:
+        frame.depth = image_to_depth(numpy_to_image(frame.depth, frame.stamp_ns, "camera_left"), depth_scale)
+    return frame
 
 
 # --------------------------------------------------------------------------- calibration

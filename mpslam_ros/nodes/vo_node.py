@@ -355,13 +355,7 @@ class VisualOdometryNode(Node):
 
     def _as_received(self, frame: StereoFrame) -> StereoFrame:
         """A warm-up frame as the image callbacks would hand it over (same dtypes, layout, flags)."""
-        frame.left = msgs.image_to_mono8(msgs.numpy_to_image(frame.left, frame.stamp_ns, "camera_left"))
-        if frame.right is not None:
-            frame.right = msgs.image_to_mono8(msgs.numpy_to_image(frame.right, frame.stamp_ns, "camera_right"))
-        if frame.depth is not None:
-            frame.depth = msgs.image_to_depth(msgs.numpy_to_image(frame.depth, frame.stamp_ns, "camera_left"),
-                                              self.depth_scale)
-        return frame
+        return msgs.frame_as_received(frame, self.depth_scale)
 
     def _publish_result(self, result: FrameResult, arrived: float) -> None:
         stamp = result.stamp_ns
