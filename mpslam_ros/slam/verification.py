@@ -63,6 +63,9 @@ class LoopEdge:
     spread_cells: int = 0
     rmse_px: float = 0.0
     extra: dict = field(default_factory=dict)
+    #: Indices of the query keypoints that are PnP inliers: points of the static scene the candidate's
+    #: map holds (VO keeps these established after a relocalisation, the rest on probation).
+    query_inliers: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -174,7 +177,7 @@ def verify_loop(query: Keyframe, candidate: Keyframe, config: Optional[Verificat
     s = np.minimum(1.0, np.sqrt(cap) / d)  # scale rows/cols so no diagonal exceeds the cap
     info = info * s[:, None] * s[None, :]
     edge = LoopEdge(int(query.id), int(candidate.id), T_match_query, info, n_in, score, cells, rmse,
-                    {"matches": nm, "agreement_3d": agreement})
+                    {"matches": nm, "agreement_3d": agreement}, qi[inliers])
     return VerificationResult(edge, "", nm, n_in)
 
 
