@@ -654,7 +654,8 @@ class VisualOdometry:
         why = reason or f"frame {frame.index}: relocalising ({waited:.2f} s)"
         return self._result(frame, "relocalizing", why, timings)
 
-    def _relocalize(self, frame, left, right, depth):
+    def _relocalize(self, frame, left, right, depth
+                    ) -> Optional[Tuple[np.ndarray, int, int, Tuple[np.ndarray, np.ndarray]]]:
         """Match this frame against the recent keyframes of the map: (T_world_body, keyframe id,
         inliers, (pixels, camera-frame points) of the inliers) of the first candidate that passes the
         loop verification, else None."""
