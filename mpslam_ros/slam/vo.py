@@ -299,6 +299,7 @@ class VisualOdometry:
         self._ever_initialized = False
         self._map_id = 0
         self._relocalizing_since: Optional[int] = None  # stamp of the first frame relocalising
+        self._frames_relocalizing_now = 0
         # recent keyframes of the current map (what relocalisation matches against), oldest first
         self._reloc_db: "collections.OrderedDict[int, Keyframe]" = collections.OrderedDict()
         self._reloc_stack = None  # (descriptors, owner keyframe ids), rebuilt when the db changes
@@ -617,12 +618,14 @@ class VisualOdometry:
         self.stats.losses += 1
         self._initialized = False
         self._relocalizing_since = frame.stamp_ns
+        self._frames_relocalizing_now = 0  # this loss's attempts (stats count all losses')
         return self._relocalize_or_new_map(frame, left, pyr, right, depth, timings, reason)
 
     def _relocalize_or_new_map(self, frame, left, pyr, right, depth, timings, reason: str = "") -> VOResult:
         cfg = self.config
         t = time.perf_counter()
         self.stats.frames_relocalizing += 1
+        self._frames_relocalizing_now += 1
         found = self._relocalize(frame, left, right, depth)
         timings["relocalize"] = time.perf_counter() - t
         self.stats.relocalization_s += timings["relocalize"]
@@ -647,7 +650,7 @@ class VisualOdometry:
         waited = (frame.stamp_ns - self._relocalizing_since) * 1e-9
         if waited >= cfg.relocalization_timeout_s or not self._reloc_db:
             why = (f"frame {frame.index}: not relocalised within {cfg.relocalization_timeout_s:g} s "
-                   f"({self.stats.frames_relocalizing} frames tried)")
+                   f"({self._frames_relocalizing_now} frames tried)")
             log.warning("%s: starting map %d", why, self._map_id + 1)
             self._new_map()
             return self._initialize(frame, left, pyr, right, depth, timings, why)
