@@ -138,10 +138,15 @@ def test_black_frames_hold_pose_and_resume(seq, frames, caplog):
     assert np.linalg.norm(out[99].T_world_body[:3, 3] - seq.poses[99][:3, 3]) < 0.03
 
 
-def _run_with_wall(seq, frames, config, wall_frames=range(40, 50), n=80):
+def _textureless_wall(frames):
+    """A smooth grey ramp the size of the images: intensity varies (not "black") but there is nothing
+    to track."""
     h, w = frames[0].left.shape
-    # a smooth grey ramp: intensity varies (not "black") but there is nothing to track
-    wall = np.tile(np.linspace(60, 200, w).astype(np.uint8), (h, 1))
+    return np.tile(np.linspace(60, 200, w).astype(np.uint8), (h, 1))
+
+
+def _run_with_wall(seq, frames, config, wall_frames=range(40, 50), n=80):
+    wall = _textureless_wall(frames)
     vo = VisualOdometry(seq.rig, config)
     vo.reset(seq.poses[0])
     out = []
@@ -258,10 +263,9 @@ def _run_relocalising_beside_a_mover(seq, frames, share=0.45, disparity_px=40, s
     large textured object ~1 m away (the left ``share`` of the view, ``disparity_px``) slides
     sideways ``speed_px`` per frame: a trolley or person next to the camera as tracking resumes. Its
     texture is a view of the house upside down, so it matches nothing in the map."""
-    h, w = frames[0].left.shape
-    wall = np.tile(np.linspace(60, 200, w).astype(np.uint8), (h, 1))
+    wall = _textureless_wall(frames)
     texture = np.ascontiguousarray(frames[150].left[::-1, ::-1])
-    width = int(share * w)
+    width = int(share * wall.shape[1])
 
     def with_mover(f, k):
         left, right = f.left.copy(), f.right.copy()
@@ -274,7 +278,7 @@ def _run_relocalising_beside_a_mover(seq, frames, share=0.45, disparity_px=40, s
     vo.reset(seq.poses[0])
     out = [vo.process(f) for f in frames[:40]]
     out += [vo.process(replace(f, left=wall, right=wall)) for f in frames[40:50]]
-    out += [vo.process(with_mover(f, k)) for k, f in enumerate(frames[50:80], start=0)]
+    out += [vo.process(with_mover(f, k)) for k, f in enumerate(frames[50:80])]
     return vo, out
 
 
@@ -309,8 +313,7 @@ def _run_look_alike(seq, frames, config, lost_at=100, wall_len=10, replay_from=0
     """Track frames[:lost_at], lose tracking on a textureless wall, then show the images of frames
     ``replay_from...`` again with the stamps continuing: a place that looks exactly like one already
     mapped (a look-alike panel), but ~2 m from where the robot can be after half a second."""
-    h, w = frames[0].left.shape
-    wall = np.tile(np.linspace(60, 200, w).astype(np.uint8), (h, 1))
+    wall = _textureless_wall(frames)
     vo = VisualOdometry(seq.rig, config)
     vo.reset(seq.poses[0])
     out = [vo.process(f) for f in frames[:lost_at]]
