@@ -14,19 +14,23 @@ from typing import Dict
 
 #: Effect settings of each profile (fields of SimOptions; unnamed fields keep their defaults).
 #: realistic: a global-shutter machine-vision camera indoors (EuRoC-like noise and distortion,
-#: 8 ms exposure, auto exposure, a little mains flicker, 7 % gain mismatch between the two sensors).
+#: 8 ms exposure, auto exposure, a little mains flicker, 7 % gain mismatch between the two sensors);
+#: two people walking, who give way to the robot / the person holding the camera as people do
+#: (they keep 0.8 m, centre to camera: the near end of personal distance, so the nearest of them still
+#: covers about half the image).
 #: harsh: a cheap camera in a dim, flickering place: 4x the noise, 20 ms exposure, strong vignetting
-#: and distortion, large exposure swings and flicker, lights switched between visits, people walking.
+#: and distortion, large exposure swings and flicker, lights switched between visits, five people
+#: walking who brush past the camera (0.45 m: about a body's half-width plus the camera's).
 PROFILES: Dict[str, dict] = {
     "clean": {},
     "realistic": dict(read_noise=2.0, shot_noise=0.05, vignetting=0.35, exposure_time_s=0.008,
                       blur_px_per_sample=1.5, exposure_variation=0.15, flicker=0.02, right_gain=0.93,
                       distortion=(-0.28, 0.075, 2e-4, -1e-4, 0.0), light_change=0.2, moving_objects=2,
-                      depth_noise=0.0015),
+                      mover_clearance_m=0.8, depth_noise=0.0015),
     "harsh": dict(read_noise=4.0, shot_noise=0.12, vignetting=0.5, exposure_time_s=0.02,
                   blur_px_per_sample=1.5, exposure_variation=0.35, flicker=0.08, right_gain=0.8,
                   distortion=(-0.33, 0.1, 5e-4, -4e-4, 0.0), light_change=0.5, moving_objects=5,
-                  depth_noise=0.004),
+                  mover_clearance_m=0.45, depth_noise=0.004),
 }
 
 #: Scene effects a profile can add with ``+`` (``realistic+textureless+dark``): fields of SimOptions.

@@ -27,6 +27,9 @@ from mpslam_ros.datatypes import CameraIntrinsics, StereoFrame, StereoRig, Traje
 #: 2: mip levels registered to texel centres (v1's pyramid shifted the texture with the level).
 SIM_VERSION = 2
 FRAME_RATE_HZ = 20.0
+#: Time step of the movers' walks when they give way to the camera (they are interpolated between).
+MOVER_STEP_S = 0.01
+
 #: First stamp of every synthetic sequence (a realistic ROS time, 2023-11-14).
 START_STAMP_NS = 1_700_000_000_000_000_000
 
@@ -57,6 +60,7 @@ class SimOptions:
     distortion: tuple = (0.0, 0.0, 0.0, 0.0, 0.0)  # k1, k2, p1, p2, k3 (plumb-bob) of both cameras
     light_change: float = 0.0  # relative change of each 4 m cell's light level every 20 s
     moving_objects: int = 0  # people / trolleys walking through the scene
+    mover_clearance_m: float = 0.0  # > 0: movers give way, keeping this far from the camera (floor plane)
     depth_noise: float = 0.0  # RGB-D depth noise sigma per z^2 (1/m)
     textureless_walls: float = 0.0  # share of wall faces painted plain (scene effect ``textureless``)
     dark_zones: float = 0.0  # share of the 4 m light cells left dark (scene effect ``dark``)
@@ -65,7 +69,7 @@ class SimOptions:
     _LATER = {"supersample": 1, "profile": "clean", "vignetting": 0.3, "blur_px_per_sample": 0.0,
               "max_blur_samples": 9, "flicker": 0.0, "right_gain": 1.0,
               "distortion": (0.0, 0.0, 0.0, 0.0, 0.0), "light_change": 0.0, "moving_objects": 0,
-              "depth_noise": 0.0, "textureless_walls": 0.0, "dark_zones": 0.0}
+              "mover_clearance_m": 0.0, "depth_noise": 0.0, "textureless_walls": 0.0, "dark_zones": 0.0}
 
     @classmethod
     def for_profile(cls, profile: str, **overrides) -> "SimOptions":
@@ -179,6 +183,13 @@ class SyntheticSequence:
             from mpslam_ros.sim.world import make_movers
 
             self._movers, self._mover_faces = make_movers(self.world, self.options.moving_objects, seed)
+            if self.options.mover_clearance_m > 0:
+                from mpslam_ros.sim.world import give_way_to_camera
+
+                grid = np.arange(0.0, self.duration_s + MOVER_STEP_S, MOVER_STEP_S)
+                camera_xy = (self.pose_at(grid) @ self.rig.T_body_left)[:, :2, 3]
+                self._movers = [give_way_to_camera(m, self.world, grid, camera_xy, self.options.mover_clearance_m)
+                                for m in self._movers]
         if self.options.light_change > 0:
             from mpslam_ros.sim.world import face_cells
 

@@ -482,19 +482,86 @@ WORLDS = {"house": build_house, "office": build_office, "warehouse": build_wareh
 
 @dataclass
 class Mover:
-    """A box (person, trolley) walking back and forth along a segment at constant speed."""
+    """A box (person, trolley) walking back and forth along a segment at constant speed; with a
+    ``walk`` (from :func:`give_way_to_camera`) it follows that instead, waiting or stepping back
+    where the free walk would come too close to the camera."""
 
     size: np.ndarray  # (sx, sy, sz)
     start: np.ndarray  # (x, y) of the box centre at one end
     end: np.ndarray
     speed: float
     phase_s: float
+    walk: tuple | None = None  # (times_s, along, aside): a walk that gives way, see give_way_to_camera
+
+    @property
+    def length(self) -> float:
+        return float(np.linalg.norm(self.end - self.start))
+
+    def free_progress(self, t: float) -> float:
+        """Distance along the segment at ``t`` walking back and forth, ignoring the camera."""
+        length = self.length
+        s = (t * self.speed + self.phase_s * self.speed) % (2 * length)
+        return s if s <= length else 2 * length - s  # ping-pong
 
     def centre(self, t: float) -> np.ndarray:
-        length = float(np.linalg.norm(self.end - self.start))
-        s = (t * self.speed + self.phase_s * self.speed) % (2 * length)
-        s = s if s <= length else 2 * length - s  # ping-pong
-        return self.start + (self.end - self.start) * (s / max(length, 1e-9))
+        axis = (self.end - self.start) / max(self.length, 1e-9)
+        if self.walk is None:
+            return self.start + axis * self.free_progress(t)
+        times, along, aside = self.walk
+        normal = np.array([-axis[1], axis[0]])
+        return self.start + axis * float(np.interp(t, times, along)) + normal * float(np.interp(t, times, aside))
+
+
+def give_way_to_camera(mover: Mover, world: World, times_s: np.ndarray, camera_xy: np.ndarray,
+                       clearance_m: float) -> Mover:
+    """``mover`` walking as a person does near a robot or someone holding a camera: it does not come
+    closer than ``clearance_m`` (centre to camera, in the floor plane) on its own. Where its next step
+    would, it waits; where the camera comes to it, it steps aside (off its segment, as far as the
+    obstacles allow), then back along its segment; back on its way once the camera has passed. In a
+    passage too narrow for both the camera does pass closer. ``camera_xy`` (n, 2) at ``times_s`` (a
+    fine, even grid: it is also the walk's time resolution)."""
+    length = mover.length
+    if clearance_m <= 0 or length < 1e-9:
+        return mover
+    axis = (mover.end - mover.start) / length
+    normal = np.array([-axis[1], axis[0]])
+    body = 0.5 * float(max(mover.size[:2])) + 0.1  # the margin make_movers keeps from obstacles
+    phase = (float(times_s[0]) + mover.phase_s) * mover.speed % (2 * length)
+    s, side_off, d = mover.free_progress(float(times_s[0])), 0.0, 1.0 if phase <= length else -1.0
+    along, aside = np.empty(len(times_s)), np.empty(len(times_s))
+
+    def at(s_: float, o_: float) -> np.ndarray:
+        return mover.start + axis * s_ + normal * o_
+
+    for k in range(len(times_s)):
+        c = camera_xy[k]
+        step = mover.speed * float(times_s[k] - times_s[max(k - 1, 0)])
+        nxt = s + d * step
+        if nxt > length or nxt < 0.0:  # turn at the segment's ends
+            d = -d
+            nxt = min(max(nxt, 0.0), length)
+        if np.linalg.norm(at(nxt, side_off) - c) >= clearance_m:
+            s = nxt  # else wait for the camera to pass
+        rel = at(s, side_off) - c
+        if np.linalg.norm(rel) < clearance_m:  # the camera comes to it: step aside, away from the camera
+            a, b = float(rel @ axis), float(rel @ normal)
+            want = np.copysign(np.sqrt(max(clearance_m ** 2 - a * a, 0.0)), b if b != 0.0 else 1.0)
+            for frac in (1.0, 0.75, 0.5, 0.25):
+                o = side_off + frac * (want - b)
+                if world.free_of_obstacles(at(s, o)[None], body)[0]:
+                    side_off = o
+                    break
+            rel = at(s, side_off) - c
+            if np.linalg.norm(rel) < clearance_m:  # no room aside: step back along the segment
+                a, b = float(rel @ axis), float(rel @ normal)
+                half = np.sqrt(max(clearance_m ** 2 - b * b, 0.0))
+                s = min(max(s - a + (-half if a < 0 else half), 0.0), length)
+        elif side_off != 0.0:  # back onto its segment where that keeps it clear
+            o = side_off - np.copysign(min(step, abs(side_off)), side_off)
+            if np.linalg.norm(at(s, o) - c) >= clearance_m:
+                side_off = o
+        along[k], aside[k] = s, side_off
+    return replace(mover, walk=(np.asarray(times_s, np.float64).copy(), along, aside))
 
 
 def make_movers(world: World, count: int, seed: int) -> tuple:
