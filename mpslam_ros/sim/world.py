@@ -545,12 +545,11 @@ def give_way_to_camera(mover: Mover, world: World, times_s: np.ndarray, camera_x
         rel = at(s, side_off) - c
         if np.linalg.norm(rel) < clearance_m:  # the camera comes to it: step aside, away from the camera
             a, b = float(rel @ axis), float(rel @ normal)
-            want = np.copysign(np.sqrt(max(clearance_m ** 2 - a * a, 0.0)), b if b != 0.0 else 1.0)
-            for frac in (1.0, 0.75, 0.5, 0.25):
-                o = side_off + frac * (want - b)
-                if world.free_of_obstacles(at(s, o)[None], body)[0]:
-                    side_off = o
-                    break
+            away = np.copysign(np.sqrt(max(clearance_m ** 2 - a * a, 0.0)), b if b != 0.0 else 1.0)
+            # the side away from the camera first, else across its path to the other side (both free)
+            options = [side_off + frac * (want - b) for want in (away, -away) for frac in (1.0, 0.75, 0.5, 0.25)]
+            free = world.free_of_obstacles(np.array([at(s, o) for o in options]), body)
+            side_off = options[int(np.argmax(free))] if free.any() else side_off
             rel = at(s, side_off) - c
             if np.linalg.norm(rel) < clearance_m:  # no room aside: step back along the segment
                 a, b = float(rel @ axis), float(rel @ normal)
