@@ -480,6 +480,10 @@ def build_warehouse(seed: int = 0, layout: WarehouseLayout | None = None,
 WORLDS = {"house": build_house, "office": build_office, "warehouse": build_warehouse}
 
 
+#: How fast a person steps aside for the camera (a quick sidestep; their walk is 0.6-1.3 m/s).
+DODGE_SPEED_M_S = 1.5
+
+
 @dataclass
 class Mover:
     """A box (person, trolley) walking back and forth along a segment at constant speed; with a
@@ -516,10 +520,11 @@ def give_way_to_camera(mover: Mover, world: World, times_s: np.ndarray, camera_x
                        clearance_m: float) -> Mover:
     """``mover`` walking as a person does near a robot or someone holding a camera: it does not come
     closer than ``clearance_m`` (centre to camera, in the floor plane) on its own. Where its next step
-    would, it waits; where the camera comes to it, it steps aside (off its segment, as far as the
-    obstacles allow), then back along its segment; back on its way once the camera has passed. In a
-    passage too narrow for both the camera does pass closer. ``camera_xy`` (n, 2) at ``times_s`` (a
-    fine, even grid: it is also the walk's time resolution)."""
+    would, it waits; where the camera comes to it, it steps aside (away from the camera, or across to
+    the other side where a wall is in the way; it keeps to the side it chose), and back along its
+    segment if that is not enough, at most :data:`DODGE_SPEED_M_S`; back on its way once the camera has
+    passed. So the camera does come closer where it is faster than that or the passage is too narrow
+    for both. ``camera_xy`` (n, 2) at ``times_s`` (a fine, even grid: the walk's time resolution)."""
     length = mover.length
     if clearance_m <= 0 or length < 1e-9:
         return mover
@@ -527,7 +532,8 @@ def give_way_to_camera(mover: Mover, world: World, times_s: np.ndarray, camera_x
     normal = np.array([-axis[1], axis[0]])
     body = 0.5 * float(max(mover.size[:2])) + 0.1  # the margin make_movers keeps from obstacles
     phase = (float(times_s[0]) + mover.phase_s) * mover.speed % (2 * length)
-    s, side_off, d = mover.free_progress(float(times_s[0])), 0.0, 1.0 if phase <= length else -1.0
+    s, d = mover.free_progress(float(times_s[0])), 1.0 if phase <= length else -1.0
+    side_off, side = 0.0, 0.0  # how far and to which side (+-1) of its segment it stepped
     along, aside = np.empty(len(times_s)), np.empty(len(times_s))
 
     def at(s_: float, o_: float) -> np.ndarray:
@@ -535,7 +541,9 @@ def give_way_to_camera(mover: Mover, world: World, times_s: np.ndarray, camera_x
 
     for k in range(len(times_s)):
         c = camera_xy[k]
-        step = mover.speed * float(times_s[k] - times_s[max(k - 1, 0)])
+        dt = float(times_s[k] - times_s[max(k - 1, 0)])
+        step = mover.speed * dt
+        dodge = DODGE_SPEED_M_S * dt if k else 2.0 * clearance_m  # nobody starts where the camera is
         nxt = s + d * step
         if nxt > length or nxt < 0.0:  # turn at the segment's ends
             d = -d
@@ -543,22 +551,26 @@ def give_way_to_camera(mover: Mover, world: World, times_s: np.ndarray, camera_x
         if np.linalg.norm(at(nxt, side_off) - c) >= clearance_m:
             s = nxt  # else wait for the camera to pass
         rel = at(s, side_off) - c
-        if np.linalg.norm(rel) < clearance_m:  # the camera comes to it: step aside, away from the camera
+        if np.linalg.norm(rel) < clearance_m:  # the camera comes to it
             a, b = float(rel @ axis), float(rel @ normal)
-            away = np.copysign(np.sqrt(max(clearance_m ** 2 - a * a, 0.0)), b if b != 0.0 else 1.0)
-            # the side away from the camera first, else across its path to the other side (both free)
-            options = [side_off + frac * (want - b) for want in (away, -away) for frac in (1.0, 0.75, 0.5, 0.25)]
-            free = world.free_of_obstacles(np.array([at(s, o) for o in options]), body)
-            side_off = options[int(np.argmax(free))] if free.any() else side_off
+            side = side or (1.0 if b >= 0 else -1.0)
+            for sd in (side, -side):
+                target = side_off + sd * np.sqrt(max(clearance_m ** 2 - a * a, 0.0)) - b
+                o = side_off + float(np.clip(target - side_off, -dodge, dodge))
+                if world.free_of_obstacles(at(s, o)[None], body)[0]:
+                    side_off, side = o, sd
+                    break
             rel = at(s, side_off) - c
-            if np.linalg.norm(rel) < clearance_m:  # no room aside: step back along the segment
+            if np.linalg.norm(rel) < clearance_m:  # not clear yet: step back along the segment too
                 a, b = float(rel @ axis), float(rel @ normal)
                 half = np.sqrt(max(clearance_m ** 2 - b * b, 0.0))
-                s = min(max(s - a + (-half if a < 0 else half), 0.0), length)
+                target = min(max(s - a + (-half if a < 0 else half), 0.0), length)
+                s += float(np.clip(target - s, -dodge, dodge))
         elif side_off != 0.0:  # back onto its segment where that keeps it clear
             o = side_off - np.copysign(min(step, abs(side_off)), side_off)
             if np.linalg.norm(at(s, o) - c) >= clearance_m:
                 side_off = o
+                side = side if o != 0.0 else 0.0
         along[k], aside[k] = s, side_off
     return replace(mover, walk=(np.asarray(times_s, np.float64).copy(), along, aside))
 
