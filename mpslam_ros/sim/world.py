@@ -487,7 +487,7 @@ DODGE_SPEED_M_S = 1.5
 @dataclass
 class Mover:
     """A box (person, trolley) walking back and forth along a segment at constant speed; with a
-    ``walk`` (from :func:`give_way_to_camera`) it follows that instead, waiting or stepping back
+    ``walk`` (from :func:`give_way_to_camera`) it follows that instead, waiting or stepping aside
     where the free walk would come too close to the camera."""
 
     size: np.ndarray  # (sx, sy, sz)
